@@ -1,0 +1,109 @@
+//! Types shared by the egress-monitor kernel programs and the agent.
+//!
+//! Every type here crosses the kernel/user boundary as raw bytes, so each is `#[repr(C)]`,
+//! `Copy`, and has no hidden padding: explicit padding fields are zero, and flags are `u8`.
+#![no_std]
+
+/// Name of the LRU per-CPU hash map of (device, direction, remote address) -> [`Counters`].
+pub const FLOWS_MAP: &str = "FLOWS";
+/// Name of the per-CPU hash map of (device, direction) -> [`Counters`]: exact device totals.
+pub const DEVICES_MAP: &str = "DEVICES";
+/// Name of the per-CPU array of [`KernelStats`], indexed by direction.
+pub const STATS_MAP: &str = "STATS";
+/// Name of the LPM trie of local IPv4 prefixes (key data `[u8; 4]`, value `u8`).
+pub const LOCAL_V4_MAP: &str = "LOCAL_V4";
+/// Name of the LPM trie of local IPv6 prefixes (key data `[u8; 16]`, value `u8`).
+pub const LOCAL_V6_MAP: &str = "LOCAL_V6";
+
+/// Default capacity of [`FLOWS_MAP`]; the agent resizes it from its configuration at load time.
+pub const DEFAULT_FLOW_ENTRIES: u32 = 65_536;
+/// Default capacity of [`DEVICES_MAP`] (one entry per device and direction).
+pub const DEFAULT_DEVICE_ENTRIES: u32 = 4_096;
+/// Capacity of each local-prefix trie.
+pub const LOCAL_PREFIX_ENTRIES: u32 = 1_024;
+
+/// TC ingress on a LAN interface: frames from a device, leaving towards the world.
+pub const DIRECTION_EGRESS: u8 = 0;
+/// TC egress on a LAN interface: frames to a device, coming from the world.
+pub const DIRECTION_INGRESS: u8 = 1;
+/// Number of directions; the size of [`STATS_MAP`].
+pub const DIRECTIONS: u32 = 2;
+
+/// [`FlowKey::family`] of an IPv4 remote address (stored in the first 4 bytes of `addr`).
+pub const FAMILY_V4: u8 = 4;
+/// [`FlowKey::family`] of an IPv6 remote address.
+pub const FAMILY_V6: u8 = 6;
+
+/// Key of the flow map: one device talking to one remote address in one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// The device's MAC address: source MAC on egress, destination MAC on ingress.
+    pub mac: [u8; 6],
+    /// [`DIRECTION_EGRESS`] or [`DIRECTION_INGRESS`].
+    pub direction: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// The remote address, network byte order; IPv4 uses the first 4 bytes, the rest are zero.
+    pub addr: [u8; 16],
+}
+
+/// Key of the device map: one device in one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceKey {
+    /// The device's MAC address.
+    pub mac: [u8; 6],
+    /// [`DIRECTION_EGRESS`] or [`DIRECTION_INGRESS`].
+    pub direction: u8,
+    /// Zero; makes the key 8 bytes with no hidden padding.
+    pub pad: u8,
+}
+
+/// Per-CPU byte and packet counts. Bytes are IP-layer bytes as on the wire; a GSO/GRO
+/// super-packet counts as the segments it stands for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub bytes: u64,
+    pub packets: u64,
+}
+
+/// What the kernel programs saw, per CPU and direction. Every frame lands in exactly one of
+/// `counted`, `not_ip`, `local`, `parse_errors`, `device_update_errors`, so they sum to `frames`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelStats {
+    /// Every frame the program ran on.
+    pub frames: u64,
+    /// Frames counted in a device total (and, unless `flow_update_errors`, in a flow).
+    pub counted: u64,
+    /// Frames that are not IPv4 or IPv6 (ARP, LLDP, ...).
+    pub not_ip: u64,
+    /// IP frames whose remote address is local: LAN, the router itself, multicast, broadcast,
+    /// link-local.
+    pub local: u64,
+    /// Frames whose headers are truncated or malformed.
+    pub parse_errors: u64,
+    /// Frames not counted because the device map was full.
+    pub device_update_errors: u64,
+    /// Counted frames whose flow entry could not be created; they show up as `unattributed`.
+    pub flow_update_errors: u64,
+    /// Flow entries created (new destinations, or destinations re-created after LRU eviction).
+    pub flows_created: u64,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all four types are repr(C), Copy, and have no padding bytes.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::DeviceKey {}
+    unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::KernelStats {}
+}
+
+// The kernel and the agent must agree on these sizes; a change here is a map layout change.
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 24);
+const _: () = assert!(core::mem::size_of::<DeviceKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Counters>() == 16);
+const _: () = assert!(core::mem::size_of::<KernelStats>() == 64);

@@ -1,0 +1,111 @@
+//! Per-packet accounting: the device total first, then the (device, remote) detail.
+//!
+//! Order matters to the agent: a byte is added to its device total before its flow, so any
+//! byte the agent reads in a flow is already in the device total it reads afterwards.
+
+use aya_ebpf::{bindings::BPF_ANY, programs::TcContext};
+use monitor_common::{Counters, DeviceKey, FAMILY_V4, FlowKey, KernelStats};
+
+use crate::{
+    maps::{DEVICES, FLOWS, LOCAL_V4, LOCAL_V6, STATS},
+    parse::{Packet, Parsed, parse},
+};
+
+#[inline(always)]
+pub fn account(ctx: &TcContext, direction: u8) {
+    let Some(stats) = STATS.get_ptr_mut(direction as u32) else {
+        return;
+    };
+    // SAFETY: per-CPU slot; TC programs do not nest on one CPU, so nothing else writes it now.
+    let stats = unsafe { &mut *stats };
+    stats.frames += 1;
+    match parse(ctx, direction) {
+        Parsed::NotIp => stats.not_ip += 1,
+        Parsed::Malformed => stats.parse_errors += 1,
+        Parsed::Ip(packet) => count(&packet, direction, stats),
+    }
+}
+
+#[inline(always)]
+fn count(packet: &Packet, direction: u8, stats: &mut KernelStats) {
+    let key = FlowKey {
+        mac: packet.device,
+        direction,
+        family: packet.family,
+        addr: packet.remote,
+    };
+    // A flow already in the map is known not to be local: one lookup, no trie walk.
+    if let Some(flow) = FLOWS.get_ptr_mut(&key) {
+        if !add_to_device(packet, direction) {
+            stats.device_update_errors += 1;
+            return;
+        }
+        // SAFETY: per-CPU value of this CPU; see above.
+        let flow = unsafe { &mut *flow };
+        flow.bytes += packet.bytes;
+        flow.packets += packet.packets;
+        stats.counted += 1;
+        return;
+    }
+    if is_local(packet) {
+        stats.local += 1;
+        return;
+    }
+    if !add_to_device(packet, direction) {
+        stats.device_update_errors += 1;
+        return;
+    }
+    stats.counted += 1;
+    let value = Counters {
+        bytes: packet.bytes,
+        packets: packet.packets,
+    };
+    // On a per-CPU map an update writes only this CPU's slot, so BPF_ANY is right even when
+    // another CPU creates the same key at the same moment.
+    if FLOWS.insert(&key, &value, BPF_ANY as u64).is_ok() {
+        stats.flows_created += 1;
+    } else {
+        stats.flow_update_errors += 1;
+    }
+}
+
+/// Adds the packet to its device's total; false when the device map is full.
+#[inline(always)]
+fn add_to_device(packet: &Packet, direction: u8) -> bool {
+    let key = DeviceKey {
+        mac: packet.device,
+        direction,
+        pad: 0,
+    };
+    if let Some(total) = DEVICES.get_ptr_mut(&key) {
+        // SAFETY: per-CPU value of this CPU.
+        let total = unsafe { &mut *total };
+        total.bytes += packet.bytes;
+        total.packets += packet.packets;
+        return true;
+    }
+    let value = Counters {
+        bytes: packet.bytes,
+        packets: packet.packets,
+    };
+    DEVICES.insert(&key, &value, BPF_ANY as u64).is_ok()
+}
+
+#[inline(always)]
+fn is_local(packet: &Packet) -> bool {
+    if packet.family == FAMILY_V4 {
+        let addr = [
+            packet.remote[0],
+            packet.remote[1],
+            packet.remote[2],
+            packet.remote[3],
+        ];
+        LOCAL_V4
+            .get(aya_ebpf::maps::lpm_trie::Key::new(32, addr))
+            .is_some()
+    } else {
+        LOCAL_V6
+            .get(aya_ebpf::maps::lpm_trie::Key::new(128, packet.remote))
+            .is_some()
+    }
+}

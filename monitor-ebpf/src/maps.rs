@@ -1,0 +1,34 @@
+//! The maps shared with the agent. Sizes here are defaults; the agent sets the real capacities
+//! of the flow and device maps from its configuration when it loads the object.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LpmTrie, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
+};
+use monitor_common::{
+    Counters, DEFAULT_DEVICE_ENTRIES, DEFAULT_FLOW_ENTRIES, DIRECTIONS, DeviceKey, FlowKey,
+    KernelStats, LOCAL_PREFIX_ENTRIES,
+};
+
+/// (device, direction, remote) -> counts. LRU bounds memory whatever the devices do; what it
+/// evicts still shows in [`DEVICES`], so the agent reports it as unattributed.
+#[map]
+pub static FLOWS: LruPerCpuHashMap<FlowKey, Counters> =
+    LruPerCpuHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+
+/// (device, direction) -> exact totals. Not LRU: a device total must never be lost.
+#[map]
+pub static DEVICES: PerCpuHashMap<DeviceKey, Counters> =
+    PerCpuHashMap::with_max_entries(DEFAULT_DEVICE_ENTRIES, 0);
+
+/// Per-direction statistics of what the programs saw.
+#[map]
+pub static STATS: PerCpuArray<KernelStats> = PerCpuArray::with_max_entries(DIRECTIONS, 0);
+
+/// Local IPv4 prefixes, written by the agent: traffic to them is not a destination.
+#[map]
+pub static LOCAL_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(LOCAL_PREFIX_ENTRIES, 0);
+
+/// Local IPv6 prefixes, written by the agent.
+#[map]
+pub static LOCAL_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(LOCAL_PREFIX_ENTRIES, 0);

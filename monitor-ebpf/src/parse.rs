@@ -1,0 +1,260 @@
+//! Header parsing with direct packet access: Ethernet, up to two VLAN tags (802.1Q, 802.1ad),
+//! IPv4 with any header length, IPv6. Only what accounting needs is read.
+
+use aya_ebpf::programs::TcContext;
+use monitor_common::{DIRECTION_EGRESS, FAMILY_V4, FAMILY_V6};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const VLAN_HLEN: usize = 4;
+const IPV6_HLEN: u32 = 40;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const UDP_HLEN: u32 = 8;
+
+/// Every header we read lies in the first bytes of the frame: 14 (Ethernet) + 8 (two tags) +
+/// 60 (IPv4 with options) or 40 + extension headers, + 13 (TCP data offset).
+const PULL_LEN: u32 = 192;
+
+/// One accountable IP packet (or GSO super-packet).
+pub struct Packet {
+    /// MAC address of the LAN device: source on egress, destination on ingress.
+    pub device: [u8; 6],
+    pub family: u8,
+    /// The remote address: destination on egress, source on ingress. IPv4 in the first 4 bytes.
+    pub remote: [u8; 16],
+    /// IP-layer bytes as they cross the wire.
+    pub bytes: u64,
+    /// Wire packets: the GSO segment count of a super-packet, else 1.
+    pub packets: u64,
+}
+
+pub enum Parsed {
+    Ip(Packet),
+    NotIp,
+    Malformed,
+}
+
+/// Bounds of the linear packet data, fetched once per packet.
+struct Frame {
+    data: usize,
+    end: usize,
+}
+
+impl Frame {
+    /// A pointer to `len` readable bytes at `off`, or None when the frame is shorter.
+    #[inline(always)]
+    fn ptr(&self, off: usize, len: usize) -> Option<*const u8> {
+        let start = self.data + off;
+        if start + len > self.end {
+            None
+        } else {
+            Some(start as *const u8)
+        }
+    }
+}
+
+#[inline(always)]
+fn be16(p: *const u8, off: usize) -> u16 {
+    // SAFETY: callers pass a pointer from Frame::ptr whose length covers off + 2.
+    unsafe { u16::from_be_bytes([*p.add(off), *p.add(off + 1)]) }
+}
+
+#[inline(always)]
+fn byte(p: *const u8, off: usize) -> u8 {
+    // SAFETY: callers pass a pointer from Frame::ptr whose length covers off + 1.
+    unsafe { *p.add(off) }
+}
+
+#[inline(always)]
+fn is_vlan(proto: u16) -> bool {
+    proto == ETH_P_8021Q || proto == ETH_P_8021AD
+}
+
+#[inline(always)]
+pub fn parse(ctx: &TcContext, direction: u8) -> Parsed {
+    let len = ctx.len();
+    let mut frame = Frame {
+        data: ctx.data(),
+        end: ctx.data_end(),
+    };
+    // Headers normally sit in the linear part of the skb; when a driver left them in paged
+    // fragments, pull them in. This moves no byte of the packet, so it changes nothing on the wire.
+    let want = if len < PULL_LEN { len } else { PULL_LEN };
+    if frame.end - frame.data < want as usize {
+        let _ = ctx.skb.pull_data(want);
+        frame = Frame {
+            data: ctx.data(),
+            end: ctx.data_end(),
+        };
+    }
+
+    let Some(eth) = frame.ptr(0, ETH_HLEN) else {
+        return Parsed::Malformed;
+    };
+    let mac_off = if direction == DIRECTION_EGRESS { 6 } else { 0 };
+    // SAFETY: eth covers 14 bytes; the MAC is 6 of them.
+    let device = unsafe { core::ptr::read_unaligned(eth.add(mac_off) as *const [u8; 6]) };
+    let mut proto = be16(eth, 12);
+    let mut l3 = ETH_HLEN;
+    if is_vlan(proto) {
+        let Some(tag) = frame.ptr(l3, VLAN_HLEN) else {
+            return Parsed::Malformed;
+        };
+        proto = be16(tag, 2);
+        l3 += VLAN_HLEN;
+        if is_vlan(proto) {
+            let Some(tag) = frame.ptr(l3, VLAN_HLEN) else {
+                return Parsed::Malformed;
+            };
+            proto = be16(tag, 2);
+            l3 += VLAN_HLEN;
+        }
+    }
+
+    // Wire bytes from the IP header on; skb->len counts the frame from its Ethernet header.
+    let l3_len = len.saturating_sub(l3 as u32);
+    // SAFETY: reading a field of the context the kernel handed us.
+    let segs = unsafe { (*ctx.skb.skb).gso_segs };
+    match proto {
+        ETH_P_IP => ipv4(&frame, l3, l3_len, segs, device, direction),
+        ETH_P_IPV6 => ipv6(&frame, l3, l3_len, segs, device, direction),
+        _ => Parsed::NotIp,
+    }
+}
+
+/// Bytes of a packet: its own length field, clipped to what the frame holds (Ethernet padding
+/// is not IP data, a lying length field is not either). A GSO super-packet of N segments stands
+/// for N packets, each carrying its own copy of the headers (`hdr_len`).
+#[inline(always)]
+fn wire_bytes(length_field: u32, l3_len: u32, segs: u32, hdr_len: u32) -> (u64, u64) {
+    if segs > 1 {
+        let extra = (segs - 1) as u64 * hdr_len as u64;
+        (l3_len as u64 + extra, segs as u64)
+    } else {
+        let bytes = if length_field == 0 || length_field > l3_len {
+            l3_len
+        } else {
+            length_field
+        };
+        (bytes as u64, 1)
+    }
+}
+
+/// Length of the TCP or UDP header at `l4`, replicated in every GSO segment.
+#[inline(always)]
+fn l4_header_len(frame: &Frame, l4: usize, proto: u8) -> u32 {
+    match proto {
+        IPPROTO_TCP => match frame.ptr(l4, 13) {
+            Some(tcp) => ((byte(tcp, 12) >> 4) as u32) * 4,
+            // Headers not in reach: assume a TCP header without options.
+            None => 20,
+        },
+        IPPROTO_UDP => UDP_HLEN,
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+fn ipv4(frame: &Frame, l3: usize, l3_len: u32, segs: u32, device: [u8; 6], dir: u8) -> Parsed {
+    let Some(ip) = frame.ptr(l3, 20) else {
+        return Parsed::Malformed;
+    };
+    let ver_ihl = byte(ip, 0);
+    let ihl = ((ver_ihl & 0x0f) as u32) * 4;
+    if ver_ihl >> 4 != 4 || ihl < 20 {
+        return Parsed::Malformed;
+    }
+    let total_len = be16(ip, 2) as u32;
+    let addr_off = if dir == DIRECTION_EGRESS { 16 } else { 12 };
+    let mut remote = [0u8; 16];
+    // SAFETY: ip covers 20 bytes; both addresses lie within them.
+    let addr = unsafe { core::ptr::read_unaligned(ip.add(addr_off) as *const [u8; 4]) };
+    remote[0] = addr[0];
+    remote[1] = addr[1];
+    remote[2] = addr[2];
+    remote[3] = addr[3];
+    let hdr_len = if segs > 1 {
+        ihl + l4_header_len(frame, l3 + ihl as usize, byte(ip, 9))
+    } else {
+        0
+    };
+    let (bytes, packets) = wire_bytes(total_len, l3_len, segs, hdr_len);
+    Parsed::Ip(Packet {
+        device,
+        family: FAMILY_V4,
+        remote,
+        bytes,
+        packets,
+    })
+}
+
+#[inline(always)]
+fn ipv6(frame: &Frame, l3: usize, l3_len: u32, segs: u32, device: [u8; 6], dir: u8) -> Parsed {
+    let Some(ip) = frame.ptr(l3, IPV6_HLEN as usize) else {
+        return Parsed::Malformed;
+    };
+    if byte(ip, 0) >> 4 != 6 {
+        return Parsed::Malformed;
+    }
+    let payload_len = be16(ip, 4) as u32;
+    let addr_off = if dir == DIRECTION_EGRESS { 24 } else { 8 };
+    // SAFETY: ip covers 40 bytes; both addresses lie within them.
+    let remote = unsafe { core::ptr::read_unaligned(ip.add(addr_off) as *const [u8; 16]) };
+    let hdr_len = if segs > 1 {
+        ipv6_gso_header_len(frame, l3, byte(ip, 6))
+    } else {
+        0
+    };
+    // A zero payload length is a jumbogram: the frame's length is the truth.
+    let length_field = if payload_len == 0 {
+        0
+    } else {
+        IPV6_HLEN + payload_len
+    };
+    let (bytes, packets) = wire_bytes(length_field, l3_len, segs, hdr_len);
+    Parsed::Ip(Packet {
+        device,
+        family: FAMILY_V6,
+        remote,
+        bytes,
+        packets,
+    })
+}
+
+/// IPv6 header, extension headers and transport header: what every GSO segment repeats.
+/// Only called for super-packets, so the walk costs nothing on ordinary packets.
+#[inline(always)]
+fn ipv6_gso_header_len(frame: &Frame, l3: usize, first_next: u8) -> u32 {
+    const HOP_BY_HOP: u8 = 0;
+    const ROUTING: u8 = 43;
+    const FRAGMENT: u8 = 44;
+    const DEST_OPTS: u8 = 60;
+    let mut next = first_next;
+    let mut off = IPV6_HLEN as usize;
+    for _ in 0..4 {
+        let ext_len = match next {
+            HOP_BY_HOP | ROUTING | DEST_OPTS => match frame.ptr(l3 + off, 2) {
+                Some(ext) => {
+                    let len = (byte(ext, 1) as usize + 1) * 8;
+                    next = byte(ext, 0);
+                    len
+                }
+                None => break,
+            },
+            FRAGMENT => match frame.ptr(l3 + off, 1) {
+                Some(ext) => {
+                    next = byte(ext, 0);
+                    8
+                }
+                None => break,
+            },
+            _ => break,
+        };
+        off += ext_len;
+    }
+    off as u32 + l4_header_len(frame, l3 + off, next)
+}

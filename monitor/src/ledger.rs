@@ -1,0 +1,415 @@
+//! From raw kernel counters to monotonic totals that always add up.
+//!
+//! The kernel keeps exact per-device totals (`DEVICES`) and a detail map per destination
+//! (`FLOWS`) whose LRU may evict an entry and later re-create it from zero. Two promises hold at
+//! every poll, for every device and direction:
+//!
+//! * every exported counter is monotonic (an evicted and re-created entry neither makes it go
+//!   backwards nor counts twice), and
+//! * the destinations, `unattributed` included, sum exactly to the device total.
+//!
+//! The maps cannot be read atomically, so the device total of poll *t* is the one read at poll
+//! *t-1*: every byte in it was added to its flow before the flows are read again at poll *t*
+//! (the kernel adds to the device first, then to the flow), or was lost with an evicted entry.
+//! So `previous device total - sum of flows read now` is a lower bound of the bytes lost to
+//! eviction, and `unattributed` only ever rises to such a bound. The price is one poll interval
+//! of delay; after two quiet polls every number is exact.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use crate::mac::MacAddr;
+
+/// Which way traffic crosses the network's edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Direction {
+    /// From a LAN device to the world.
+    Egress,
+    /// From the world to a LAN device.
+    Ingress,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Egress, Direction::Ingress];
+
+    /// The kernel's encoding (`monitor_common::DIRECTION_*`).
+    pub fn from_kernel(value: u8) -> Option<Self> {
+        match value {
+            monitor_common::DIRECTION_EGRESS => Some(Self::Egress),
+            monitor_common::DIRECTION_INGRESS => Some(Self::Ingress),
+            _ => None,
+        }
+    }
+
+    /// The `direction` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Egress => "egress",
+            Self::Ingress => "ingress",
+        }
+    }
+}
+
+/// Bytes and packets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Count {
+    pub bytes: u64,
+    pub packets: u64,
+}
+
+impl Count {
+    pub const fn new(bytes: u64, packets: u64) -> Self {
+        Self { bytes, packets }
+    }
+
+    fn fields(self) -> [u64; 2] {
+        [self.bytes, self.packets]
+    }
+
+    fn from_fields([bytes, packets]: [u64; 2]) -> Self {
+        Self { bytes, packets }
+    }
+
+    fn saturating_add(self, other: Count) -> Count {
+        Count::new(
+            self.bytes.saturating_add(other.bytes),
+            self.packets.saturating_add(other.packets),
+        )
+    }
+}
+
+/// A device in one direction: the unit whose numbers must add up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId {
+    pub mac: MacAddr,
+    pub direction: Direction,
+}
+
+/// One poll's reading of the kernel maps, per-CPU values summed. A key may be missing (an
+/// evicted flow); the ledger never reads absence as zero.
+#[derive(Debug, Default)]
+pub struct Reading {
+    pub flows: Vec<(DeviceId, IpAddr, Count)>,
+    pub devices: Vec<(DeviceId, Count)>,
+}
+
+/// The exported state of one destination of one device.
+#[derive(Debug, Default, Clone)]
+struct FlowLedger {
+    /// The kernel's value at the last read, to tell growth from re-creation.
+    last_raw: Count,
+    /// Everything ever read for this key, across evictions.
+    read: Count,
+    /// What is exported: between the previous export and `read`.
+    exported: Count,
+}
+
+/// The exported state of one device in one direction.
+#[derive(Debug, Default, Clone)]
+pub struct DeviceLedger {
+    /// The kernel's device total at the previous poll: this poll's settled total.
+    last_kernel_total: Count,
+    total: Count,
+    unattributed: Count,
+    flows: BTreeMap<IpAddr, FlowLedger>,
+}
+
+impl DeviceLedger {
+    /// The device total, settled.
+    pub fn total(&self) -> Count {
+        self.total
+    }
+
+    /// Bytes and packets of the total that no exported destination holds (evicted entries,
+    /// flow map full).
+    pub fn unattributed(&self) -> Count {
+        self.unattributed
+    }
+
+    /// Exported destinations; those with nothing settled yet are left out.
+    pub fn destinations(&self) -> impl Iterator<Item = (IpAddr, Count)> + '_ {
+        self.flows
+            .iter()
+            .filter(|(_, flow)| flow.exported != Count::default())
+            .map(|(addr, flow)| (*addr, flow.exported))
+    }
+
+    /// Number of destinations kept in memory for this device.
+    pub fn tracked_destinations(&self) -> usize {
+        self.flows.len()
+    }
+
+    fn settle(&mut self) {
+        let settled_total = self.last_kernel_total;
+        let read = self
+            .flows
+            .values()
+            .fold(Count::default(), |sum, flow| sum.saturating_add(flow.read));
+        let exported = self
+            .flows
+            .values()
+            .fold(Count::default(), |sum, flow| sum.saturating_add(flow.exported));
+        let [total_bytes, total_packets] = settled_total.fields();
+        let mut unattributed = self.unattributed.fields();
+        let mut release = [0u64; 2];
+        for (i, total) in [total_bytes, total_packets].into_iter().enumerate() {
+            // A lower bound of what evictions lost: the settled total minus all flow reads.
+            let lost_at_least = total.saturating_sub(read.fields()[i]);
+            unattributed[i] = unattributed[i].max(lost_at_least);
+            // What the destinations must show now, beyond what they showed before.
+            let budget = total.saturating_sub(unattributed[i]);
+            release[i] = budget.saturating_sub(exported.fields()[i]);
+        }
+        for flow in self.flows.values_mut() {
+            let mut exported = flow.exported.fields();
+            let read = flow.read.fields();
+            for i in 0..2 {
+                let step = (read[i] - exported[i]).min(release[i]);
+                exported[i] += step;
+                release[i] -= step;
+            }
+            flow.exported = Count::from_fields(exported);
+        }
+        self.total = settled_total;
+        self.unattributed = Count::from_fields(unattributed);
+    }
+}
+
+/// All devices' exported state; fed one [`Reading`] per poll.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    devices: BTreeMap<DeviceId, DeviceLedger>,
+}
+
+impl Ledger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes one poll's reading and settles every device.
+    pub fn apply(&mut self, reading: &Reading) {
+        for (device, addr, raw) in &reading.flows {
+            let flow = self
+                .devices
+                .entry(*device)
+                .or_default()
+                .flows
+                .entry(*addr)
+                .or_default();
+            let recreated =
+                raw.bytes < flow.last_raw.bytes || raw.packets < flow.last_raw.packets;
+            // A re-created entry started from zero: all of it is new. Growth is the difference.
+            // A re-created entry that already outgrew the old value passes for growth: that
+            // undercounts (the rest shows as unattributed), it never counts twice.
+            let delta = if recreated {
+                *raw
+            } else {
+                Count::new(
+                    raw.bytes - flow.last_raw.bytes,
+                    raw.packets - flow.last_raw.packets,
+                )
+            };
+            flow.read = flow.read.saturating_add(delta);
+            flow.last_raw = *raw;
+        }
+        for ledger in self.devices.values_mut() {
+            ledger.settle();
+        }
+        // The new device totals are settled at the next poll, after the flows are read again.
+        for (device, total) in &reading.devices {
+            let ledger = self.devices.entry(*device).or_default();
+            // Device entries are never deleted, so a smaller value can only be a torn read;
+            // keeping the larger one keeps the total monotonic.
+            ledger.last_kernel_total = Count::new(
+                ledger.last_kernel_total.bytes.max(total.bytes),
+                ledger.last_kernel_total.packets.max(total.packets),
+            );
+        }
+    }
+
+    /// Every device seen, in MAC then direction order.
+    pub fn devices(&self) -> impl Iterator<Item = (&DeviceId, &DeviceLedger)> {
+        self.devices.iter()
+    }
+
+    /// The ledger of one device and direction.
+    pub fn device(&self, id: &DeviceId) -> Option<&DeviceLedger> {
+        self.devices.get(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    const MAC: MacAddr = MacAddr([0, 0x16, 0x3e, 0, 0, 1]);
+    const DEV: DeviceId = DeviceId {
+        mac: MAC,
+        direction: Direction::Egress,
+    };
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    fn reading(flows: &[(u8, u64, u64)], device: (u64, u64)) -> Reading {
+        Reading {
+            flows: flows
+                .iter()
+                .map(|&(last, b, p)| (DEV, ip(last), Count::new(b, p)))
+                .collect(),
+            devices: vec![(DEV, Count::new(device.0, device.1))],
+        }
+    }
+
+    /// The sum of the destinations and `unattributed` equals the total.
+    fn assert_adds_up(ledger: &Ledger) {
+        let dev = ledger.device(&DEV).expect("device");
+        let sum = dev
+            .destinations()
+            .fold(dev.unattributed(), |s, (_, c)| s.saturating_add(c));
+        assert_eq!(sum, dev.total(), "destinations + unattributed != total");
+    }
+
+    fn exported(ledger: &Ledger, last: u8) -> Count {
+        ledger
+            .device(&DEV)
+            .and_then(|d| d.destinations().find(|(a, _)| *a == ip(last)))
+            .map(|(_, c)| c)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn quiet_traffic_is_exact_after_two_polls() {
+        let mut ledger = Ledger::new();
+        ledger.apply(&reading(&[(1, 1000, 10), (2, 500, 5)], (1500, 15)));
+        // First poll: the device total is not settled yet.
+        assert_eq!(ledger.device(&DEV).unwrap().total(), Count::default());
+        assert_adds_up(&ledger);
+        ledger.apply(&reading(&[(1, 1000, 10), (2, 500, 5)], (1500, 15)));
+        assert_eq!(ledger.device(&DEV).unwrap().total(), Count::new(1500, 15));
+        assert_eq!(exported(&ledger, 1), Count::new(1000, 10));
+        assert_eq!(exported(&ledger, 2), Count::new(500, 5));
+        assert_eq!(ledger.device(&DEV).unwrap().unattributed(), Count::default());
+        assert_adds_up(&ledger);
+    }
+
+    #[test]
+    fn eviction_shows_as_unattributed_and_never_goes_backwards() {
+        let mut ledger = Ledger::new();
+        ledger.apply(&reading(&[(1, 1000, 10)], (1000, 10)));
+        ledger.apply(&reading(&[(1, 1000, 10)], (1000, 10)));
+        assert_eq!(exported(&ledger, 1), Count::new(1000, 10));
+        // Flow 1 grows by 300 bytes, is evicted before the agent reads it; flow 2 appears.
+        ledger.apply(&reading(&[(2, 200, 2)], (1500, 14)));
+        ledger.apply(&reading(&[(2, 200, 2)], (1500, 14)));
+        let dev = ledger.device(&DEV).unwrap();
+        assert_eq!(dev.total(), Count::new(1500, 14));
+        assert_eq!(exported(&ledger, 1), Count::new(1000, 10));
+        assert_eq!(exported(&ledger, 2), Count::new(200, 2));
+        assert_eq!(dev.unattributed(), Count::new(300, 2));
+        assert_adds_up(&ledger);
+        // Flow 1 is re-created from zero with 50 bytes: its counter continues from 1000.
+        ledger.apply(&reading(&[(1, 50, 1), (2, 200, 2)], (1550, 15)));
+        ledger.apply(&reading(&[(1, 50, 1), (2, 200, 2)], (1550, 15)));
+        assert_eq!(exported(&ledger, 1), Count::new(1050, 11));
+        assert_eq!(ledger.device(&DEV).unwrap().unattributed(), Count::new(300, 2));
+        assert_adds_up(&ledger);
+    }
+
+    #[test]
+    fn bytes_between_the_two_reads_are_not_misattributed() {
+        // Poll 1 reads flow 1 at 100, then the device at 150: 50 bytes arrived in between.
+        let mut ledger = Ledger::new();
+        ledger.apply(&reading(&[(1, 100, 1)], (150, 2)));
+        // Poll 2 sees them in the flow. Nothing may be "unattributed" and then taken back.
+        ledger.apply(&reading(&[(1, 150, 2)], (150, 2)));
+        let dev = ledger.device(&DEV).unwrap();
+        assert_eq!(dev.unattributed(), Count::default());
+        assert_eq!(exported(&ledger, 1), Count::new(150, 2));
+        assert_adds_up(&ledger);
+    }
+
+    #[test]
+    fn a_missing_entry_that_returns_unchanged_is_not_counted_twice() {
+        let mut ledger = Ledger::new();
+        ledger.apply(&reading(&[(1, 100, 1)], (100, 1)));
+        ledger.apply(&reading(&[], (100, 1)));
+        ledger.apply(&reading(&[(1, 100, 1)], (100, 1)));
+        ledger.apply(&reading(&[(1, 100, 1)], (100, 1)));
+        assert_eq!(exported(&ledger, 1), Count::new(100, 1));
+        assert_adds_up(&ledger);
+    }
+
+    /// A random walk of traffic, evictions and reads interleaved with traffic: every exported
+    /// counter is monotonic, the sums always add up, and after quiet polls everything that was
+    /// not evicted is attributed exactly.
+    #[test]
+    fn random_walk_keeps_every_promise() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..200 {
+            let mut ledger = Ledger::new();
+            let mut kernel_flows: BTreeMap<u8, Count> = BTreeMap::new();
+            let mut kernel_total = Count::default();
+            let mut true_per_dest: BTreeMap<u8, Count> = BTreeMap::new();
+            let mut previous: BTreeMap<IpAddr, Count> = BTreeMap::new();
+            let mut previous_unattributed = Count::default();
+            for step in 0..60 {
+                let quiet = step >= 55;
+                // Traffic, then maybe an eviction, while the "agent" reads flows...
+                let mut flows_read: Vec<(u8, Count)> = Vec::new();
+                for phase in 0..2 {
+                    if !quiet {
+                        for _ in 0..rand(4) {
+                            let dest = rand(5) as u8 + 1;
+                            let c = Count::new(rand(1500) + 40, 1);
+                            kernel_total = kernel_total.saturating_add(c);
+                            let e = kernel_flows.entry(dest).or_default();
+                            *e = e.saturating_add(c);
+                            let t = true_per_dest.entry(dest).or_default();
+                            *t = t.saturating_add(c);
+                        }
+                        if rand(6) == 0 {
+                            let victim = rand(5) as u8 + 1;
+                            kernel_flows.remove(&victim);
+                        }
+                    }
+                    if phase == 0 {
+                        flows_read = kernel_flows.iter().map(|(k, v)| (*k, *v)).collect();
+                    }
+                }
+                // ...and reads the device total after more traffic arrived.
+                let flows: Vec<(u8, u64, u64)> = flows_read
+                    .iter()
+                    .map(|(k, c)| (*k, c.bytes, c.packets))
+                    .collect();
+                ledger.apply(&reading(&flows, (kernel_total.bytes, kernel_total.packets)));
+                assert_adds_up(&ledger);
+                let dev = ledger.device(&DEV).unwrap();
+                assert!(dev.unattributed().bytes >= previous_unattributed.bytes);
+                assert!(dev.unattributed().packets >= previous_unattributed.packets);
+                previous_unattributed = dev.unattributed();
+                for (addr, count) in dev.destinations() {
+                    let before = previous.get(&addr).copied().unwrap_or_default();
+                    assert!(count.bytes >= before.bytes && count.packets >= before.packets);
+                    previous.insert(addr, count);
+                    let last = match addr {
+                        IpAddr::V4(v4) => v4.octets()[3],
+                        IpAddr::V6(_) => unreachable!(),
+                    };
+                    let truth = true_per_dest[&last];
+                    assert!(count.bytes <= truth.bytes, "a destination overcounts");
+                }
+            }
+            let dev = ledger.device(&DEV).unwrap();
+            assert_eq!(dev.total(), kernel_total, "quiet polls settle the total");
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Loading the kernel programs and attaching them to the LAN interfaces.
+//!
+//! TCX links (kernel >= 6.6) belong to this process: they vanish when it exits, even on
+//! SIGKILL, so a crash never leaves a program counting into maps nobody reads. Older kernels
+//! get clsact filters, which outlive the process; those are removed by name before attaching.
+
+use std::{io, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{LpmTrie, MapData, PerCpuArray, PerCpuHashMap},
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        tc::{self, TcAttachOptions},
+    },
+};
+use monitor_common::{
+    Counters, DEVICES_MAP, DeviceKey, FLOWS_MAP, FlowKey, KernelStats, LOCAL_V4_MAP, LOCAL_V6_MAP,
+    STATS_MAP,
+};
+
+/// The eBPF object built by build.rs from the `monitor-ebpf` crate.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
+
+/// Program run on TC ingress of each LAN interface (device -> world).
+pub const PROGRAM_EGRESS: &str = "lan_ingress";
+/// Program run on TC egress of each LAN interface (world -> device).
+pub const PROGRAM_INGRESS: &str = "lan_egress";
+
+/// Why the programs could not be loaded or attached. Each variant's message is one line a user
+/// can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("LAN interface `{0}` does not exist")]
+    InterfaceMissing(String),
+    #[error(
+        "`{port}` is a port of bridge `{bridge}`, which is also monitored: its traffic would be counted twice; monitor one of them"
+    )]
+    BridgePortTwice { port: String, bridge: String },
+    #[error(
+        "no permission to load eBPF programs ({0}): run as root, or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON"
+    )]
+    Permission(String),
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(String),
+    #[error("attaching to `{interface}` failed: {message}")]
+    Attach { interface: String, message: String },
+}
+
+/// How a program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    Tcx,
+    Clsact,
+}
+
+impl AttachMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcx => "tcx",
+            Self::Clsact => "clsact",
+        }
+    }
+}
+
+/// The maps the agent reads and writes, taken out of the loaded object.
+pub struct KernelMaps {
+    pub flows: PerCpuHashMap<MapData, FlowKey, Counters>,
+    pub devices: PerCpuHashMap<MapData, DeviceKey, Counters>,
+    pub stats: PerCpuArray<MapData, KernelStats>,
+    pub local_v4: LpmTrie<MapData, [u8; 4], u8>,
+    pub local_v6: LpmTrie<MapData, [u8; 16], u8>,
+}
+
+/// Loaded and attached programs. Dropping it detaches them.
+pub struct Loaded {
+    /// Keeps the programs and their links alive; dropping it detaches them.
+    pub ebpf: Ebpf,
+    pub maps: KernelMaps,
+    pub attachments: Vec<(String, AttachMode)>,
+}
+
+/// Sizes of the maps the configuration chooses.
+pub struct MapSizes {
+    pub flows: u32,
+    pub devices: u32,
+}
+
+/// Fails unless every interface exists and no interface is a port of another listed bridge.
+pub fn check_interfaces(interfaces: &[String]) -> Result<(), LoadError> {
+    for name in interfaces {
+        if nix::net::if_::if_nametoindex(name.as_str()).is_err() {
+            return Err(LoadError::InterfaceMissing(name.clone()));
+        }
+        let master = Path::new("/sys/class/net").join(name).join("master");
+        if let Ok(target) = std::fs::read_link(&master)
+            && let Some(bridge) = target.file_name().and_then(|n| n.to_str())
+            && interfaces.iter().any(|i| i == bridge)
+        {
+            return Err(LoadError::BridgePortTwice {
+                port: name.clone(),
+                bridge: bridge.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Loads the object with the configured map sizes and attaches both programs to every
+/// interface.
+pub fn load_and_attach(interfaces: &[String], sizes: &MapSizes) -> Result<Loaded, LoadError> {
+    check_interfaces(interfaces)?;
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(FLOWS_MAP, sizes.flows)
+        .map_max_entries(DEVICES_MAP, sizes.devices)
+        .load(EBPF_OBJECT)
+        .map_err(|e| classify(&e, LoadError::Load))?;
+    let mut attachments = Vec::new();
+    for (program, attach_type) in [
+        (PROGRAM_EGRESS, TcAttachType::Ingress),
+        (PROGRAM_INGRESS, TcAttachType::Egress),
+    ] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(program)
+            .ok_or_else(|| LoadError::Load(format!("program {program} missing from the object")))?
+            .try_into()
+            .map_err(|e: ProgramError| LoadError::Load(e.to_string()))?;
+        prog.load().map_err(|e| classify(&e, LoadError::Load))?;
+        for interface in interfaces {
+            let mode = attach(prog, interface, attach_type, program)?;
+            if attach_type == TcAttachType::Ingress {
+                attachments.push((interface.clone(), mode));
+            }
+        }
+    }
+    let maps = take_maps(&mut ebpf)?;
+    Ok(Loaded {
+        ebpf,
+        maps,
+        attachments,
+    })
+}
+
+fn attach(
+    prog: &mut SchedClassifier,
+    interface: &str,
+    attach_type: TcAttachType,
+    name: &str,
+) -> Result<AttachMode, LoadError> {
+    // First in the chain: count what the device sent before anything else acts on it.
+    let tcx = prog.attach_with_options(
+        interface,
+        attach_type,
+        TcAttachOptions::TcxOrder(LinkOrder::first()),
+    );
+    let tcx_error = match tcx {
+        Ok(_) => return Ok(AttachMode::Tcx),
+        Err(e) => e,
+    };
+    if let Some(permission) = permission_denied(&tcx_error) {
+        return Err(LoadError::Permission(permission));
+    }
+    tracing::info!(interface, error = %tcx_error, "TCX unavailable, falling back to clsact");
+    let attach_error = |e: &dyn std::fmt::Display| LoadError::Attach {
+        interface: interface.to_owned(),
+        message: e.to_string(),
+    };
+    if let Err(e) = tc::qdisc_add_clsact(interface) {
+        // EEXIST: the qdisc is already there, which is fine.
+        if !matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST)) {
+            return Err(attach_error(&e));
+        }
+    }
+    // A filter of ours left by an agent that was killed would count everything twice.
+    match tc::qdisc_detach_program(interface, attach_type, name) {
+        Ok(()) => tracing::warn!(interface, name, "removed a stale filter of an earlier run"),
+        Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(attach_error(&e)),
+    }
+    prog.attach_with_options(
+        interface,
+        attach_type,
+        TcAttachOptions::Netlink(Default::default()),
+    )
+    .map_err(|e| attach_error(&e))?;
+    Ok(AttachMode::Clsact)
+}
+
+fn take_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, LoadError> {
+    fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, LoadError>
+    where
+        T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = ebpf
+            .take_map(name)
+            .ok_or_else(|| LoadError::Load(format!("map {name} missing from the object")))?;
+        T::try_from(map).map_err(|e| LoadError::Load(format!("map {name}: {e}")))
+    }
+    Ok(KernelMaps {
+        flows: take(ebpf, FLOWS_MAP)?,
+        devices: take(ebpf, DEVICES_MAP)?,
+        stats: take(ebpf, STATS_MAP)?,
+        local_v4: take(ebpf, LOCAL_V4_MAP)?,
+        local_v6: take(ebpf, LOCAL_V6_MAP)?,
+    })
+}
+
+/// Turns an error whose cause is EPERM/EACCES into [`LoadError::Permission`].
+fn classify<E: std::error::Error + 'static>(error: &E, otherwise: fn(String) -> LoadError) -> LoadError {
+    match permission_denied(error) {
+        Some(message) => LoadError::Permission(message),
+        None => otherwise(error_chain(error)),
+    }
+}
+
+fn permission_denied(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+        {
+            return Some(error_chain(error));
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// "outer: inner: innermost", on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = e.source();
+    }
+    out
+}

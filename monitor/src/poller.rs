@@ -1,0 +1,221 @@
+//! The poll loop: every `poll_interval`, refresh the local prefixes, read the kernel maps,
+//! settle them into the ledger and publish. It runs on its own thread because reading a map is
+//! one blocking syscall per key, which has no place on the async runtime.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::mpsc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use aya::maps::MapError;
+use ipnet::IpNet;
+use monitor_common::{Counters, FAMILY_V4, FAMILY_V6, FlowKey, KernelStats};
+
+use crate::{
+    ledger::{Count, DeviceId, Direction, Reading},
+    loader::{KernelMaps, Loaded},
+    mac::MacAddr,
+    metrics::SelfMetrics,
+    prefixes::{self, LocalPrefixMaps},
+    state::{MapUsage, Shared},
+};
+
+/// What the poller needs besides the kernel objects.
+pub struct PollerConfig {
+    pub interval: Duration,
+    pub lan: Vec<String>,
+    pub extra_local: Vec<IpNet>,
+    pub flow_capacity: u32,
+    pub device_capacity: u32,
+}
+
+/// Polls until `stop` receives (or its sender is dropped), then drops `loaded`, which detaches
+/// the programs.
+pub fn run(
+    loaded: Loaded,
+    config: PollerConfig,
+    shared: Shared,
+    metrics: SelfMetrics,
+    stop: mpsc::Receiver<()>,
+) {
+    let Loaded {
+        ebpf,
+        maps,
+        attachments,
+    } = loaded;
+    let KernelMaps {
+        flows,
+        devices,
+        stats,
+        local_v4,
+        local_v6,
+    } = maps;
+    let mut local = LocalPrefixMaps::new(local_v4, local_v6);
+    shared.write().expect("state lock").attachments = attachments;
+    let mut next = Instant::now();
+    loop {
+        let started = Instant::now();
+        if let Err(e) = sync_prefixes(&mut local, &config) {
+            metrics.poll_errors.with_label_values(&["local_prefixes"]).inc();
+            tracing::warn!(error = %e, "could not update the local prefixes");
+        }
+        match read(&flows, &devices, &stats, config.flow_capacity) {
+            Ok((reading, kernel, flow_entries, device_entries)) => {
+                let mut state = shared.write().expect("state lock");
+                state.ledger.apply(&reading);
+                state.kernel = kernel;
+                state.flows = MapUsage {
+                    entries: flow_entries,
+                    capacity: config.flow_capacity.into(),
+                };
+                state.devices = MapUsage {
+                    entries: device_entries,
+                    capacity: config.device_capacity.into(),
+                };
+                state.local_prefixes = local.counts();
+                state.last_poll = Some(SystemTime::now());
+            }
+            Err(e) => {
+                metrics.poll_errors.with_label_values(&["read_maps"]).inc();
+                tracing::warn!(error = %e, "could not read the kernel maps");
+            }
+        }
+        metrics
+            .poll_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics.polls.inc();
+        next += config.interval;
+        let now = Instant::now();
+        if next < now {
+            // Overran (a huge map, a stalled machine): skip the missed ticks, do not burst.
+            next = now + config.interval;
+        }
+        match stop.recv_timeout(next - now) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    drop(ebpf);
+    tracing::info!("detached from the LAN interfaces");
+}
+
+fn sync_prefixes(local: &mut LocalPrefixMaps, config: &PollerConfig) -> anyhow::Result<()> {
+    let addrs = prefixes::interface_addresses()?;
+    let wanted = prefixes::local_set(&addrs, &config.lan, &config.extra_local);
+    if local.sync(&wanted)? {
+        tracing::info!(prefixes = ?wanted, "local prefixes updated");
+    }
+    Ok(())
+}
+
+type Flows = aya::maps::PerCpuHashMap<aya::maps::MapData, FlowKey, Counters>;
+type Devices = aya::maps::PerCpuHashMap<aya::maps::MapData, monitor_common::DeviceKey, Counters>;
+type Stats = aya::maps::PerCpuArray<aya::maps::MapData, KernelStats>;
+
+/// Reads the three maps: flows first, then devices (see the ledger for why the order matters).
+fn read(
+    flows: &Flows,
+    devices: &Devices,
+    stats: &Stats,
+    flow_capacity: u32,
+) -> Result<(Reading, [KernelStats; 2], u64, u64), MapError> {
+    let mut flow_values: HashMap<FlowKey, Count> = HashMap::new();
+    // Walking a hash map while the kernel deletes from it can restart from the first key, so
+    // the walk is bounded and keys are deduplicated.
+    let limit = 2 * flow_capacity as usize + 16;
+    for key in flows.keys().take(limit) {
+        let key = key?;
+        match flows.get(&key, 0) {
+            Ok(values) => {
+                flow_values.insert(key, sum(values.iter()));
+            }
+            // Evicted between the walk and the read.
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut reading = Reading::default();
+    for (key, count) in &flow_values {
+        if let (Some(direction), Some(addr)) =
+            (Direction::from_kernel(key.direction), remote_address(key))
+        {
+            let device = DeviceId {
+                mac: MacAddr(key.mac),
+                direction,
+            };
+            reading.flows.push((device, addr, *count));
+        }
+    }
+    for entry in devices.iter() {
+        let (key, values) = entry?;
+        if let Some(direction) = Direction::from_kernel(key.direction) {
+            let device = DeviceId {
+                mac: MacAddr(key.mac),
+                direction,
+            };
+            reading.devices.push((device, sum(values.iter())));
+        }
+    }
+    let mut kernel = [KernelStats::default(); 2];
+    for (direction, slot) in kernel.iter_mut().enumerate() {
+        let values = stats.get(&(direction as u32), 0)?;
+        *slot = values.iter().fold(KernelStats::default(), add_stats);
+    }
+    let device_entries = reading.devices.len() as u64;
+    Ok((reading, kernel, flow_values.len() as u64, device_entries))
+}
+
+fn sum<'a>(values: impl Iterator<Item = &'a Counters>) -> Count {
+    values.fold(Count::default(), |acc, c| {
+        Count::new(acc.bytes.wrapping_add(c.bytes), acc.packets.wrapping_add(c.packets))
+    })
+}
+
+fn add_stats(a: KernelStats, b: &KernelStats) -> KernelStats {
+    KernelStats {
+        frames: a.frames + b.frames,
+        counted: a.counted + b.counted,
+        not_ip: a.not_ip + b.not_ip,
+        local: a.local + b.local,
+        parse_errors: a.parse_errors + b.parse_errors,
+        device_update_errors: a.device_update_errors + b.device_update_errors,
+        flow_update_errors: a.flow_update_errors + b.flow_update_errors,
+        flows_created: a.flows_created + b.flows_created,
+    }
+}
+
+/// The remote address of a flow key, or None for a family the kernel never writes.
+pub fn remote_address(key: &FlowKey) -> Option<IpAddr> {
+    match key.family {
+        FAMILY_V4 => {
+            let [a, b, c, d, ..] = key.addr;
+            Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
+        }
+        FAMILY_V6 => Some(IpAddr::V6(Ipv6Addr::from(key.addr))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_keys_decode_to_canonical_addresses() {
+        let mut key = FlowKey {
+            mac: [0; 6],
+            direction: 0,
+            family: FAMILY_V4,
+            addr: [0; 16],
+        };
+        key.addr[..4].copy_from_slice(&[192, 0, 2, 10]);
+        assert_eq!(remote_address(&key).unwrap().to_string(), "192.0.2.10");
+        key.family = FAMILY_V6;
+        key.addr = "2001:db8:0:0:0:0:0:10".parse::<Ipv6Addr>().unwrap().octets();
+        assert_eq!(remote_address(&key).unwrap().to_string(), "2001:db8::10");
+        key.family = 9;
+        assert_eq!(remote_address(&key), None);
+    }
+}
