@@ -35,7 +35,7 @@ fn count(packet: &Packet, direction: u8, stats: &mut KernelStats) {
         addr: packet.remote,
     };
     // A flow already in the map is known not to be local: one lookup, no trie walk.
-    if let Some(flow) = FLOWS.get_ptr_mut(&key) {
+    if let Some(flow) = FLOWS.get_ptr_mut(key) {
         if !add_to_device(packet, direction) {
             stats.device_update_errors += 1;
             return;
@@ -62,7 +62,7 @@ fn count(packet: &Packet, direction: u8, stats: &mut KernelStats) {
     };
     // On a per-CPU map an update writes only this CPU's slot, so BPF_ANY is right even when
     // another CPU creates the same key at the same moment.
-    if FLOWS.insert(&key, &value, BPF_ANY as u64).is_ok() {
+    if FLOWS.insert(key, value, BPF_ANY as u64).is_ok() {
         stats.flows_created += 1;
     } else {
         stats.flow_update_errors += 1;
@@ -77,7 +77,7 @@ fn add_to_device(packet: &Packet, direction: u8) -> bool {
         direction,
         pad: 0,
     };
-    if let Some(total) = DEVICES.get_ptr_mut(&key) {
+    if let Some(total) = DEVICES.get_ptr_mut(key) {
         // SAFETY: per-CPU value of this CPU.
         let total = unsafe { &mut *total };
         total.bytes += packet.bytes;
@@ -88,7 +88,7 @@ fn add_to_device(packet: &Packet, direction: u8) -> bool {
         bytes: packet.bytes,
         packets: packet.packets,
     };
-    DEVICES.insert(&key, &value, BPF_ANY as u64).is_ok()
+    DEVICES.insert(key, value, BPF_ANY as u64).is_ok()
 }
 
 #[inline(always)]

@@ -21,7 +21,9 @@ use crate::{
 pub enum RunError {
     #[error(transparent)]
     Load(#[from] LoadError),
-    #[error("cannot listen on {addr}: the address is already in use (another egress-monitor, or another exporter on that port?)")]
+    #[error(
+        "cannot listen on {addr}: the address is already in use (another egress-monitor, or another exporter on that port?)"
+    )]
     PortInUse { addr: SocketAddr },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -38,7 +40,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
     loader::check_interfaces(&config.lan)?;
     let listener = std::net::TcpListener::bind(config.listen).map_err(|source| {
         if source.kind() == std::io::ErrorKind::AddrInUse {
-            RunError::PortInUse { addr: config.listen }
+            RunError::PortInUse {
+                addr: config.listen,
+            }
         } else {
             RunError::Listen {
                 addr: config.listen,

@@ -144,10 +144,9 @@ impl DeviceLedger {
             .flows
             .values()
             .fold(Count::default(), |sum, flow| sum.saturating_add(flow.read));
-        let exported = self
-            .flows
-            .values()
-            .fold(Count::default(), |sum, flow| sum.saturating_add(flow.exported));
+        let exported = self.flows.values().fold(Count::default(), |sum, flow| {
+            sum.saturating_add(flow.exported)
+        });
         let [total_bytes, total_packets] = settled_total.fields();
         let mut unattributed = self.unattributed.fields();
         let mut release = [0u64; 2];
@@ -195,8 +194,7 @@ impl Ledger {
                 .flows
                 .entry(*addr)
                 .or_default();
-            let recreated =
-                raw.bytes < flow.last_raw.bytes || raw.packets < flow.last_raw.packets;
+            let recreated = raw.bytes < flow.last_raw.bytes || raw.packets < flow.last_raw.packets;
             // A re-created entry started from zero: all of it is new. Growth is the difference.
             // A re-created entry that already outgrew the old value passes for growth: that
             // undercounts (the rest shows as unattributed), it never counts twice.
@@ -291,7 +289,10 @@ mod tests {
         assert_eq!(ledger.device(&DEV).unwrap().total(), Count::new(1500, 15));
         assert_eq!(exported(&ledger, 1), Count::new(1000, 10));
         assert_eq!(exported(&ledger, 2), Count::new(500, 5));
-        assert_eq!(ledger.device(&DEV).unwrap().unattributed(), Count::default());
+        assert_eq!(
+            ledger.device(&DEV).unwrap().unattributed(),
+            Count::default()
+        );
         assert_adds_up(&ledger);
     }
 
@@ -314,7 +315,10 @@ mod tests {
         ledger.apply(&reading(&[(1, 50, 1), (2, 200, 2)], (1550, 15)));
         ledger.apply(&reading(&[(1, 50, 1), (2, 200, 2)], (1550, 15)));
         assert_eq!(exported(&ledger, 1), Count::new(1050, 11));
-        assert_eq!(ledger.device(&DEV).unwrap().unattributed(), Count::new(300, 2));
+        assert_eq!(
+            ledger.device(&DEV).unwrap().unattributed(),
+            Count::new(300, 2)
+        );
         assert_adds_up(&ledger);
     }
 

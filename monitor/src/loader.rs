@@ -20,7 +20,8 @@ use monitor_common::{
 };
 
 /// The eBPF object built by build.rs from the `monitor-ebpf` crate.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
 
 /// Program run on TC ingress of each LAN interface (device -> world).
 pub const PROGRAM_EGRESS: &str = "lan_ingress";
@@ -106,26 +107,41 @@ pub fn check_interfaces(interfaces: &[String]) -> Result<(), LoadError> {
     Ok(())
 }
 
+/// Loads the object with the configured map sizes; programs are not loaded into the kernel
+/// yet. Tests use this to run the programs on crafted frames without attaching them.
+pub fn load(sizes: &MapSizes) -> Result<Ebpf, LoadError> {
+    EbpfLoader::new()
+        .map_max_entries(FLOWS_MAP, sizes.flows)
+        .map_max_entries(DEVICES_MAP, sizes.devices)
+        .load(EBPF_OBJECT)
+        .map_err(|e| classify(&e, LoadError::Load))
+}
+
+/// Loads one of the classifiers into the kernel and returns it.
+pub fn load_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut SchedClassifier, LoadError> {
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or_else(|| LoadError::Load(format!("program {name} missing from the object")))?
+        .try_into()
+        .map_err(|e: ProgramError| LoadError::Load(e.to_string()))?;
+    prog.load().map_err(|e| classify(&e, LoadError::Load))?;
+    Ok(prog)
+}
+
 /// Loads the object with the configured map sizes and attaches both programs to every
 /// interface.
 pub fn load_and_attach(interfaces: &[String], sizes: &MapSizes) -> Result<Loaded, LoadError> {
     check_interfaces(interfaces)?;
-    let mut ebpf = EbpfLoader::new()
-        .map_max_entries(FLOWS_MAP, sizes.flows)
-        .map_max_entries(DEVICES_MAP, sizes.devices)
-        .load(EBPF_OBJECT)
-        .map_err(|e| classify(&e, LoadError::Load))?;
+    let mut ebpf = load(sizes)?;
     let mut attachments = Vec::new();
     for (program, attach_type) in [
         (PROGRAM_EGRESS, TcAttachType::Ingress),
         (PROGRAM_INGRESS, TcAttachType::Egress),
     ] {
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(program)
-            .ok_or_else(|| LoadError::Load(format!("program {program} missing from the object")))?
-            .try_into()
-            .map_err(|e: ProgramError| LoadError::Load(e.to_string()))?;
-        prog.load().map_err(|e| classify(&e, LoadError::Load))?;
+        let prog = load_program(&mut ebpf, program)?;
         for interface in interfaces {
             let mode = attach(prog, interface, attach_type, program)?;
             if attach_type == TcAttachType::Ingress {
@@ -186,7 +202,8 @@ fn attach(
     Ok(AttachMode::Clsact)
 }
 
-fn take_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, LoadError> {
+/// Takes the maps the agent uses out of a loaded object.
+pub fn take_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, LoadError> {
     fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, LoadError>
     where
         T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -206,7 +223,10 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, LoadError> {
 }
 
 /// Turns an error whose cause is EPERM/EACCES into [`LoadError::Permission`].
-fn classify<E: std::error::Error + 'static>(error: &E, otherwise: fn(String) -> LoadError) -> LoadError {
+fn classify<E: std::error::Error + 'static>(
+    error: &E,
+    otherwise: fn(String) -> LoadError,
+) -> LoadError {
     match permission_denied(error) {
         Some(message) => LoadError::Permission(message),
         None => otherwise(error_chain(error)),

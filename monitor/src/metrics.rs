@@ -42,7 +42,9 @@ impl Metrics {
                 "egress_monitor_poll_duration_seconds",
                 "Time to read the kernel maps and settle them into totals.",
             )
-            .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            .buckets(vec![
+                0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
         )?;
         let polls = IntCounter::new(
             "egress_monitor_polls_total",
@@ -167,7 +169,14 @@ impl StateCollector {
     fn new(shared: Shared, names: BTreeMap<MacAddr, String>) -> prometheus::Result<Self> {
         let descs = FAMILIES
             .iter()
-            .map(|(name, help, _)| Desc::new(name.to_string(), help.to_string(), vec![], Default::default()))
+            .map(|(name, help, _)| {
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    vec![],
+                    Default::default(),
+                )
+            })
             .collect::<prometheus::Result<_>>()?;
         Ok(Self {
             shared,
@@ -227,7 +236,11 @@ impl Collector for StateCollector {
         for (id, device) in state.ledger.devices() {
             let mac = id.mac.to_string();
             let name = self.names.get(&id.mac).map_or(mac.as_str(), String::as_str);
-            let base = [("device", name), ("mac", mac.as_str()), ("direction", id.direction.as_str())];
+            let base = [
+                ("device", name),
+                ("mac", mac.as_str()),
+                ("direction", id.direction.as_str()),
+            ];
             let total = device.total();
             f[0].push(&base, total.bytes as f64);
             f[1].push(&base, total.packets as f64);

@@ -58,7 +58,10 @@ pub fn run(
     loop {
         let started = Instant::now();
         if let Err(e) = sync_prefixes(&mut local, &config) {
-            metrics.poll_errors.with_label_values(&["local_prefixes"]).inc();
+            metrics
+                .poll_errors
+                .with_label_values(&["local_prefixes"])
+                .inc();
             tracing::warn!(error = %e, "could not update the local prefixes");
         }
         match read(&flows, &devices, &stats, config.flow_capacity) {
@@ -169,7 +172,10 @@ fn read(
 
 fn sum<'a>(values: impl Iterator<Item = &'a Counters>) -> Count {
     values.fold(Count::default(), |acc, c| {
-        Count::new(acc.bytes.wrapping_add(c.bytes), acc.packets.wrapping_add(c.packets))
+        Count::new(
+            acc.bytes.wrapping_add(c.bytes),
+            acc.packets.wrapping_add(c.packets),
+        )
     })
 }
 
@@ -213,7 +219,10 @@ mod tests {
         key.addr[..4].copy_from_slice(&[192, 0, 2, 10]);
         assert_eq!(remote_address(&key).unwrap().to_string(), "192.0.2.10");
         key.family = FAMILY_V6;
-        key.addr = "2001:db8:0:0:0:0:0:10".parse::<Ipv6Addr>().unwrap().octets();
+        key.addr = "2001:db8:0:0:0:0:0:10"
+            .parse::<Ipv6Addr>()
+            .unwrap()
+            .octets();
         assert_eq!(remote_address(&key).unwrap().to_string(), "2001:db8::10");
         key.family = 9;
         assert_eq!(remote_address(&key), None);

@@ -16,10 +16,10 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 /// Ranges that are local on every network.
 pub fn builtin() -> Vec<IpNet> {
     const V4: [(Ipv4Addr, u8); 5] = [
-        (Ipv4Addr::new(0, 0, 0, 0), 8),         // "this network", DHCP's source address
-        (Ipv4Addr::new(127, 0, 0, 0), 8),       // loopback
-        (Ipv4Addr::new(169, 254, 0, 0), 16),    // link-local
-        (Ipv4Addr::new(224, 0, 0, 0), 4),       // multicast
+        (Ipv4Addr::new(0, 0, 0, 0), 8), // "this network", DHCP's source address
+        (Ipv4Addr::new(127, 0, 0, 0), 8), // loopback
+        (Ipv4Addr::new(169, 254, 0, 0), 16), // link-local
+        (Ipv4Addr::new(224, 0, 0, 0), 4), // multicast
         (Ipv4Addr::new(255, 255, 255, 255), 32), // limited broadcast
     ];
     const V6: [(Ipv6Addr, u8); 4] = [
@@ -53,7 +53,7 @@ pub fn local_set(addrs: &[InterfaceAddress], lan: &[String], extra: &[IpNet]) ->
     for a in addrs {
         let host_len = if a.address.is_ipv4() { 32 } else { 128 };
         set.insert(IpNet::new(a.address, host_len).expect("host prefix length is valid"));
-        if lan.iter().any(|l| *l == a.interface)
+        if lan.contains(&a.interface)
             && let Ok(net) = IpNet::new(a.address, a.prefix_len)
         {
             set.insert(net.trunc());
@@ -73,8 +73,7 @@ pub fn interface_addresses() -> std::io::Result<Vec<InterfaceAddress>> {
             (address.as_sockaddr_in(), netmask.as_sockaddr_in())
         {
             (IpAddr::V4(a.ip()), m.ip().to_bits().count_ones() as u8)
-        } else if let (Some(a), Some(m)) = (address.as_sockaddr_in6(), netmask.as_sockaddr_in6())
-        {
+        } else if let (Some(a), Some(m)) = (address.as_sockaddr_in6(), netmask.as_sockaddr_in6()) {
             (IpAddr::V6(a.ip()), m.ip().to_bits().count_ones() as u8)
         } else {
             continue;
@@ -113,12 +112,14 @@ impl LocalPrefixMaps {
         // local is missing.
         for net in wanted.difference(&self.written) {
             match net {
-                IpNet::V4(n) => self
-                    .v4
-                    .insert(&Key::new(n.prefix_len().into(), n.addr().octets()), 1, 0)?,
-                IpNet::V6(n) => self
-                    .v6
-                    .insert(&Key::new(n.prefix_len().into(), n.addr().octets()), 1, 0)?,
+                IpNet::V4(n) => {
+                    self.v4
+                        .insert(&Key::new(n.prefix_len().into(), n.addr().octets()), 1, 0)?
+                }
+                IpNet::V6(n) => {
+                    self.v6
+                        .insert(&Key::new(n.prefix_len().into(), n.addr().octets()), 1, 0)?
+                }
             }
         }
         for net in self.written.difference(wanted) {
@@ -141,7 +142,11 @@ impl LocalPrefixMaps {
 
     /// Number of prefixes written, per family.
     pub fn counts(&self) -> (usize, usize) {
-        let v4 = self.written.iter().filter(|n| matches!(n, IpNet::V4(_))).count();
+        let v4 = self
+            .written
+            .iter()
+            .filter(|n| matches!(n, IpNet::V4(_)))
+            .count();
         (v4, self.written.len() - v4)
     }
 }

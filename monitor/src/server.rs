@@ -54,7 +54,10 @@ async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
     match tokio::task::spawn_blocking(move || metrics.render()).await {
         Ok(body) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             body,
         ),
         Err(e) => (

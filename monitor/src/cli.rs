@@ -1,0 +1,255 @@
+//! Command-line flags of the `egress-monitor` binary.
+//!
+//! Flags cover what differs from one router to the next (interfaces, address, polling); the
+//! rest lives in the TOML file. Each flag overrides one file key, and clap parses every value,
+//! so a bad flag is reported by clap with the flag's name before any file is read.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ipnet::IpNet;
+
+use crate::config::{Overrides, parse_duration, parse_listen, parse_prefix};
+
+/// Log filter used when neither `--log-level` nor `RUST_LOG` says otherwise.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Flags of `egress-monitor`.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "egress-monitor",
+    version,
+    about = "Count each LAN device's traffic to each destination on a Linux router, with eBPF, \
+             and serve it as Prometheus metrics",
+    long_about = "Count each LAN device's traffic to each destination on a Linux router, with \
+                  eBPF, and serve it as Prometheus metrics.\n\n\
+                  egress-monitor hooks TC programs on the LAN interfaces, before NAT, where the \
+                  source MAC address still names the device. The kernel only adds up bytes and \
+                  packets per (device, destination); the agent reads those counters every poll \
+                  interval and serves them on /metrics, with /healthz for liveness.\n\n\
+                  Settings come from the TOML file given with --config; every flag below \
+                  overrides the file key it names, and a repeated flag (--lan, --local-prefix) \
+                  replaces the file's whole list. At least one LAN interface is required.\n\n\
+                  Needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root).",
+    after_help = "Example: egress-monitor --config /etc/egress-monitor.toml --lan br-lan"
+)]
+pub struct Cli {
+    /// TOML configuration file; without it, flags and defaults make the whole configuration.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// LAN interface to monitor, e.g. br-lan; repeat for several.
+    /// Overrides `lan`: the flags replace the file's whole list.
+    #[arg(long, value_name = "IFACE")]
+    pub lan: Vec<String>,
+
+    /// Address to serve /metrics and /healthz on, e.g. `0.0.0.0:9750` or `[::]:9750`.
+    /// Overrides `listen` [default: 0.0.0.0:9750].
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub listen: Option<SocketAddr>,
+
+    /// How often to read the kernel's counters, e.g. 1s or 500ms (100ms to 1h).
+    /// Overrides `poll_interval` [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
+
+    /// Extra prefix that is local, not a destination, e.g. 10.8.0.0/24 (the LAN interfaces'
+    /// own prefixes always are); repeat for several.
+    /// Overrides `local_prefixes`: the flags replace the file's whole list.
+    #[arg(long = "local-prefix", value_name = "CIDR", value_parser = parse_prefix)]
+    pub local_prefixes: Vec<IpNet>,
+
+    /// Capacity of the kernel's (device, destination) map (16 to 16777216).
+    /// Overrides `flow_map_entries` [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub flow_map_entries: Option<u32>,
+
+    /// Check the configuration file and flags, print the effective settings as TOML, and exit
+    /// (status 0 if valid).
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Log level (error, warn, info, debug, trace) or a filter like "info,monitor=debug"
+    /// [default: RUST_LOG if set, else info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl Cli {
+    /// The values given on the command line, to merge over the configuration file.
+    pub fn overrides(&self) -> Overrides {
+        fn list<T: Clone>(items: &[T]) -> Option<Vec<T>> {
+            (!items.is_empty()).then(|| items.to_vec())
+        }
+        Overrides {
+            lan: list(&self.lan),
+            listen: self.listen,
+            poll_interval: self.poll_interval,
+            local_prefixes: list(&self.local_prefixes),
+            flow_map_entries: self.flow_map_entries,
+        }
+    }
+
+    /// The log filter to install: `--log-level`, else `RUST_LOG`, else `info`. The flag wins
+    /// because it is the more deliberate choice; `RUST_LOG` is often left in an environment.
+    pub fn log_filter(&self) -> String {
+        self.log_filter_with(std::env::var("RUST_LOG").ok())
+    }
+
+    fn log_filter_with(&self, rust_log: Option<String>) -> String {
+        self.log_level
+            .clone()
+            .or(rust_log.filter(|s| !s.trim().is_empty()))
+            .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let argv = std::iter::once("egress-monitor").chain(args.iter().copied());
+        Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    fn parse_error(args: &[&str]) -> clap::Error {
+        let argv = std::iter::once("egress-monitor").chain(args.iter().copied());
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => panic!("{args:?} parsed to {cli:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_flags_override_nothing() {
+        let cli = parse(&[]);
+        assert_eq!(cli.overrides(), Overrides::default());
+        assert_eq!(cli.config, None);
+        assert!(!cli.check_config);
+    }
+
+    #[test]
+    fn every_flag_becomes_an_override() {
+        let cli = parse(&[
+            "--config",
+            "/etc/egress-monitor.toml",
+            "--lan",
+            "br-lan",
+            "--lan=wlan0",
+            "--listen",
+            "[::1]:9100",
+            "--poll-interval",
+            "500ms",
+            "--local-prefix",
+            "10.8.0.0/24",
+            "--local-prefix",
+            "fd00::/8",
+            "--flow-map-entries",
+            "1024",
+            "--check-config",
+            "--log-level",
+            "debug",
+        ]);
+        assert_eq!(
+            cli.config.as_deref(),
+            Some(std::path::Path::new("/etc/egress-monitor.toml"))
+        );
+        assert!(cli.check_config);
+        assert_eq!(
+            cli.overrides(),
+            Overrides {
+                lan: Some(vec!["br-lan".into(), "wlan0".into()]),
+                listen: Some("[::1]:9100".parse().unwrap()),
+                poll_interval: Some(Duration::from_millis(500)),
+                local_prefixes: Some(vec![
+                    "10.8.0.0/24".parse().unwrap(),
+                    "fd00::/8".parse().unwrap()
+                ]),
+                flow_map_entries: Some(1024),
+            }
+        );
+    }
+
+    #[test]
+    fn bad_values_are_clap_errors_naming_the_flag() {
+        // (arguments, text the error must contain)
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--poll-interval", "fast"],
+                "invalid value 'fast' for '--poll-interval <DURATION>': invalid duration \"fast\"",
+            ),
+            (
+                &["--listen", "9750"],
+                "invalid value '9750' for '--listen <ADDR>': invalid listen address \"9750\"",
+            ),
+            (
+                &["--local-prefix", "10.0.0.0/33"],
+                "invalid value '10.0.0.0/33' for '--local-prefix <CIDR>': invalid CIDR prefix",
+            ),
+            (&["--flow-map-entries=-1"], "'--flow-map-entries <N>'"),
+            (&["--flow-map-entries", "many"], "'--flow-map-entries <N>'"),
+        ];
+        for (args, expected) in cases {
+            let err = parse_error(args);
+            assert!(
+                matches!(
+                    err.kind(),
+                    ErrorKind::ValueValidation | ErrorKind::UnknownArgument
+                ),
+                "{args:?}: {err}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(expected), "{args:?}: {text}");
+        }
+        assert_eq!(
+            parse_error(&["--no-such-flag"]).kind(),
+            ErrorKind::UnknownArgument
+        );
+    }
+
+    #[test]
+    fn help_names_the_overridden_keys() {
+        let help = Cli::command().render_long_help().to_string();
+        for key in [
+            "`lan`",
+            "`listen`",
+            "`poll_interval`",
+            "`local_prefixes`",
+            "`flow_map_entries`",
+        ] {
+            assert!(help.contains(key), "help does not mention {key}:\n{help}");
+        }
+    }
+
+    #[test]
+    fn log_filter_prefers_flag_then_rust_log_then_info() {
+        let with_flag = parse(&["--log-level", "debug"]);
+        let without = parse(&[]);
+        // (cli, RUST_LOG, expected)
+        let cases = [
+            (&with_flag, Some("trace"), "debug"),
+            (&with_flag, None, "debug"),
+            (&without, Some("warn,monitor=trace"), "warn,monitor=trace"),
+            (&without, Some(""), "info"),
+            (&without, None, "info"),
+        ];
+        for (cli, rust_log, expected) in cases {
+            assert_eq!(
+                cli.log_filter_with(rust_log.map(str::to_owned)),
+                expected,
+                "RUST_LOG={rust_log:?}"
+            );
+        }
+    }
+}
