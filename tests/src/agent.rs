@@ -1,0 +1,351 @@
+//! The real `egress-monitor` binary, run in a lab's router namespace, and its `/metrics`.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    process::{ExitStatus, Output},
+    time::{Duration, Instant},
+};
+
+use crate::{Lab, LabChild, netns, traffic::wait_until};
+
+/// Where the agent listens inside the router namespace: its loopback, unreachable from
+/// anywhere else.
+pub const AGENT_LISTEN: &str = "127.0.0.1:9750";
+/// A short poll interval keeps the tests quick; the ledger settles in two polls.
+pub const TEST_POLL_INTERVAL: &str = "200ms";
+
+/// The agent binary: `$EGRESS_MONITOR_BIN` (set by `cargo xtask test`), else the workspace's
+/// debug build. Panics with a clear message when it does not exist.
+pub fn agent_binary() -> PathBuf {
+    let path = std::env::var_os("EGRESS_MONITOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/egress-monitor")
+        });
+    assert!(
+        path.is_file(),
+        "the agent binary {} does not exist: run the tests with `cargo xtask test`, which builds \
+         it, or set EGRESS_MONITOR_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A running agent. Stopped (SIGTERM) when dropped, and killed with the lab in any case.
+pub struct Agent {
+    child: LabChild,
+    ns: String,
+    listen: SocketAddr,
+    config: Option<PathBuf>,
+}
+
+impl Agent {
+    /// Starts the agent on the lab's br-lan with `config` (TOML, may be empty) and extra
+    /// flags, and waits until it serves a successful poll.
+    pub fn start(lab: &Lab, config: &str, extra_args: &[&str]) -> Agent {
+        let config_path = write_config(lab, config);
+        let mut args: Vec<String> = vec![
+            "--config".into(),
+            config_path.display().to_string(),
+            "--listen".into(),
+            AGENT_LISTEN.into(),
+            "--poll-interval".into(),
+            TEST_POLL_INTERVAL.into(),
+        ];
+        if !extra_args.contains(&"--lan") {
+            args.extend(["--lan".into(), crate::LAN_BRIDGE.into()]);
+        }
+        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let binary = agent_binary();
+        let child = lab.spawn_in_router(binary.to_str().expect("UTF-8 path"), &args);
+        let agent = Agent {
+            child,
+            ns: lab.router_ns().to_owned(),
+            listen: AGENT_LISTEN.parse().expect("valid address"),
+            config: Some(config_path),
+        };
+        let healthy = wait_until(Duration::from_secs(15), || {
+            if !agent.child.is_running() {
+                return true;
+            }
+            matches!(agent.get("/healthz"), Some((200, _)))
+        });
+        assert!(
+            healthy && agent.child.is_running(),
+            "the agent did not become healthy within 15 s; its log:\n{}",
+            agent.child.log()
+        );
+        agent
+    }
+
+    /// The agent's stderr so far.
+    pub fn log(&self) -> String {
+        self.child.log()
+    }
+
+    /// Its process.
+    pub fn child(&self) -> &LabChild {
+        &self.child
+    }
+
+    /// GET `path` from the agent; None when it does not answer.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(&self.ns, self.listen, path)
+    }
+
+    /// The current `/metrics`, parsed. Panics if the agent does not answer 200.
+    pub fn scrape(&self) -> Scrape {
+        match self.get("/metrics") {
+            Some((200, body)) => Scrape::parse(&body),
+            other => panic!(
+                "GET /metrics failed: {other:?}; agent log:\n{}",
+                self.child.log()
+            ),
+        }
+    }
+
+    /// Waits until `n` more polls have completed, so everything sent before the call is
+    /// settled (two polls suffice; see the ledger).
+    pub fn wait_polls(&self, n: u64) {
+        let polls = |s: &Scrape| s.value("egress_monitor_polls_total", &[]).unwrap_or(0.0) as u64;
+        let start = polls(&self.scrape());
+        let done = wait_until(Duration::from_secs(20), || {
+            polls(&self.scrape()) >= start + n
+        });
+        assert!(done, "the agent did not poll {n} times within 20 s");
+    }
+
+    /// Waits for the ledger to settle and returns the metrics.
+    pub fn settled(&self) -> Scrape {
+        self.wait_polls(3);
+        self.scrape()
+    }
+
+    /// SIGTERM, and wait for the exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let status = self.child.terminate(Duration::from_secs(10));
+        self.cleanup();
+        status
+    }
+
+    fn cleanup(&mut self) {
+        if let Some(path) = self.config.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.is_running() {
+            self.child.terminate(Duration::from_secs(10));
+        }
+        self.cleanup();
+    }
+}
+
+/// Runs the agent to completion in the router namespace (for runs that must fail), with a
+/// timeout after which it is killed. Returns its output.
+pub fn run_agent_to_exit(lab: &Lab, args: &[&str], timeout: Duration) -> Output {
+    let binary = agent_binary();
+    let mut cmd = netns::command(lab.router_ns(), binary.to_str().expect("UTF-8 path"));
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = lab.spawn(&mut cmd);
+    let deadline = Instant::now() + timeout;
+    while child.is_running() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = if child.is_running() {
+        child.kill()
+    } else {
+        child.try_wait().expect("exited")
+    };
+    Output {
+        status,
+        stdout: Vec::new(),
+        stderr: child.log().into_bytes(),
+    }
+}
+
+/// Names of the programs attached to `interface` in namespace `ns`, on both TC hooks: TCX
+/// programs (asked from the kernel, as bpftool 7.1 cannot list them) and clsact filters.
+pub fn attached_programs(ns: &str, interface: &str) -> Vec<String> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let interface_owned = interface.to_owned();
+    let mut names: Vec<String> = netns::run_in(ns, move || {
+        [TcAttachType::Ingress, TcAttachType::Egress]
+            .into_iter()
+            .flat_map(|hook| {
+                let (_, programs) = SchedClassifier::query_tcx(&interface_owned, hook)
+                    .unwrap_or_else(|e| panic!("query TCX programs of {interface_owned}: {e}"));
+                programs
+            })
+            .map(|p| p.name_as_str().unwrap_or("?").to_owned())
+            .collect()
+    });
+    for hook in ["ingress", "egress"] {
+        let shown = netns::exec_ok(ns, "tc", &["filter", "show", "dev", interface, hook]);
+        names.extend(
+            shown
+                .split_whitespace()
+                .filter(|w| w.starts_with("lan_"))
+                .map(str::to_owned),
+        );
+    }
+    names
+}
+
+/// Writes a configuration file for one agent of this lab.
+pub fn write_config(lab: &Lab, config: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("{}-agent-{n}.toml", lab.id()));
+    std::fs::write(&path, config).expect("write the agent's configuration");
+    path
+}
+
+/// A minimal HTTP/1.0 GET inside namespace `ns`; None when nothing answers.
+pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let path = path.to_owned();
+    netns::run_in(ns, move || {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split(' ').nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b)?.to_owned();
+        Some((status, body))
+    })
+}
+
+/// One sample of the text exposition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A parsed `/metrics` page.
+#[derive(Clone, Debug)]
+pub struct Scrape {
+    pub text: String,
+    pub samples: Vec<Sample>,
+}
+
+impl Scrape {
+    /// Parses the text format (samples only; comments are kept in `text`).
+    pub fn parse(text: &str) -> Scrape {
+        let samples = text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| parse_sample(l).unwrap_or_else(|| panic!("unparsable sample line: {l}")))
+            .collect();
+        Scrape {
+            text: text.to_owned(),
+            samples,
+        }
+    }
+
+    /// Samples of `name` whose labels include all of `labels`.
+    pub fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples.iter().filter(move |s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+    }
+
+    /// The value of the single sample of `name` with these labels; None if there is none.
+    /// Panics if several match: the caller's labels are not specific enough.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let found: Vec<&Sample> = self.matching(name, labels).collect();
+        assert!(
+            found.len() <= 1,
+            "{name}{labels:?} matches {} samples",
+            found.len()
+        );
+        found.first().map(|s| s.value)
+    }
+
+    /// The value as an integer, 0 when absent.
+    pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.value(name, labels).unwrap_or(0.0) as u64
+    }
+
+    /// The sum over every sample of `name` with these labels.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.matching(name, labels).map(|s| s.value as u64).sum()
+    }
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let (name_and_labels, value) = line.rsplit_once(' ')?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    let (name, labels) = match name_and_labels.split_once('{') {
+        None => (name_and_labels.to_owned(), BTreeMap::new()),
+        Some((name, rest)) => (name.to_owned(), parse_labels(rest.strip_suffix('}')?)?),
+    };
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+fn parse_labels(mut s: &str) -> Option<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    while !s.is_empty() {
+        let (key, rest) = s.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        labels.insert(key.to_owned(), value);
+        s = rest[end + 1..].trim_start_matches(',');
+    }
+    Some(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_samples_with_escaped_labels() {
+        let s = Scrape::parse(
+            "# HELP x y\nx_total{a=\"1\",b=\"q\\\"uote\"} 12\nplain 3.5\nh_bucket{le=\"+Inf\"} 2\n",
+        );
+        assert_eq!(s.count("x_total", &[("a", "1")]), 12);
+        assert_eq!(
+            s.samples[0].labels.get("b").map(String::as_str),
+            Some("q\"uote")
+        );
+        assert_eq!(s.value("plain", &[]), Some(3.5));
+        assert_eq!(s.count("h_bucket", &[("le", "+Inf")]), 2);
+    }
+}

@@ -1,0 +1,42 @@
+//! The egress-monitor lab: a virtual router in network namespaces, shared by the integration
+//! tests and `cargo xtask lab`.
+//!
+//! A [`Lab`] is a router namespace (bridge `br-lan`, forwarding, IPv4 masquerade), one namespace
+//! per LAN device, and a WAN namespace that plays the internet with servers on documentation
+//! prefixes ([`SERVERS`]). Nothing is connected to the host's network, so tests can send real
+//! traffic through the router and compare what the agent counts with what nftables counted at
+//! the far end of the uplink ([`Lab::wan_counters`]).
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use std::time::Duration;
+//!
+//! use egress_lab::{Lab, SERVERS_V4, UDP_SINK_PORT, udp_ip_bytes, udp_send};
+//!
+//! let lab = Lab::new(); // phone, laptop, camera; removed again on drop
+//! let servers = lab.start_servers(1_000_000);
+//! let to = SocketAddr::new(SERVERS_V4[0].into(), UDP_SINK_PORT);
+//! udp_send(&lab.device("phone").ns, to, 100, 10);
+//! servers.udp(to.ip()).wait_for(10, Duration::from_secs(2));
+//! assert_eq!(lab.wan_count(to.ip()).rx_bytes, 10 * udp_ip_bytes(true, 100));
+//! ```
+//!
+//! Everything needs root; without it, building a lab panics with a message saying so.
+
+pub mod agent;
+mod counters;
+pub mod netns;
+mod process;
+mod servers;
+mod topology;
+mod traffic;
+
+pub use counters::{LinkStats, WAN_TABLE, WanCount, link_stats};
+pub use netns::{cleanup_stale, exec, exec_ok, require_root, run_in, spawn};
+pub use process::LabChild;
+pub use servers::Servers;
+pub use topology::*;
+pub use traffic::{
+    MAX_UDP_PAYLOAD, TCP_SINK_PORT, TCP_SOURCE_PORT, TcpCount, TcpSink, TcpSource, UDP_SINK_PORT,
+    UdpCount, UdpSink, ping, tcp_download, tcp_upload, udp_ip_bytes, udp_send, wait_until,
+};

@@ -1,0 +1,219 @@
+//! The agent refuses to start, with one clear line and a distinct exit code, when it cannot do
+//! its job; and it leaves nothing attached when it does.
+
+use std::{net::TcpListener, time::Duration};
+
+use egress_lab::{
+    Lab,
+    agent::{AGENT_LISTEN, run_agent_to_exit, write_config},
+    run_in,
+};
+
+fn stderr_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn nothing_attached(lab: &Lab) {
+    let left = egress_lab::agent::attached_programs(lab.router_ns(), egress_lab::LAN_BRIDGE);
+    assert!(
+        left.is_empty(),
+        "a failed start left programs attached: {left:?}"
+    );
+}
+
+#[test]
+fn a_missing_interface_is_named() {
+    let lab = Lab::builder().devices(["phone"]).build();
+    let out = run_agent_to_exit(
+        &lab,
+        &[
+            "--lan",
+            "br-lan",
+            "--lan",
+            "nosuch0",
+            "--listen",
+            AGENT_LISTEN,
+        ],
+        Duration::from_secs(10),
+    );
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("LAN interface `nosuch0` does not exist"),
+        "{err}"
+    );
+    nothing_attached(&lab);
+}
+
+#[test]
+fn a_bridge_and_its_own_port_would_count_twice() {
+    let lab = Lab::builder().devices(["phone"]).build();
+    let port = lab.device("phone").router_port.clone();
+    let out = run_agent_to_exit(
+        &lab,
+        &["--lan", "br-lan", "--lan", &port, "--listen", AGENT_LISTEN],
+        Duration::from_secs(10),
+    );
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("`{port}` is a port of bridge `br-lan`")),
+        "{err}"
+    );
+    nothing_attached(&lab);
+}
+
+#[test]
+fn a_bad_config_names_the_file_the_line_and_the_key() {
+    let lab = Lab::builder().devices(["phone"]).build();
+    let path = write_config(&lab, "lan = [\"br-lan\"]\npoll_interval = \"fast\"\n");
+    let path_text = path.display().to_string();
+    let out = run_agent_to_exit(&lab, &["--config", &path_text], Duration::from_secs(10));
+    let _ = std::fs::remove_file(&path);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{path_text}:2:")) && err.contains("poll_interval"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    nothing_attached(&lab);
+}
+
+#[test]
+fn a_busy_port_is_reported_before_anything_is_attached() {
+    let lab = Lab::builder().devices(["phone"]).build();
+    let squatter = run_in(lab.router_ns(), || {
+        TcpListener::bind(AGENT_LISTEN).expect("bind")
+    });
+    let out = run_agent_to_exit(
+        &lab,
+        &["--lan", "br-lan", "--listen", AGENT_LISTEN],
+        Duration::from_secs(10),
+    );
+    drop(squatter);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    nothing_attached(&lab);
+}
+
+#[test]
+fn without_bpf_permission_the_agent_says_what_it_needs() {
+    let lab = Lab::builder().devices(["phone"]).build();
+    let bin = egress_lab::agent::agent_binary();
+    // Drop to nobody with no capabilities, inside the router namespace.
+    let out = run_agent_to_exit_as_nobody(&lab, &bin);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no permission to load eBPF programs"), "{err}");
+    assert!(err.contains("CAP_BPF"), "{err}");
+    nothing_attached(&lab);
+}
+
+fn run_agent_to_exit_as_nobody(lab: &Lab, bin: &std::path::Path) -> std::process::Output {
+    let copy = world_readable_copy(lab, bin);
+    let bin = copy.as_path();
+    let out = egress_lab::exec(
+        lab.router_ns(),
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            bin.to_str().unwrap(),
+            "--lan",
+            "br-lan",
+            "--listen",
+            "127.0.0.1:9751",
+        ],
+    );
+    let _ = std::fs::remove_file(bin);
+    assert!(
+        !out.status.success(),
+        "the agent started without privileges?\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn runs_as_nobody_with_only_cap_bpf_net_admin_and_perfmon() {
+    use std::net::{IpAddr, SocketAddr};
+
+    use egress_lab::{SERVERS_V4, UDP_SINK_PORT, agent::Scrape, udp_send};
+
+    let lab = Lab::builder().devices(["phone"]).build();
+    let _servers = lab.start_servers(0);
+    let bin = world_readable_copy(&lab, &egress_lab::agent::agent_binary());
+    let caps = "-all,+bpf,+net_admin,+perfmon";
+    let mut cmd = egress_lab::netns::command(lab.router_ns(), "setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &format!("--inh-caps={caps}"),
+        &format!("--ambient-caps={caps}"),
+        &format!("--bounding-set={caps}"),
+        bin.to_str().unwrap(),
+        "--lan",
+        "br-lan",
+        "--listen",
+        AGENT_LISTEN,
+        "--poll-interval",
+        "200ms",
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let agent = lab.spawn(&mut cmd);
+    let listen = AGENT_LISTEN.parse().unwrap();
+    let healthy = egress_lab::wait_until(Duration::from_secs(15), || {
+        matches!(
+            egress_lab::agent::http_get(lab.router_ns(), listen, "/healthz"),
+            Some((200, _))
+        )
+    });
+    assert!(
+        healthy,
+        "not healthy with three capabilities:\n{}",
+        agent.log()
+    );
+    let phone = lab.device("phone");
+    udp_send(
+        &phone.ns,
+        SocketAddr::new(IpAddr::V4(SERVERS_V4[0]), UDP_SINK_PORT),
+        100,
+        4,
+    );
+    let settled = egress_lab::wait_until(Duration::from_secs(10), || {
+        let body = egress_lab::agent::http_get(lab.router_ns(), listen, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let s = Scrape::parse(&body);
+        s.count(
+            "egress_device_bytes_total",
+            &[("mac", &phone.mac_string()), ("direction", "egress")],
+        ) == 4 * 128
+    });
+    assert!(
+        settled,
+        "the unprivileged agent did not count:\n{}",
+        agent.log()
+    );
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status}: {}", agent.log());
+    let _ = std::fs::remove_file(&bin);
+    nothing_attached(&lab);
+}
+
+/// The checkout may sit where nobody cannot reach (/root): a world-readable copy of `bin`.
+fn world_readable_copy(lab: &Lab, bin: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let copy = std::env::temp_dir().join(format!("{}-egress-monitor", lab.id()));
+    std::fs::copy(bin, &copy).expect("copy the agent binary");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy
+}

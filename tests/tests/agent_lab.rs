@@ -1,0 +1,445 @@
+//! The real agent with the real programs on the lab's virtual router: the metrics equal the
+//! exact IP-layer bytes and packets the devices sent and received, cross-checked against the
+//! nftables counters at the far end of the uplink.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket},
+    time::Duration,
+};
+
+use egress_lab::{
+    Lab, SERVERS_V4, SERVERS_V6, TCP_SINK_PORT, TCP_SOURCE_PORT, UDP_SINK_PORT,
+    agent::{Agent, Scrape},
+    run_in, tcp_download, tcp_upload, udp_ip_bytes, udp_send,
+};
+
+const DEVICES_CONFIG: &str = r#"
+[devices]
+"00:16:3e:00:00:01" = "phone"
+"00:16:3e:00:00:02" = { name = "laptop" }
+"#;
+
+fn dest_bytes(s: &Scrape, device: &str, direction: &str, destination: &str) -> (u64, u64) {
+    let labels = [
+        ("device", device),
+        ("direction", direction),
+        ("destination", destination),
+    ];
+    (
+        s.count("egress_destination_bytes_total", &labels),
+        s.count("egress_destination_packets_total", &labels),
+    )
+}
+
+fn device_total(s: &Scrape, device: &str, direction: &str) -> (u64, u64) {
+    let labels = [("device", device), ("direction", direction)];
+    (
+        s.count("egress_device_bytes_total", &labels),
+        s.count("egress_device_packets_total", &labels),
+    )
+}
+
+/// Per device and direction, the destinations (unattributed included) sum to the total.
+fn assert_sums_add_up(s: &Scrape) {
+    for total in s.matching("egress_device_bytes_total", &[]) {
+        let device = &total.labels["device"];
+        let direction = &total.labels["direction"];
+        for (family, total_name) in [
+            (
+                "egress_destination_bytes_total",
+                "egress_device_bytes_total",
+            ),
+            (
+                "egress_destination_packets_total",
+                "egress_device_packets_total",
+            ),
+        ] {
+            let labels = [
+                ("device", device.as_str()),
+                ("direction", direction.as_str()),
+            ];
+            assert_eq!(
+                s.sum(family, &labels),
+                s.count(total_name, &labels),
+                "{family} of {device} {direction} does not add up to {total_name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn udp_and_tcp_are_counted_exactly_per_device_destination_and_direction() {
+    let lab = Lab::new();
+    let servers = lab.start_servers(3_000_000);
+    let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
+    let phone = lab.device("phone");
+    let laptop = lab.device("laptop");
+    let camera = lab.device("camera");
+
+    // UDP: the exact bytes follow from what was sent.
+    let v4 = IpAddr::V4(SERVERS_V4[0]);
+    let v6 = IpAddr::V6(SERVERS_V6[0]);
+    udp_send(&phone.ns, SocketAddr::new(v4, UDP_SINK_PORT), 200, 20);
+    udp_send(&phone.ns, SocketAddr::new(v6, UDP_SINK_PORT), 300, 15);
+    let camera_udp = IpAddr::V4(SERVERS_V4[2]);
+    udp_send(
+        &camera.ns,
+        SocketAddr::new(camera_udp, UDP_SINK_PORT),
+        1000,
+        7,
+    );
+    servers.udp(v4).wait_for(20, Duration::from_secs(5));
+    servers.udp(v6).wait_for(15, Duration::from_secs(5));
+    servers.udp(camera_udp).wait_for(7, Duration::from_secs(5));
+
+    // TCP both ways, IPv4 (through NAT) and IPv6: the exact bytes are what crossed the uplink,
+    // where the router's wan0 (no offloads) put every segment on the wire separately.
+    let up_v4 = IpAddr::V4(SERVERS_V4[1]);
+    let down_v6 = IpAddr::V6(SERVERS_V6[1]);
+    let camera_up_v6 = IpAddr::V6(SERVERS_V6[2]);
+    tcp_upload(&laptop.ns, SocketAddr::new(up_v4, TCP_SINK_PORT), 2_000_000);
+    tcp_download(
+        &laptop.ns,
+        SocketAddr::new(down_v6, TCP_SOURCE_PORT),
+        3_000_000,
+    );
+    tcp_upload(
+        &camera.ns,
+        SocketAddr::new(camera_up_v6, TCP_SINK_PORT),
+        1_000_000,
+    );
+
+    let s = agent.settled();
+    let wan = lab.wan_counters();
+    assert_eq!(
+        lab.wan_oversize_packets(),
+        0,
+        "the uplink carried only wire packets"
+    );
+
+    let expect_phone_v4 = (20 * udp_ip_bytes(true, 200), 20);
+    let expect_phone_v6 = (15 * udp_ip_bytes(false, 300), 15);
+    assert_eq!(
+        dest_bytes(&s, "phone", "egress", &v4.to_string()),
+        expect_phone_v4
+    );
+    assert_eq!(
+        dest_bytes(&s, "phone", "egress", &v6.to_string()),
+        expect_phone_v6
+    );
+    assert_eq!(
+        device_total(&s, "phone", "egress"),
+        (expect_phone_v4.0 + expect_phone_v6.0, 35),
+        "the phone's total is its two destinations"
+    );
+    // The camera has no configured name: its MAC is its name.
+    let camera_name = camera.mac_string();
+    assert_eq!(
+        dest_bytes(&s, &camera_name, "egress", &camera_udp.to_string()),
+        (7 * udp_ip_bytes(true, 1000), 7)
+    );
+    // Independent count: nftables at the WAN end saw the same.
+    assert_eq!((wan[&v4].rx_bytes, wan[&v4].rx_packets), expect_phone_v4);
+    assert_eq!((wan[&v6].rx_bytes, wan[&v6].rx_packets), expect_phone_v6);
+
+    for (device, server) in [
+        ("laptop", up_v4),
+        ("laptop", down_v6),
+        (camera_name.as_str(), camera_up_v6),
+    ] {
+        let w = wan[&server];
+        assert!(
+            w.rx_packets > 0 && w.tx_packets > 0,
+            "{server}: TCP crossed the uplink"
+        );
+        assert_eq!(
+            dest_bytes(&s, device, "egress", &server.to_string()),
+            (w.rx_bytes, w.rx_packets),
+            "{device} -> {server}: egress equals what arrived at the server"
+        );
+        assert_eq!(
+            dest_bytes(&s, device, "ingress", &server.to_string()),
+            (w.tx_bytes, w.tx_packets),
+            "{device} <- {server}: ingress equals what the server sent"
+        );
+    }
+    // The uploads left the devices as TSO super-packets: fewer frames than packets, and still
+    // exact above, so the GSO arithmetic was exercised for real.
+    let frames = s.count(
+        "egress_monitor_kernel_frames_total",
+        &[("direction", "egress"), ("result", "counted")],
+    );
+    let packets: u64 = s.sum("egress_device_packets_total", &[("direction", "egress")]);
+    assert!(
+        frames < packets,
+        "expected GSO super-packets on egress: {frames} frames for {packets} packets"
+    );
+    assert_sums_add_up(&s);
+    assert_eq!(
+        s.sum(
+            "egress_destination_bytes_total",
+            &[("destination", "unattributed")]
+        ),
+        0,
+        "nothing is unattributed when the flow map has room"
+    );
+
+    // The exposition is clean for promtool, and /healthz is up.
+    let (ok, complaints) = promtool_check_metrics(&s.text);
+    assert!(
+        ok && complaints.trim().is_empty(),
+        "promtool check metrics:\n{complaints}"
+    );
+    assert_eq!(agent.get("/healthz").map(|(code, _)| code), Some(200));
+}
+
+#[test]
+fn gro_super_packets_towards_devices_count_every_wire_packet() {
+    let lab = Lab::new();
+    let servers = lab.start_servers(4_000_000);
+    lab.set_router_wan_gro(true);
+    let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
+    let laptop = lab.device("laptop");
+    let from = IpAddr::V4(SERVERS_V4[3]);
+    tcp_download(
+        &laptop.ns,
+        SocketAddr::new(from, TCP_SOURCE_PORT),
+        4_000_000,
+    );
+    drop(servers);
+    let s = agent.settled();
+    let w = lab.wan_count(from);
+    assert_eq!(
+        dest_bytes(&s, "laptop", "ingress", &from.to_string()),
+        (w.tx_bytes, w.tx_packets),
+        "ingress equals the wire packets the server sent"
+    );
+    let frames = s.count(
+        "egress_monitor_kernel_frames_total",
+        &[("direction", "ingress"), ("result", "counted")],
+    );
+    assert!(
+        frames < w.tx_packets,
+        "GRO merged nothing ({frames} frames for {} packets): the test did not exercise it",
+        w.tx_packets
+    );
+}
+
+/// Runs `promtool check metrics` on an exposition; (success, what it printed).
+fn promtool_check_metrics(text: &str) -> (bool, String) {
+    use std::{
+        io::Write,
+        process::{Command, Stdio},
+    };
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool (Debian package prometheus) must be installed: cargo xtask setup does it",
+        );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    printed.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), printed)
+}
+
+/// Sends one UDP datagram from `ns` to `to`; broadcast allowed; link-local scope from eth0.
+fn send_one(ns: &str, to: IpAddr) {
+    let to = to.to_owned();
+    run_in(ns, move || {
+        let (bind, target): (SocketAddr, SocketAddr) = match to {
+            IpAddr::V4(a) => ((Ipv4Addr::UNSPECIFIED, 0).into(), (a, 9).into()),
+            IpAddr::V6(a) => {
+                let scope = if a.segments()[0] & 0xff00 == 0xff00 || a.segments()[0] == 0xfe80 {
+                    nix_ifindex("eth0")
+                } else {
+                    0
+                };
+                (
+                    (Ipv6Addr::UNSPECIFIED, 0).into(),
+                    SocketAddrV6::new(a, 9, 0, scope).into(),
+                )
+            }
+        };
+        let socket = UdpSocket::bind(bind).expect("bind");
+        socket.set_broadcast(true).expect("SO_BROADCAST");
+        socket.send_to(&[0u8; 64], target).expect("send");
+    });
+}
+
+fn nix_ifindex(name: &str) -> u32 {
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert!(index != 0, "no interface {name:?}");
+    index
+}
+
+#[test]
+fn lan_router_multicast_and_broadcast_traffic_is_not_a_destination() {
+    let lab = Lab::new();
+    let _servers = lab.start_servers(0);
+    let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
+    let phone = lab.device("phone");
+    let laptop = lab.device("laptop");
+    let before = agent.scrape();
+    let local_before = before.count(
+        "egress_monitor_kernel_frames_total",
+        &[("direction", "egress"), ("result", "local")],
+    );
+    let locals: [IpAddr; 9] = [
+        laptop.ipv4.into(), // another LAN device
+        laptop.ipv6.into(),
+        egress_lab::ROUTER_LAN_V4.into(), // the router, LAN side
+        egress_lab::ROUTER_LAN_V6.into(),
+        egress_lab::ROUTER_WAN_V4.into(), // the router's own WAN address
+        Ipv4Addr::new(239, 1, 2, 3).into(), // multicast
+        "ff02::1".parse::<Ipv6Addr>().unwrap().into(), // all-nodes multicast
+        Ipv4Addr::BROADCAST.into(),       // limited broadcast
+        Ipv4Addr::new(192, 168, 50, 255).into(), // the LAN's directed broadcast
+    ];
+    for to in locals {
+        for _ in 0..3 {
+            send_one(&phone.ns, to);
+        }
+    }
+    // A control datagram to the world proves the agent was counting all along.
+    let world = IpAddr::V4(SERVERS_V4[4]);
+    udp_send(&phone.ns, SocketAddr::new(world, UDP_SINK_PORT), 100, 1);
+    let s = agent.settled();
+    let destinations: Vec<String> = s
+        .matching("egress_destination_bytes_total", &[("device", "phone")])
+        .map(|sample| sample.labels["destination"].clone())
+        .collect();
+    let mut expected = vec![world.to_string(), "unattributed".to_owned()];
+    expected.sort();
+    let mut got = destinations.clone();
+    got.sort();
+    got.dedup();
+    assert_eq!(got, expected, "only the world server is a destination");
+    assert_eq!(
+        device_total(&s, "phone", "egress"),
+        (udp_ip_bytes(true, 100), 1),
+        "local traffic is in no device total"
+    );
+    // Frames to the router, multicast and broadcast reach br-lan's hook and are counted as
+    // local; frames between two devices are bridged and never reach it.
+    let local_after = s.count(
+        "egress_monitor_kernel_frames_total",
+        &[("direction", "egress"), ("result", "local")],
+    );
+    assert!(
+        local_after - local_before >= 3 * 7,
+        "expected at least 21 local frames, saw {}",
+        local_after - local_before
+    );
+    assert_sums_add_up(&s);
+}
+
+#[test]
+fn a_tiny_flow_map_keeps_exact_device_totals_and_a_correct_unattributed() {
+    let lab = Lab::new();
+    let agent = Agent::start(&lab, DEVICES_CONFIG, &["--flow-map-entries", "16"]);
+    let phone = lab.device("phone");
+    // 80 destinations in the WAN's documentation prefix (no server answers; the WAN drops
+    // them), 3 datagrams each, in rounds, while the agent polls: the 16-entry LRU evicts.
+    let destinations: Vec<IpAddr> = (10..90)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(203, 0, 113, i)))
+        .collect();
+    let mut scrapes = Vec::new();
+    for round in 0..3 {
+        for d in &destinations {
+            udp_send(&phone.ns, SocketAddr::new(*d, UDP_SINK_PORT), 100, 1);
+        }
+        let _ = round;
+        scrapes.push(agent.scrape());
+    }
+    let s = agent.settled();
+    scrapes.push(s.clone());
+    let per_packet = udp_ip_bytes(true, 100);
+    assert_eq!(
+        device_total(&s, "phone", "egress"),
+        (240 * per_packet, 240),
+        "the device total is exact whatever the flow map evicted"
+    );
+    assert_sums_add_up(&s);
+    let (unattributed, _) = dest_bytes(&s, "phone", "egress", "unattributed");
+    assert!(
+        unattributed > 0,
+        "80 destinations in 16 entries: something was evicted"
+    );
+    assert!(s.count("egress_monitor_map_entries", &[("map", "flows")]) <= 16);
+    // No destination ever shows more than was sent to it, and no counter goes backwards.
+    for d in &destinations {
+        let mut last = 0;
+        for scrape in &scrapes {
+            let (bytes, _) = dest_bytes(scrape, "phone", "egress", &d.to_string());
+            assert!(bytes >= last, "{d}: counter went backwards");
+            assert!(
+                bytes <= 3 * per_packet,
+                "{d}: counted twice ({bytes} bytes)"
+            );
+            last = bytes;
+        }
+    }
+    let mut last = 0;
+    for scrape in &scrapes {
+        let (bytes, _) = dest_bytes(scrape, "phone", "egress", "unattributed");
+        assert!(bytes >= last, "unattributed went backwards");
+        last = bytes;
+    }
+}
+
+/// The programs attached to the router's br-lan, on both hooks.
+fn attached_programs(lab: &Lab) -> Vec<String> {
+    egress_lab::agent::attached_programs(lab.router_ns(), egress_lab::LAN_BRIDGE)
+}
+
+#[test]
+fn a_restarted_agent_starts_clean_and_a_stopped_one_leaves_nothing_attached() {
+    let lab = Lab::new();
+    let _servers = lab.start_servers(0);
+    let phone = lab.device("phone");
+    let to = SocketAddr::new(IpAddr::V4(SERVERS_V4[0]), UDP_SINK_PORT);
+
+    let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
+    let mut attached = attached_programs(&lab);
+    attached.sort();
+    assert_eq!(
+        attached,
+        ["lan_egress", "lan_ingress"],
+        "one program on each hook"
+    );
+    udp_send(&phone.ns, to, 100, 5);
+    let s = agent.settled();
+    assert_eq!(device_total(&s, "phone", "egress"), (5 * 128, 5));
+    let status = agent.stop();
+    assert!(status.success(), "SIGTERM is a clean exit, got {status}");
+    let left = attached_programs(&lab);
+    assert!(
+        left.is_empty(),
+        "programs left attached after SIGTERM: {left:?}"
+    );
+
+    // A new agent counts from zero: what the first one counted is not counted again.
+    let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
+    udp_send(&phone.ns, to, 100, 3);
+    let s = agent.settled();
+    assert_eq!(device_total(&s, "phone", "egress"), (3 * 128, 3));
+    // Even SIGKILL leaves nothing behind: TCX links die with the process.
+    agent.child().kill();
+    let left = attached_programs(&lab);
+    assert!(
+        left.is_empty(),
+        "programs left attached after SIGKILL: {left:?}"
+    );
+}
