@@ -46,6 +46,11 @@ impl Agent {
     /// Starts the agent on the lab's br-lan with `config` (TOML, may be empty) and extra
     /// flags, and waits until it serves a successful poll.
     pub fn start(lab: &Lab, config: &str, extra_args: &[&str]) -> Agent {
+        Self::start_with_poll(lab, config, extra_args, TEST_POLL_INTERVAL)
+    }
+
+    /// [`Agent::start`] with another poll interval.
+    pub fn start_with_poll(lab: &Lab, config: &str, extra_args: &[&str], poll: &str) -> Agent {
         let config_path = write_config(lab, config);
         let mut args: Vec<String> = vec![
             "--config".into(),
@@ -53,7 +58,7 @@ impl Agent {
             "--listen".into(),
             AGENT_LISTEN.into(),
             "--poll-interval".into(),
-            TEST_POLL_INTERVAL.into(),
+            poll.into(),
         ];
         if !extra_args.contains(&"--lan") {
             args.extend(["--lan".into(), crate::LAN_BRIDGE.into()]);

@@ -25,6 +25,7 @@
 
 pub mod agent;
 mod counters;
+pub mod demo;
 pub mod netns;
 mod process;
 mod servers;

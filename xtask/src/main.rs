@@ -1,0 +1,52 @@
+//! Developer tasks for egress-monitor, run as `cargo xtask <command>` (an alias in
+//! `.cargo/config.toml`), so that building and testing need no tool but cargo.
+
+mod build;
+mod cmd;
+mod lab;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(about = "Build, test and demo tasks for egress-monitor")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make this machine ready: nightly rust-src, bpf-linker, the tests' Debian packages, bpffs.
+    Setup,
+    /// Set up, then build the agent with its eBPF programs.
+    Build(build::Args),
+    /// Set up, lint, build and run every test, as CI does (needs root).
+    Test(test::Args),
+    /// The demo: the agent on a virtual router with three simulated devices (needs root).
+    Lab(lab::Args),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Setup => setup::run().map(drop),
+        Command::Build(args) => build::run(&args),
+        Command::Test(args) => test::run(&args),
+        Command::Lab(args) => lab::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // The cause chain, without the backtrace that `RUST_BACKTRACE=1` would add to
+            // anyhow's Debug output: every error here names the command or file involved.
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
