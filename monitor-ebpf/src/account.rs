@@ -4,6 +4,7 @@
 //! byte the agent reads in a flow is already in the device total it reads afterwards.
 
 use aya_ebpf::{bindings::BPF_ANY, programs::TcContext};
+use aya_log_ebpf::warn;
 use monitor_common::{Counters, DeviceKey, FAMILY_V4, FlowKey, KernelStats};
 
 use crate::{
@@ -22,12 +23,12 @@ pub fn account(ctx: &TcContext, direction: u8) {
     match parse(ctx, direction) {
         Parsed::NotIp => stats.not_ip += 1,
         Parsed::Malformed => stats.parse_errors += 1,
-        Parsed::Ip(packet) => count(&packet, direction, stats),
+        Parsed::Ip(packet) => count(ctx, &packet, direction, stats),
     }
 }
 
 #[inline(always)]
-fn count(packet: &Packet, direction: u8, stats: &mut KernelStats) {
+fn count(ctx: &TcContext, packet: &Packet, direction: u8, stats: &mut KernelStats) {
     let key = FlowKey {
         mac: packet.device,
         direction,
@@ -37,7 +38,7 @@ fn count(packet: &Packet, direction: u8, stats: &mut KernelStats) {
     // A flow already in the map is known not to be local: one lookup, no trie walk.
     if let Some(flow) = FLOWS.get_ptr_mut(key) {
         if !add_to_device(packet, direction) {
-            stats.device_update_errors += 1;
+            device_map_full(ctx, packet, stats);
             return;
         }
         // SAFETY: per-CPU value of this CPU; see above.
@@ -52,7 +53,7 @@ fn count(packet: &Packet, direction: u8, stats: &mut KernelStats) {
         return;
     }
     if !add_to_device(packet, direction) {
-        stats.device_update_errors += 1;
+        device_map_full(ctx, packet, stats);
         return;
     }
     stats.counted += 1;
@@ -67,6 +68,20 @@ fn count(packet: &Packet, direction: u8, stats: &mut KernelStats) {
     } else {
         stats.flow_update_errors += 1;
     }
+}
+
+/// The device map is full: the frame is not counted. Said once per CPU and direction (the
+/// counter is exported anyway), so a full map never floods the log buffer.
+#[inline(always)]
+fn device_map_full(ctx: &TcContext, packet: &Packet, stats: &mut KernelStats) {
+    if stats.device_update_errors == 0 {
+        warn!(
+            ctx,
+            "device map full: frames of {:mac} are not counted; raise device_map_entries",
+            packet.device
+        );
+    }
+    stats.device_update_errors += 1;
 }
 
 /// Adds the packet to its device's total; false when the device map is full.

@@ -59,6 +59,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             flows: config.flow_map_entries,
             devices: config.device_map_entries,
         },
+        config.attach,
     )?;
     for (interface, mode) in &loaded.attachments {
         tracing::info!(interface, mode = mode.as_str(), "attached");

@@ -66,6 +66,11 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub flow_map_entries: Option<u32>,
 
+    /// How to attach to the LAN interfaces: auto (TCX where the kernel has it, else clsact),
+    /// tcx or clsact. Overrides `attach` [default: auto].
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub attach: Option<crate::config::AttachPolicy>,
+
     /// Check the configuration file and flags, print the effective settings as TOML, and exit
     /// (status 0 if valid).
     #[arg(long)]
@@ -89,6 +94,7 @@ impl Cli {
             poll_interval: self.poll_interval,
             local_prefixes: list(&self.local_prefixes),
             flow_map_entries: self.flow_map_entries,
+            attach: self.attach,
         }
     }
 
@@ -177,6 +183,7 @@ mod tests {
                     "fd00::/8".parse().unwrap()
                 ]),
                 flow_map_entries: Some(1024),
+                attach: None,
             }
         );
     }

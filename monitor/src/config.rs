@@ -79,8 +79,33 @@ pub struct Config {
     pub flow_map_entries: u32,
     /// Capacity of the kernel's per-device totals map.
     pub device_map_entries: u32,
+    /// How the programs are attached to the LAN interfaces.
+    pub attach: AttachPolicy,
     /// Names the user gave to devices, by MAC address; never a multicast address.
     pub devices: BTreeMap<MacAddr, DeviceConfig>,
+}
+
+/// How the TC programs are attached: `auto` takes TCX where the kernel has it (6.6 and later)
+/// and a clsact qdisc otherwise; the others insist on one, e.g. to share an interface with
+/// tools that only know clsact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachPolicy {
+    #[default]
+    Auto,
+    Tcx,
+    Clsact,
+}
+
+impl AttachPolicy {
+    /// The value as written in the file and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Tcx => "tcx",
+            Self::Clsact => "clsact",
+        }
+    }
 }
 
 /// What the configuration says about one device. A table rather than a bare name so that more
@@ -107,6 +132,8 @@ pub struct Overrides {
     pub local_prefixes: Option<Vec<IpNet>>,
     /// `--flow-map-entries`.
     pub flow_map_entries: Option<u32>,
+    /// `--attach`.
+    pub attach: Option<AttachPolicy>,
 }
 
 /// Why the configuration could not be loaded. Each variant displays as one line.
@@ -297,6 +324,7 @@ impl Config {
             device_map_entries: file
                 .device_map_entries
                 .unwrap_or(DEFAULT_DEVICE_MAP_ENTRIES),
+            attach: overrides.attach.or(file.attach).unwrap_or_default(),
             devices: file.devices,
         })
     }
@@ -328,6 +356,7 @@ impl Config {
             format!("local_prefixes = {}", list(&self.local_prefixes)),
             format!("flow_map_entries = {}", self.flow_map_entries),
             format!("device_map_entries = {}", self.device_map_entries),
+            format!("attach = {}", quoted(self.attach.as_str())),
             String::new(),
             "[devices]".to_owned(),
         ];
@@ -357,6 +386,8 @@ struct FileConfig {
     flow_map_entries: Option<u32>,
     #[serde(default, deserialize_with = "de_device_map_entries")]
     device_map_entries: Option<u32>,
+    #[serde(default)]
+    attach: Option<AttachPolicy>,
     #[serde(default, deserialize_with = "de_devices")]
     devices: BTreeMap<MacAddr, DeviceConfig>,
 }
@@ -848,6 +879,7 @@ name = "laptop"
             local_prefixes: vec![],
             flow_map_entries: 65_536,
             device_map_entries: 4_096,
+            attach: AttachPolicy::Auto,
             devices: BTreeMap::new(),
         };
         assert_eq!(
@@ -899,8 +931,10 @@ name = "laptop"
             poll_interval: Some(Duration::from_millis(100)),
             local_prefixes: Some(vec![net("192.168.100.0/24")]),
             flow_map_entries: Some(16_777_216),
+            attach: Some(AttachPolicy::Clsact),
         };
         let config = load_ok(EXAMPLE, &flags);
+        assert_eq!(config.attach, AttachPolicy::Clsact);
         assert_eq!(config.lan, ["eth1"]);
         assert_eq!(config.listen, "127.0.0.1:9750".parse().unwrap());
         assert_eq!(config.poll_interval, Duration::from_millis(100));
@@ -984,7 +1018,7 @@ name = "laptop"
             ),
             (
                 "lan = [\"br-lan\"]\npoll_intervall = \"1s\"\n",
-                "/etc/egress-monitor.toml:2:1: poll_intervall: unknown key `poll_intervall`, expected one of `lan`, `listen`, `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `devices`",
+                "/etc/egress-monitor.toml:2:1: poll_intervall: unknown key `poll_intervall`, expected one of `lan`, `listen`, `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `attach`, `devices`",
             ),
             (
                 "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = { name = \"tv\", group = \"media\" }\n",
@@ -1106,7 +1140,32 @@ name = "laptop"
         assert_eq!(
             err.to_string(),
             "line 2, column 1: foo: unknown key `foo`, expected one of `lan`, `listen`, \
-             `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `devices`"
+             `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `attach`, `devices`"
+        );
+    }
+
+    #[test]
+    fn attach_policy_from_file_and_flag() {
+        let file = "lan = [\"br-lan\"]\nattach = \"clsact\"\n";
+        assert_eq!(
+            load_ok(file, &Overrides::default()).attach,
+            AttachPolicy::Clsact
+        );
+        let flag = Overrides {
+            attach: Some(AttachPolicy::Tcx),
+            ..Overrides::default()
+        };
+        assert_eq!(load_ok(file, &flag).attach, AttachPolicy::Tcx);
+        let err = Config::from_toml_str(
+            "lan = [\"br-lan\"]\nattach = \"xdp\"\n",
+            Some(Path::new("/etc/egress-monitor.toml")),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("/etc/egress-monitor.toml:2:10: attach: unknown variant `xdp`"),
+            "{err}"
         );
     }
 
@@ -1371,7 +1430,7 @@ name = "laptop"
         assert_eq!(
             minimal.to_toml(),
             "lan = [\"br-lan\"]\nlisten = \"0.0.0.0:9750\"\npoll_interval = \"1s\"\n\
-             local_prefixes = []\nflow_map_entries = 65536\ndevice_map_entries = 4096\n\n[devices]\n"
+             local_prefixes = []\nflow_map_entries = 65536\ndevice_map_entries = 4096\nattach = \"auto\"\n\n[devices]\n"
         );
     }
 }

@@ -6,6 +6,7 @@
 
 use std::{io, path::Path};
 
+use crate::config::AttachPolicy;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{LpmTrie, MapData, PerCpuArray, PerCpuHashMap},
@@ -133,7 +134,11 @@ pub fn load_program<'a>(
 
 /// Loads the object with the configured map sizes and attaches both programs to every
 /// interface.
-pub fn load_and_attach(interfaces: &[String], sizes: &MapSizes) -> Result<Loaded, LoadError> {
+pub fn load_and_attach(
+    interfaces: &[String],
+    sizes: &MapSizes,
+    policy: AttachPolicy,
+) -> Result<Loaded, LoadError> {
     check_interfaces(interfaces)?;
     let mut ebpf = load(sizes)?;
     let mut attachments = Vec::new();
@@ -143,7 +148,7 @@ pub fn load_and_attach(interfaces: &[String], sizes: &MapSizes) -> Result<Loaded
     ] {
         let prog = load_program(&mut ebpf, program)?;
         for interface in interfaces {
-            let mode = attach(prog, interface, attach_type, program)?;
+            let mode = attach(prog, interface, attach_type, program, policy)?;
             if attach_type == TcAttachType::Ingress {
                 attachments.push((interface.clone(), mode));
             }
@@ -162,25 +167,33 @@ fn attach(
     interface: &str,
     attach_type: TcAttachType,
     name: &str,
+    policy: AttachPolicy,
 ) -> Result<AttachMode, LoadError> {
-    // First in the chain: count what the device sent before anything else acts on it.
-    let tcx = prog.attach_with_options(
-        interface,
-        attach_type,
-        TcAttachOptions::TcxOrder(LinkOrder::first()),
-    );
-    let tcx_error = match tcx {
-        Ok(_) => return Ok(AttachMode::Tcx),
-        Err(e) => e,
-    };
-    if let Some(permission) = permission_denied(&tcx_error) {
-        return Err(LoadError::Permission(permission));
-    }
-    tracing::info!(interface, error = %tcx_error, "TCX unavailable, falling back to clsact");
     let attach_error = |e: &dyn std::fmt::Display| LoadError::Attach {
         interface: interface.to_owned(),
         message: e.to_string(),
     };
+    if policy != AttachPolicy::Clsact {
+        // First in the chain: count what the device sent before anything else acts on it.
+        let tcx_error = match prog.attach_with_options(
+            interface,
+            attach_type,
+            TcAttachOptions::TcxOrder(LinkOrder::first()),
+        ) {
+            Ok(_) => return Ok(AttachMode::Tcx),
+            Err(e) => e,
+        };
+        if let Some(permission) = permission_denied(&tcx_error) {
+            return Err(LoadError::Permission(permission));
+        }
+        if policy == AttachPolicy::Tcx {
+            return Err(attach_error(&format!(
+                "TCX: {} (attach = \"tcx\" allows no fallback; kernels before 6.6 need clsact)",
+                error_chain(&tcx_error)
+            )));
+        }
+        tracing::info!(interface, error = %tcx_error, "TCX unavailable, falling back to clsact");
+    }
     if let Err(e) = tc::qdisc_add_clsact(interface) {
         // EEXIST: the qdisc is already there, which is fine.
         if !matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST)) {

@@ -41,10 +41,18 @@ pub fn run(
     stop: mpsc::Receiver<()>,
 ) {
     let Loaded {
-        ebpf,
+        mut ebpf,
         maps,
         attachments,
     } = loaded;
+    // The programs log rare events (a full device map) through aya-log; drained every poll.
+    let mut kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(logger) => Some(logger),
+        Err(e) => {
+            tracing::warn!(error = %e, "kernel log records will not be shown");
+            None
+        }
+    };
     let KernelMaps {
         flows,
         devices,
@@ -57,6 +65,9 @@ pub fn run(
     let mut next = Instant::now();
     loop {
         let started = Instant::now();
+        if let Some(log) = kernel_log.as_mut() {
+            log.flush();
+        }
         if let Err(e) = sync_prefixes(&mut local, &config) {
             metrics
                 .poll_errors
@@ -100,6 +111,7 @@ pub fn run(
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    drop(kernel_log);
     drop(ebpf);
     tracing::info!("detached from the LAN interfaces");
 }

@@ -196,11 +196,13 @@ pub fn attached_programs(ns: &str, interface: &str) -> Vec<String> {
     });
     for hook in ["ingress", "egress"] {
         let shown = netns::exec_ok(ns, "tc", &["filter", "show", "dev", interface, hook]);
+        // One line per filter: `... handle 0x1 lan_ingress direct-action ... name lan_ingress ...`.
+        let words: Vec<&str> = shown.split_whitespace().collect();
         names.extend(
-            shown
-                .split_whitespace()
-                .filter(|w| w.starts_with("lan_"))
-                .map(str::to_owned),
+            words
+                .windows(2)
+                .filter(|w| w[0] == "name")
+                .map(|w| w[1].to_owned()),
         );
     }
     names

@@ -217,3 +217,51 @@ fn world_readable_copy(lab: &Lab, bin: &std::path::Path) -> std::path::PathBuf {
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     copy
 }
+
+#[test]
+fn a_full_device_map_is_counted_and_said_once() {
+    use std::net::{IpAddr, SocketAddr};
+
+    use egress_lab::{SERVERS_V4, UDP_SINK_PORT, agent::Agent, udp_send};
+
+    // 16 entries hold 16 (device, direction) totals; the 17th device finds the map full.
+    // Servers listen, so no ICMP error comes back to take ingress entries.
+    let lab = Lab::builder().device_count(17).build();
+    let _servers = lab.start_servers(0);
+    let agent = Agent::start(&lab, "device_map_entries = 16\n", &[]);
+    let to = SocketAddr::new(IpAddr::V4(SERVERS_V4[0]), UDP_SINK_PORT);
+    for device in lab.devices() {
+        udp_send(&device.ns, to, 100, 1);
+    }
+    udp_send(&lab.devices()[16].ns, to, 100, 2);
+    let s = agent.settled();
+    let totals: Vec<u64> = s
+        .matching("egress_device_bytes_total", &[("direction", "egress")])
+        .map(|sample| sample.value as u64)
+        .collect();
+    assert_eq!(
+        totals,
+        vec![128; 16],
+        "16 devices fit in the map, each exact"
+    );
+    assert_eq!(
+        s.count(
+            "egress_monitor_kernel_frames_total",
+            &[("direction", "egress"), ("result", "device_map_full")]
+        ),
+        3,
+        "the 17th device's 3 datagrams were not counted, and said so"
+    );
+    let said = agent
+        .child()
+        .wait_for_log("device map full", Duration::from_secs(5));
+    assert!(
+        said,
+        "the kernel's warning reached the agent's log:\n{}",
+        agent.log()
+    );
+    // Said once per CPU that met the full map, never per frame.
+    let times = agent.log().matches("device map full").count();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!((1..=cpus).contains(&times), "said {times} times");
+}

@@ -443,3 +443,63 @@ fn a_restarted_agent_starts_clean_and_a_stopped_one_leaves_nothing_attached() {
         "programs left attached after SIGKILL: {left:?}"
     );
 }
+
+#[test]
+fn clsact_mode_counts_exactly_and_replaces_the_filters_a_killed_agent_left() {
+    let lab = Lab::new();
+    let _servers = lab.start_servers(0);
+    let phone = lab.device("phone");
+    let to = SocketAddr::new(IpAddr::V6(SERVERS_V6[0]), UDP_SINK_PORT);
+    let config = format!("attach = \"clsact\"\n{DEVICES_CONFIG}");
+
+    let agent = Agent::start(&lab, &config, &[]);
+    let s = agent.scrape();
+    assert_eq!(
+        s.value(
+            "egress_monitor_interface_attached",
+            &[("interface", "br-lan"), ("mode", "clsact")]
+        ),
+        Some(1.0)
+    );
+    udp_send(&phone.ns, to, 100, 4);
+    let s = agent.settled();
+    assert_eq!(
+        device_total(&s, "phone", "egress"),
+        (4 * udp_ip_bytes(false, 100), 4)
+    );
+    // Unlike a TCX link, a clsact filter outlives a killed process.
+    agent.child().kill();
+    let mut left = attached_programs(&lab);
+    left.sort();
+    assert_eq!(
+        left,
+        ["lan_egress", "lan_ingress"],
+        "filters outlive SIGKILL"
+    );
+
+    // The next agent removes them by name instead of counting next to them.
+    let agent = Agent::start(&lab, &config, &[]);
+    let mut attached = attached_programs(&lab);
+    attached.sort();
+    assert_eq!(
+        attached,
+        ["lan_egress", "lan_ingress"],
+        "one filter per hook"
+    );
+    assert!(
+        agent.log().contains("removed a stale filter"),
+        "{}",
+        agent.log()
+    );
+    udp_send(&phone.ns, to, 100, 2);
+    let s = agent.settled();
+    assert_eq!(
+        device_total(&s, "phone", "egress"),
+        (2 * udp_ip_bytes(false, 100), 2)
+    );
+    assert!(agent.stop().success());
+    assert!(
+        attached_programs(&lab).is_empty(),
+        "SIGTERM removes the filters"
+    );
+}
