@@ -61,8 +61,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
         },
         config.attach,
     )?;
-    for (interface, mode) in &loaded.attachments {
-        tracing::info!(interface, mode = mode.as_str(), "attached");
+    for a in &loaded.attachments {
+        tracing::info!(
+            interface = a.interface,
+            mode = a.mode.map_or("none", |m| m.as_str()),
+            "attached"
+        );
     }
 
     let shared = Arc::new(RwLock::new(State::default()));
@@ -81,6 +85,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         extra_local: config.local_prefixes.clone(),
         flow_capacity: config.flow_map_entries,
         device_capacity: config.device_map_entries,
+        attach: config.attach,
     };
     let poller = {
         let shared = shared.clone();
@@ -114,12 +119,17 @@ pub fn run(config: Config) -> Result<(), RunError> {
     served.map_err(|e| RunError::Runtime(format!("HTTP server failed: {e}")))
 }
 
-/// Completes on SIGINT or SIGTERM.
+/// Completes on SIGINT or SIGTERM. SIGHUP, whose default action would kill the agent (a
+/// closed terminal, a careless `reload`), is logged and ignored.
 async fn shutdown_signal() {
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => return tracing::info!("SIGINT: shutting down"),
+            _ = hup.recv() => tracing::info!("SIGHUP ignored: the configuration is read at start"),
+        }
     }
 }

@@ -74,12 +74,22 @@ pub struct KernelMaps {
     pub local_v6: LpmTrie<MapData, [u8; 16], u8>,
 }
 
+/// One LAN interface and how the programs are attached to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub interface: String,
+    /// The interface index the programs are attached to; None while the interface is gone.
+    pub ifindex: Option<u32>,
+    /// None while not attached.
+    pub mode: Option<AttachMode>,
+}
+
 /// Loaded and attached programs. Dropping it detaches them.
 pub struct Loaded {
     /// Keeps the programs and their links alive; dropping it detaches them.
     pub ebpf: Ebpf,
     pub maps: KernelMaps,
-    pub attachments: Vec<(String, AttachMode)>,
+    pub attachments: Vec<Attachment>,
 }
 
 /// Sizes of the maps the configuration chooses.
@@ -141,24 +151,46 @@ pub fn load_and_attach(
 ) -> Result<Loaded, LoadError> {
     check_interfaces(interfaces)?;
     let mut ebpf = load(sizes)?;
-    let mut attachments = Vec::new();
-    for (program, attach_type) in [
-        (PROGRAM_EGRESS, TcAttachType::Ingress),
-        (PROGRAM_INGRESS, TcAttachType::Egress),
-    ] {
-        let prog = load_program(&mut ebpf, program)?;
-        for interface in interfaces {
-            let mode = attach(prog, interface, attach_type, program, policy)?;
-            if attach_type == TcAttachType::Ingress {
-                attachments.push((interface.clone(), mode));
-            }
-        }
+    for program in [PROGRAM_EGRESS, PROGRAM_INGRESS] {
+        load_program(&mut ebpf, program)?;
     }
+    let attachments = interfaces
+        .iter()
+        .map(|interface| attach_interface(&mut ebpf, interface, policy))
+        .collect::<Result<_, _>>()?;
     let maps = take_maps(&mut ebpf)?;
     Ok(Loaded {
         ebpf,
         maps,
         attachments,
+    })
+}
+
+/// Attaches both (already loaded) programs to one interface. Also used to attach again to an
+/// interface that was deleted and re-created (a bridge rebuilt by a network restart).
+pub fn attach_interface(
+    ebpf: &mut Ebpf,
+    interface: &str,
+    policy: AttachPolicy,
+) -> Result<Attachment, LoadError> {
+    let ifindex = nix::net::if_::if_nametoindex(interface)
+        .map_err(|_| LoadError::InterfaceMissing(interface.to_owned()))?;
+    let mut mode = AttachMode::Tcx;
+    for (program, attach_type) in [
+        (PROGRAM_EGRESS, TcAttachType::Ingress),
+        (PROGRAM_INGRESS, TcAttachType::Egress),
+    ] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(program)
+            .ok_or_else(|| LoadError::Load(format!("program {program} missing from the object")))?
+            .try_into()
+            .map_err(|e: ProgramError| LoadError::Load(e.to_string()))?;
+        mode = attach(prog, interface, attach_type, program, policy)?;
+    }
+    Ok(Attachment {
+        interface: interface.to_owned(),
+        ifindex: Some(ifindex),
+        mode: Some(mode),
     })
 }
 

@@ -155,7 +155,7 @@ const FAMILIES: &[(&str, &str, MetricType)] = &[
     ),
     (
         "egress_monitor_interface_attached",
-        "1 for each LAN interface the programs are attached to, with the attach mode (tcx or clsact).",
+        "1 for each LAN interface the programs are attached to, with the attach mode (tcx or clsact); 0 with mode none while the interface is gone.",
         MetricType::GAUGE,
     ),
     (
@@ -276,8 +276,9 @@ impl Collector for StateCollector {
         }
         f[10].push(&[("family", "ipv4")], state.local_prefixes.0 as f64);
         f[10].push(&[("family", "ipv6")], state.local_prefixes.1 as f64);
-        for (interface, mode) in &state.attachments {
-            f[11].push(&[("interface", interface), ("mode", mode.as_str())], 1.0);
+        for a in &state.attachments {
+            let (mode, up) = a.mode.map_or(("none", 0.0), |m| (m.as_str(), 1.0));
+            f[11].push(&[("interface", &a.interface), ("mode", mode)], up);
         }
         if let Some(t) = state.last_poll {
             let secs = t

@@ -14,8 +14,9 @@ use ipnet::IpNet;
 use monitor_common::{Counters, FAMILY_V4, FAMILY_V6, FlowKey, KernelStats};
 
 use crate::{
+    config::AttachPolicy,
     ledger::{Count, DeviceId, Direction, Reading},
-    loader::{KernelMaps, Loaded},
+    loader::{self, Attachment, KernelMaps, Loaded},
     mac::MacAddr,
     metrics::SelfMetrics,
     prefixes::{self, LocalPrefixMaps},
@@ -29,6 +30,7 @@ pub struct PollerConfig {
     pub extra_local: Vec<IpNet>,
     pub flow_capacity: u32,
     pub device_capacity: u32,
+    pub attach: AttachPolicy,
 }
 
 /// Polls until `stop` receives (or its sender is dropped), then drops `loaded`, which detaches
@@ -43,7 +45,7 @@ pub fn run(
     let Loaded {
         mut ebpf,
         maps,
-        attachments,
+        mut attachments,
     } = loaded;
     // The programs log rare events (a full device map) through aya-log; drained every poll.
     let mut kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -61,12 +63,15 @@ pub fn run(
         local_v6,
     } = maps;
     let mut local = LocalPrefixMaps::new(local_v4, local_v6);
-    shared.write().expect("state lock").attachments = attachments;
+    shared.write().expect("state lock").attachments = attachments.clone();
     let mut next = Instant::now();
     loop {
         let started = Instant::now();
         if let Some(log) = kernel_log.as_mut() {
             log.flush();
+        }
+        if follow_interfaces(&mut ebpf, &mut attachments, config.attach) {
+            shared.write().expect("state lock").attachments = attachments.clone();
         }
         if let Err(e) = sync_prefixes(&mut local, &config) {
             metrics
@@ -114,6 +119,46 @@ pub fn run(
     drop(kernel_log);
     drop(ebpf);
     tracing::info!("detached from the LAN interfaces");
+}
+
+/// Notices a LAN interface that was deleted (its TC programs went with it) or re-created under
+/// the same name (a network restart rebuilds the bridge), and attaches again. True if anything
+/// changed.
+fn follow_interfaces(
+    ebpf: &mut aya::Ebpf,
+    attachments: &mut [Attachment],
+    policy: AttachPolicy,
+) -> bool {
+    let mut changed = false;
+    for a in attachments.iter_mut() {
+        let now = nix::net::if_::if_nametoindex(a.interface.as_str()).ok();
+        if now == a.ifindex {
+            continue;
+        }
+        changed = true;
+        match now {
+            None => {
+                tracing::warn!(
+                    interface = a.interface,
+                    "LAN interface is gone; attaching again when it returns"
+                );
+                a.ifindex = None;
+                a.mode = None;
+            }
+            Some(index) => match loader::attach_interface(ebpf, &a.interface, policy) {
+                Ok(attached) => {
+                    tracing::info!(interface = a.interface, ifindex = index, "attached again");
+                    *a = attached;
+                }
+                Err(e) => {
+                    tracing::warn!(interface = a.interface, error = %e, "cannot attach again yet");
+                    a.ifindex = None;
+                    a.mode = None;
+                }
+            },
+        }
+    }
+    changed
 }
 
 fn sync_prefixes(local: &mut LocalPrefixMaps, config: &PollerConfig) -> anyhow::Result<()> {

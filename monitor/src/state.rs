@@ -8,7 +8,7 @@ use std::{
 
 use monitor_common::KernelStats;
 
-use crate::{ledger::Ledger, loader::AttachMode};
+use crate::{ledger::Ledger, loader::Attachment};
 
 /// Sizes of one kernel map.
 #[derive(Clone, Copy, Debug, Default)]
@@ -27,7 +27,7 @@ pub struct State {
     pub devices: MapUsage,
     /// Local prefixes written to the kernel: (IPv4, IPv6).
     pub local_prefixes: (usize, usize),
-    pub attachments: Vec<(String, AttachMode)>,
+    pub attachments: Vec<Attachment>,
     pub last_poll: Option<SystemTime>,
 }
 

@@ -505,6 +505,23 @@ impl Lab {
         counters::install(w, &SERVERS);
     }
 
+    /// Deletes `br-lan` and builds it again with the same name, MAC, addresses and ports, as a
+    /// router's network restart does: the new bridge has a new interface index.
+    pub fn rebuild_bridge(&self) {
+        let mut script = format!(
+            "link del {LAN_BRIDGE}\n\
+             link add {LAN_BRIDGE} address {lan_mac} type bridge\n\
+             addr add {ROUTER_LAN_V4}/{LAN_PREFIX_V4} dev {LAN_BRIDGE}\n\
+             addr add {ROUTER_LAN_V6}/{LAN_PREFIX_V6} dev {LAN_BRIDGE} nodad\n",
+            lan_mac = mac_to_string(ROUTER_LAN_MAC),
+        );
+        for d in &self.devices {
+            script += &format!("link set {} master {LAN_BRIDGE} up\n", d.router_port);
+        }
+        script += &format!("link set {LAN_BRIDGE} up\n");
+        ip_batch(&self.router, &script);
+    }
+
     /// The devices' links, as ports of `br-lan`.
     fn setup_ports(&self) {
         let r = self.router.as_str();

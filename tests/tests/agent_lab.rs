@@ -503,3 +503,38 @@ fn clsact_mode_counts_exactly_and_replaces_the_filters_a_killed_agent_left() {
         "SIGTERM removes the filters"
     );
 }
+
+#[test]
+fn a_rebuilt_bridge_is_attached_again_and_counting_goes_on() {
+    let lab = Lab::new();
+    let _servers = lab.start_servers(0);
+    let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
+    let phone = lab.device("phone");
+    let to = SocketAddr::new(IpAddr::V4(SERVERS_V4[0]), UDP_SINK_PORT);
+    udp_send(&phone.ns, to, 100, 2);
+    agent.wait_polls(2);
+
+    // A network restart: br-lan is deleted (the programs go with it) and created again.
+    lab.rebuild_bridge();
+    let reattached = agent
+        .child()
+        .wait_for_log("attached again", Duration::from_secs(10));
+    assert!(reattached, "no re-attach:\n{}", agent.log());
+    let mut attached = attached_programs(&lab);
+    attached.sort();
+    assert_eq!(attached, ["lan_egress", "lan_ingress"]);
+    udp_send(&phone.ns, to, 100, 3);
+    let s = agent.settled();
+    assert_eq!(
+        device_total(&s, "phone", "egress"),
+        (5 * 128, 5),
+        "before and after the restart, nothing lost or doubled"
+    );
+    assert_eq!(
+        s.value(
+            "egress_monitor_interface_attached",
+            &[("interface", "br-lan"), ("mode", "tcx")]
+        ),
+        Some(1.0)
+    );
+}
