@@ -93,6 +93,36 @@ pub struct KernelStats {
     pub flows_created: u64,
 }
 
+impl Counters {
+    /// The sum of two counts, e.g. of one key's per-CPU values.
+    pub fn merged(self, other: &Counters) -> Counters {
+        Counters {
+            bytes: self.bytes.wrapping_add(other.bytes),
+            packets: self.packets.wrapping_add(other.packets),
+        }
+    }
+}
+
+impl KernelStats {
+    /// The sum of two sets of statistics, e.g. of the per-CPU values of one direction.
+    pub fn merged(self, other: &KernelStats) -> KernelStats {
+        KernelStats {
+            frames: self.frames.wrapping_add(other.frames),
+            counted: self.counted.wrapping_add(other.counted),
+            not_ip: self.not_ip.wrapping_add(other.not_ip),
+            local: self.local.wrapping_add(other.local),
+            parse_errors: self.parse_errors.wrapping_add(other.parse_errors),
+            device_update_errors: self
+                .device_update_errors
+                .wrapping_add(other.device_update_errors),
+            flow_update_errors: self
+                .flow_update_errors
+                .wrapping_add(other.flow_update_errors),
+            flows_created: self.flows_created.wrapping_add(other.flows_created),
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all four types are repr(C), Copy, and have no padding bytes.

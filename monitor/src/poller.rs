@@ -221,32 +221,17 @@ fn read(
     let mut kernel = [KernelStats::default(); 2];
     for (direction, slot) in kernel.iter_mut().enumerate() {
         let values = stats.get(&(direction as u32), 0)?;
-        *slot = values.iter().fold(KernelStats::default(), add_stats);
+        *slot = values
+            .iter()
+            .fold(KernelStats::default(), KernelStats::merged);
     }
     let device_entries = reading.devices.len() as u64;
     Ok((reading, kernel, flow_values.len() as u64, device_entries))
 }
 
 fn sum<'a>(values: impl Iterator<Item = &'a Counters>) -> Count {
-    values.fold(Count::default(), |acc, c| {
-        Count::new(
-            acc.bytes.wrapping_add(c.bytes),
-            acc.packets.wrapping_add(c.packets),
-        )
-    })
-}
-
-fn add_stats(a: KernelStats, b: &KernelStats) -> KernelStats {
-    KernelStats {
-        frames: a.frames + b.frames,
-        counted: a.counted + b.counted,
-        not_ip: a.not_ip + b.not_ip,
-        local: a.local + b.local,
-        parse_errors: a.parse_errors + b.parse_errors,
-        device_update_errors: a.device_update_errors + b.device_update_errors,
-        flow_update_errors: a.flow_update_errors + b.flow_update_errors,
-        flows_created: a.flows_created + b.flows_created,
-    }
+    let c = values.fold(Counters::default(), |acc, c| acc.merged(c));
+    Count::new(c.bytes, c.packets)
 }
 
 /// The remote address of a flow key, or None for a family the kernel never writes.

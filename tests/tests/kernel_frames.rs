@@ -88,16 +88,7 @@ impl Kernel {
         map.get(&(direction as u32), 0)
             .unwrap()
             .iter()
-            .fold(KernelStats::default(), |a, b| KernelStats {
-                frames: a.frames + b.frames,
-                counted: a.counted + b.counted,
-                not_ip: a.not_ip + b.not_ip,
-                local: a.local + b.local,
-                parse_errors: a.parse_errors + b.parse_errors,
-                device_update_errors: a.device_update_errors + b.device_update_errors,
-                flow_update_errors: a.flow_update_errors + b.flow_update_errors,
-                flows_created: a.flows_created + b.flows_created,
-            })
+            .fold(KernelStats::default(), KernelStats::merged)
     }
 
     fn device(&self, direction: u8) -> Counters {
@@ -133,10 +124,7 @@ impl Kernel {
 }
 
 fn sum<'a>(values: impl Iterator<Item = &'a Counters>) -> Counters {
-    values.fold(Counters::default(), |a, b| Counters {
-        bytes: a.bytes + b.bytes,
-        packets: a.packets + b.packets,
-    })
+    values.fold(Counters::default(), Counters::merged)
 }
 
 /// A `struct __sk_buff` for ctx_in with only gso_segs set (offset 164 in the UAPI layout).
