@@ -1145,6 +1145,14 @@ name = "laptop"
     }
 
     #[test]
+    fn the_shipped_example_configuration_is_valid_and_spells_out_the_defaults() {
+        let shipped = include_str!("../../deploy/config/egress-monitor.toml");
+        let config = load_ok(shipped, &Overrides::default());
+        let defaults = load_ok("lan = [\"br-lan\"]\n", &Overrides::default());
+        assert_eq!(config, defaults);
+    }
+
+    #[test]
     fn attach_policy_from_file_and_flag() {
         let file = "lan = [\"br-lan\"]\nattach = \"clsact\"\n";
         assert_eq!(
