@@ -91,6 +91,9 @@ pub struct KernelStats {
     pub flow_update_errors: u64,
     /// Flow entries created (new destinations, or destinations re-created after LRU eviction).
     pub flows_created: u64,
+    /// Frames whose headers were not all in the skb's linear part and had to be pulled in
+    /// (a cost, not an outcome: these frames are also in one of the outcomes above).
+    pub header_pulls: u64,
 }
 
 impl Counters {
@@ -119,6 +122,7 @@ impl KernelStats {
                 .flow_update_errors
                 .wrapping_add(other.flow_update_errors),
             flows_created: self.flows_created.wrapping_add(other.flows_created),
+            header_pulls: self.header_pulls.wrapping_add(other.header_pulls),
         }
     }
 }
@@ -136,4 +140,4 @@ mod user {
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 24);
 const _: () = assert!(core::mem::size_of::<DeviceKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
-const _: () = assert!(core::mem::size_of::<KernelStats>() == 64);
+const _: () = assert!(core::mem::size_of::<KernelStats>() == 72);

@@ -20,7 +20,12 @@ pub fn account(ctx: &TcContext, direction: u8) {
     // SAFETY: per-CPU slot; TC programs do not nest on one CPU, so nothing else writes it now.
     let stats = unsafe { &mut *stats };
     stats.frames += 1;
-    match parse(ctx, direction) {
+    let mut pulled = false;
+    let parsed = parse(ctx, direction, &mut pulled);
+    if pulled {
+        stats.header_pulls += 1;
+    }
+    match parsed {
         Parsed::NotIp => stats.not_ip += 1,
         Parsed::Malformed => stats.parse_errors += 1,
         Parsed::Ip(packet) => count(ctx, &packet, direction, stats),

@@ -38,21 +38,41 @@ pub enum Parsed {
     Malformed,
 }
 
-/// Bounds of the linear packet data, fetched once per packet.
+/// Why parsing stopped short of a packet.
+enum Stop {
+    /// The frame ends before a header does.
+    Malformed,
+    /// A header lies beyond the linear part of the skb, in paged fragments.
+    NotLinear,
+}
+
+/// Bounds of the linear packet data, and the whole frame's length.
 struct Frame {
     data: usize,
     end: usize,
+    len: u32,
 }
 
 impl Frame {
-    /// A pointer to `len` readable bytes at `off`, or None when the frame is shorter.
     #[inline(always)]
-    fn ptr(&self, off: usize, len: usize) -> Option<*const u8> {
+    fn of(ctx: &TcContext) -> Frame {
+        Frame {
+            data: ctx.data(),
+            end: ctx.data_end(),
+            len: ctx.len(),
+        }
+    }
+
+    /// A pointer to `len` readable bytes at `off`.
+    #[inline(always)]
+    fn ptr(&self, off: usize, len: usize) -> Result<*const u8, Stop> {
         let start = self.data + off;
-        if start + len > self.end {
-            None
+        if start + len <= self.end {
+            Ok(start as *const u8)
+        } else if off + len <= self.len as usize {
+            Err(Stop::NotLinear)
         } else {
-            Some(start as *const u8)
+            Err(Stop::Malformed)
         }
     }
 }
@@ -74,55 +94,60 @@ fn is_vlan(proto: u16) -> bool {
     proto == ETH_P_8021Q || proto == ETH_P_8021AD
 }
 
+/// Parses the frame; `pulled` is set when its headers had to be pulled into the linear part.
 #[inline(always)]
-pub fn parse(ctx: &TcContext, direction: u8) -> Parsed {
-    let len = ctx.len();
-    let mut frame = Frame {
-        data: ctx.data(),
-        end: ctx.data_end(),
-    };
-    // Headers normally sit in the linear part of the skb; when a driver left them in paged
-    // fragments, pull them in. This moves no byte of the packet, so it changes nothing on the wire.
-    let want = if len < PULL_LEN { len } else { PULL_LEN };
-    if frame.end - frame.data < want as usize {
-        let _ = ctx.skb.pull_data(want);
-        frame = Frame {
-            data: ctx.data(),
-            end: ctx.data_end(),
-        };
+pub fn parse(ctx: &TcContext, direction: u8, pulled: &mut bool) -> Parsed {
+    match parse_frame(ctx, &Frame::of(ctx), direction) {
+        Ok(Some(packet)) => Parsed::Ip(packet),
+        Ok(None) => Parsed::NotIp,
+        Err(Stop::Malformed) => Parsed::Malformed,
+        Err(Stop::NotLinear) => {
+            // Headers normally sit in the linear part of the skb (GSO super-packets carry just
+            // their headers there); a driver may have left some in paged fragments. Pull them
+            // in, once: this moves no byte of the packet, so nothing changes on the wire.
+            *pulled = true;
+            let len = ctx.len();
+            let want = if len < PULL_LEN { len } else { PULL_LEN };
+            if ctx.skb.pull_data(want).is_err() {
+                return Parsed::Malformed;
+            }
+            match parse_frame(ctx, &Frame::of(ctx), direction) {
+                Ok(Some(packet)) => Parsed::Ip(packet),
+                Ok(None) => Parsed::NotIp,
+                Err(_) => Parsed::Malformed,
+            }
+        }
     }
+}
 
-    let Some(eth) = frame.ptr(0, ETH_HLEN) else {
-        return Parsed::Malformed;
-    };
+/// The packet, None if the frame is not IP.
+#[inline(always)]
+fn parse_frame(ctx: &TcContext, frame: &Frame, direction: u8) -> Result<Option<Packet>, Stop> {
+    let eth = frame.ptr(0, ETH_HLEN)?;
     let mac_off = if direction == DIRECTION_EGRESS { 6 } else { 0 };
     // SAFETY: eth covers 14 bytes; the MAC is 6 of them.
     let device = unsafe { core::ptr::read_unaligned(eth.add(mac_off) as *const [u8; 6]) };
     let mut proto = be16(eth, 12);
     let mut l3 = ETH_HLEN;
     if is_vlan(proto) {
-        let Some(tag) = frame.ptr(l3, VLAN_HLEN) else {
-            return Parsed::Malformed;
-        };
+        let tag = frame.ptr(l3, VLAN_HLEN)?;
         proto = be16(tag, 2);
         l3 += VLAN_HLEN;
         if is_vlan(proto) {
-            let Some(tag) = frame.ptr(l3, VLAN_HLEN) else {
-                return Parsed::Malformed;
-            };
+            let tag = frame.ptr(l3, VLAN_HLEN)?;
             proto = be16(tag, 2);
             l3 += VLAN_HLEN;
         }
     }
 
     // Wire bytes from the IP header on; skb->len counts the frame from its Ethernet header.
-    let l3_len = len.saturating_sub(l3 as u32);
+    let l3_len = frame.len.saturating_sub(l3 as u32);
     // SAFETY: reading a field of the context the kernel handed us.
     let segs = unsafe { (*ctx.skb.skb).gso_segs };
     match proto {
-        ETH_P_IP => ipv4(&frame, l3, l3_len, segs, device, direction),
-        ETH_P_IPV6 => ipv6(&frame, l3, l3_len, segs, device, direction),
-        _ => Parsed::NotIp,
+        ETH_P_IP => ipv4(frame, l3, l3_len, segs, device, direction).map(Some),
+        ETH_P_IPV6 => ipv6(frame, l3, l3_len, segs, device, direction).map(Some),
+        _ => Ok(None),
     }
 }
 
@@ -146,27 +171,28 @@ fn wire_bytes(length_field: u32, l3_len: u32, segs: u32, hdr_len: u32) -> (u64, 
 
 /// Length of the TCP or UDP header at `l4`, replicated in every GSO segment.
 #[inline(always)]
-fn l4_header_len(frame: &Frame, l4: usize, proto: u8) -> u32 {
-    match proto {
-        IPPROTO_TCP => match frame.ptr(l4, 13) {
-            Some(tcp) => ((byte(tcp, 12) >> 4) as u32) * 4,
-            // Headers not in reach: assume a TCP header without options.
-            None => 20,
-        },
+fn l4_header_len(frame: &Frame, l4: usize, proto: u8) -> Result<u32, Stop> {
+    Ok(match proto {
+        IPPROTO_TCP => ((byte(frame.ptr(l4, 13)?, 12) >> 4) as u32) * 4,
         IPPROTO_UDP => UDP_HLEN,
         _ => 0,
-    }
+    })
 }
 
 #[inline(always)]
-fn ipv4(frame: &Frame, l3: usize, l3_len: u32, segs: u32, device: [u8; 6], dir: u8) -> Parsed {
-    let Some(ip) = frame.ptr(l3, 20) else {
-        return Parsed::Malformed;
-    };
+fn ipv4(
+    frame: &Frame,
+    l3: usize,
+    l3_len: u32,
+    segs: u32,
+    device: [u8; 6],
+    dir: u8,
+) -> Result<Packet, Stop> {
+    let ip = frame.ptr(l3, 20)?;
     let ver_ihl = byte(ip, 0);
     let ihl = ((ver_ihl & 0x0f) as u32) * 4;
     if ver_ihl >> 4 != 4 || ihl < 20 {
-        return Parsed::Malformed;
+        return Err(Stop::Malformed);
     }
     let total_len = be16(ip, 2) as u32;
     let addr_off = if dir == DIRECTION_EGRESS { 16 } else { 12 };
@@ -178,12 +204,12 @@ fn ipv4(frame: &Frame, l3: usize, l3_len: u32, segs: u32, device: [u8; 6], dir: 
     remote[2] = addr[2];
     remote[3] = addr[3];
     let hdr_len = if segs > 1 {
-        ihl + l4_header_len(frame, l3 + ihl as usize, byte(ip, 9))
+        ihl + l4_header_len(frame, l3 + ihl as usize, byte(ip, 9))?
     } else {
         0
     };
     let (bytes, packets) = wire_bytes(total_len, l3_len, segs, hdr_len);
-    Parsed::Ip(Packet {
+    Ok(Packet {
         device,
         family: FAMILY_V4,
         remote,
@@ -193,19 +219,24 @@ fn ipv4(frame: &Frame, l3: usize, l3_len: u32, segs: u32, device: [u8; 6], dir: 
 }
 
 #[inline(always)]
-fn ipv6(frame: &Frame, l3: usize, l3_len: u32, segs: u32, device: [u8; 6], dir: u8) -> Parsed {
-    let Some(ip) = frame.ptr(l3, IPV6_HLEN as usize) else {
-        return Parsed::Malformed;
-    };
+fn ipv6(
+    frame: &Frame,
+    l3: usize,
+    l3_len: u32,
+    segs: u32,
+    device: [u8; 6],
+    dir: u8,
+) -> Result<Packet, Stop> {
+    let ip = frame.ptr(l3, IPV6_HLEN as usize)?;
     if byte(ip, 0) >> 4 != 6 {
-        return Parsed::Malformed;
+        return Err(Stop::Malformed);
     }
     let payload_len = be16(ip, 4) as u32;
     let addr_off = if dir == DIRECTION_EGRESS { 24 } else { 8 };
     // SAFETY: ip covers 40 bytes; both addresses lie within them.
     let remote = unsafe { core::ptr::read_unaligned(ip.add(addr_off) as *const [u8; 16]) };
     let hdr_len = if segs > 1 {
-        ipv6_gso_header_len(frame, l3, byte(ip, 6))
+        ipv6_gso_header_len(frame, l3, byte(ip, 6))?
     } else {
         0
     };
@@ -216,7 +247,7 @@ fn ipv6(frame: &Frame, l3: usize, l3_len: u32, segs: u32, device: [u8; 6], dir: 
         IPV6_HLEN + payload_len
     };
     let (bytes, packets) = wire_bytes(length_field, l3_len, segs, hdr_len);
-    Parsed::Ip(Packet {
+    Ok(Packet {
         device,
         family: FAMILY_V6,
         remote,
@@ -228,7 +259,7 @@ fn ipv6(frame: &Frame, l3: usize, l3_len: u32, segs: u32, device: [u8; 6], dir: 
 /// IPv6 header, extension headers and transport header: what every GSO segment repeats.
 /// Only called for super-packets, so the walk costs nothing on ordinary packets.
 #[inline(always)]
-fn ipv6_gso_header_len(frame: &Frame, l3: usize, first_next: u8) -> u32 {
+fn ipv6_gso_header_len(frame: &Frame, l3: usize, first_next: u8) -> Result<u32, Stop> {
     const HOP_BY_HOP: u8 = 0;
     const ROUTING: u8 = 43;
     const FRAGMENT: u8 = 44;
@@ -237,24 +268,20 @@ fn ipv6_gso_header_len(frame: &Frame, l3: usize, first_next: u8) -> u32 {
     let mut off = IPV6_HLEN as usize;
     for _ in 0..4 {
         let ext_len = match next {
-            HOP_BY_HOP | ROUTING | DEST_OPTS => match frame.ptr(l3 + off, 2) {
-                Some(ext) => {
-                    let len = (byte(ext, 1) as usize + 1) * 8;
-                    next = byte(ext, 0);
-                    len
-                }
-                None => break,
-            },
-            FRAGMENT => match frame.ptr(l3 + off, 1) {
-                Some(ext) => {
-                    next = byte(ext, 0);
-                    8
-                }
-                None => break,
-            },
+            HOP_BY_HOP | ROUTING | DEST_OPTS => {
+                let ext = frame.ptr(l3 + off, 2)?;
+                next = byte(ext, 0);
+                (byte(ext, 1) as usize + 1) * 8
+            }
+            FRAGMENT => {
+                // The whole 8-byte header: a 1-byte check compiles to `ptr < end`, from which
+                // the verifier proves no readable byte at all.
+                next = byte(frame.ptr(l3 + off, 8)?, 0);
+                8
+            }
             _ => break,
         };
         off += ext_len;
     }
-    off as u32 + l4_header_len(frame, l3 + off, next)
+    Ok(off as u32 + l4_header_len(frame, l3 + off, next)?)
 }

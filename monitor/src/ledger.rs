@@ -19,13 +19,15 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use crate::mac::MacAddr;
 
-/// Which way traffic crosses the network's edge.
+/// Which way traffic crosses the network's edge. The discriminants are the kernel's encoding,
+/// which also indexes the per-direction statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
 pub enum Direction {
     /// From a LAN device to the world.
-    Egress,
+    Egress = monitor_common::DIRECTION_EGRESS,
     /// From the world to a LAN device.
-    Ingress,
+    Ingress = monitor_common::DIRECTION_INGRESS,
 }
 
 impl Direction {

@@ -267,7 +267,8 @@ pub fn take_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, LoadError> {
     })
 }
 
-/// Turns an error whose cause is EPERM/EACCES into [`LoadError::Permission`].
+/// Turns an error whose cause is EPERM into [`LoadError::Permission`]. (EACCES is not one: it
+/// is how the verifier rejects a program.)
 fn classify<E: std::error::Error + 'static>(
     error: &E,
     otherwise: fn(String) -> LoadError,
@@ -282,7 +283,7 @@ fn permission_denied(error: &(dyn std::error::Error + 'static)) -> Option<String
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
         if let Some(io) = e.downcast_ref::<io::Error>()
-            && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+            && io.raw_os_error() == Some(libc::EPERM)
         {
             return Some(error_chain(error));
         }
@@ -304,4 +305,24 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         cause = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_eperm_is_a_permission_problem() {
+        let eperm = io::Error::from_raw_os_error(libc::EPERM);
+        let eacces = io::Error::from_raw_os_error(libc::EACCES);
+        assert!(matches!(
+            classify(&eperm, LoadError::Load),
+            LoadError::Permission(_)
+        ));
+        // The verifier says EACCES when it rejects a program: that is a load error.
+        assert!(matches!(
+            classify(&eacces, LoadError::Load),
+            LoadError::Load(_)
+        ));
+    }
 }

@@ -96,83 +96,133 @@ struct StateCollector {
     descs: Vec<Desc>,
 }
 
-/// (name, help, type) of every family the collector emits.
-const FAMILIES: &[(&str, &str, MetricType)] = &[
-    (
-        "egress_device_bytes_total",
-        "IP-layer bytes a LAN device sent out of the network (egress) or received from outside (ingress).",
-        MetricType::COUNTER,
-    ),
-    (
-        "egress_device_packets_total",
-        "IP packets a LAN device sent out of the network (egress) or received from outside (ingress); a GSO/GRO super-packet counts as its segments.",
-        MetricType::COUNTER,
-    ),
-    (
-        "egress_destination_bytes_total",
-        "IP-layer bytes between a LAN device and one remote destination; destination=\"unattributed\" holds what the device total has beyond its listed destinations.",
-        MetricType::COUNTER,
-    ),
-    (
-        "egress_destination_packets_total",
-        "IP packets between a LAN device and one remote destination; destination=\"unattributed\" holds what the device total has beyond its listed destinations.",
-        MetricType::COUNTER,
-    ),
-    (
-        "egress_monitor_build_info",
-        "Version of the running agent; always 1.",
-        MetricType::GAUGE,
-    ),
-    (
-        "egress_monitor_kernel_frames_total",
-        "Frames the kernel programs ran on, by what became of them (counted, not_ip, local, parse_error, device_map_full).",
-        MetricType::COUNTER,
-    ),
-    (
-        "egress_monitor_kernel_flow_update_errors_total",
-        "Counted frames whose destination entry could not be created; their bytes show as destination=\"unattributed\".",
-        MetricType::COUNTER,
-    ),
-    (
-        "egress_monitor_kernel_flows_created_total",
-        "Destination entries the kernel created, including re-creations after LRU eviction.",
-        MetricType::COUNTER,
-    ),
-    (
-        "egress_monitor_map_entries",
-        "Entries in a kernel map at the last poll.",
-        MetricType::GAUGE,
-    ),
-    (
-        "egress_monitor_map_max_entries",
-        "Capacity of a kernel map.",
-        MetricType::GAUGE,
-    ),
-    (
-        "egress_monitor_local_prefixes",
-        "Prefixes treated as local (not a destination), by address family.",
-        MetricType::GAUGE,
-    ),
-    (
-        "egress_monitor_interface_attached",
-        "1 for each LAN interface the programs are attached to, with the attach mode (tcx or clsact); 0 with mode none while the interface is gone.",
-        MetricType::GAUGE,
-    ),
-    (
-        "egress_monitor_last_poll_timestamp_seconds",
-        "Unix time of the last successful poll of the kernel maps.",
-        MetricType::GAUGE,
-    ),
-];
+/// Every family the collector emits, by name, so that filling them reads like the exposition.
+struct Families {
+    device_bytes: Family,
+    device_packets: Family,
+    destination_bytes: Family,
+    destination_packets: Family,
+    build_info: Family,
+    kernel_frames: Family,
+    kernel_flow_update_errors: Family,
+    kernel_flows_created: Family,
+    kernel_header_pulls: Family,
+    map_entries: Family,
+    map_max_entries: Family,
+    local_prefixes: Family,
+    interface_attached: Family,
+    last_poll: Family,
+}
+
+impl Families {
+    fn new() -> Self {
+        use MetricType::{COUNTER, GAUGE};
+        Self {
+            device_bytes: Family::new(
+                "egress_device_bytes_total",
+                "IP-layer bytes a LAN device sent out of the network (egress) or received from outside (ingress).",
+                COUNTER,
+            ),
+            device_packets: Family::new(
+                "egress_device_packets_total",
+                "IP packets a LAN device sent out of the network (egress) or received from outside (ingress); a GSO/GRO super-packet counts as its segments.",
+                COUNTER,
+            ),
+            destination_bytes: Family::new(
+                "egress_destination_bytes_total",
+                "IP-layer bytes between a LAN device and one remote destination; destination=\"unattributed\" holds what the device total has beyond its listed destinations.",
+                COUNTER,
+            ),
+            destination_packets: Family::new(
+                "egress_destination_packets_total",
+                "IP packets between a LAN device and one remote destination; destination=\"unattributed\" holds what the device total has beyond its listed destinations.",
+                COUNTER,
+            ),
+            build_info: Family::new(
+                "egress_monitor_build_info",
+                "Version of the running agent; always 1.",
+                GAUGE,
+            ),
+            kernel_frames: Family::new(
+                "egress_monitor_kernel_frames_total",
+                "Frames the kernel programs ran on, by what became of them (counted, not_ip, local, parse_error, device_map_full).",
+                COUNTER,
+            ),
+            kernel_flow_update_errors: Family::new(
+                "egress_monitor_kernel_flow_update_errors_total",
+                "Counted frames whose destination entry could not be created; their bytes show as destination=\"unattributed\".",
+                COUNTER,
+            ),
+            kernel_flows_created: Family::new(
+                "egress_monitor_kernel_flows_created_total",
+                "Destination entries the kernel created, including re-creations after LRU eviction.",
+                COUNTER,
+            ),
+            kernel_header_pulls: Family::new(
+                "egress_monitor_kernel_header_pulls_total",
+                "Frames whose headers lay outside the skb's linear data and had to be pulled in (a cost, not an error).",
+                COUNTER,
+            ),
+            map_entries: Family::new(
+                "egress_monitor_map_entries",
+                "Entries in a kernel map at the last poll.",
+                GAUGE,
+            ),
+            map_max_entries: Family::new(
+                "egress_monitor_map_max_entries",
+                "Capacity of a kernel map.",
+                GAUGE,
+            ),
+            local_prefixes: Family::new(
+                "egress_monitor_local_prefixes",
+                "Prefixes treated as local (not a destination), by address family.",
+                GAUGE,
+            ),
+            interface_attached: Family::new(
+                "egress_monitor_interface_attached",
+                "1 for each LAN interface the programs are attached to, with the attach mode (tcx or clsact); 0 with mode none while the interface is gone.",
+                GAUGE,
+            ),
+            last_poll: Family::new(
+                "egress_monitor_last_poll_timestamp_seconds",
+                "Unix time of the last successful poll of the kernel maps.",
+                GAUGE,
+            ),
+        }
+    }
+
+    fn into_vec(self) -> Vec<MetricFamily> {
+        [
+            self.device_bytes,
+            self.device_packets,
+            self.destination_bytes,
+            self.destination_packets,
+            self.build_info,
+            self.kernel_frames,
+            self.kernel_flow_update_errors,
+            self.kernel_flows_created,
+            self.kernel_header_pulls,
+            self.map_entries,
+            self.map_max_entries,
+            self.local_prefixes,
+            self.interface_attached,
+            self.last_poll,
+        ]
+        .into_iter()
+        .map(|f| f.family)
+        .collect()
+    }
+}
 
 impl StateCollector {
     fn new(shared: Shared, names: BTreeMap<MacAddr, String>) -> prometheus::Result<Self> {
-        let descs = FAMILIES
+        let descs = Families::new()
+            .into_vec()
             .iter()
-            .map(|(name, help, _)| {
+            .map(|f| {
                 Desc::new(
-                    name.to_string(),
-                    help.to_string(),
+                    f.name().to_owned(),
+                    f.help().to_owned(),
                     vec![],
                     Default::default(),
                 )
@@ -192,8 +242,7 @@ struct Family {
 }
 
 impl Family {
-    fn new(index: usize) -> Self {
-        let (name, help, kind) = FAMILIES[index];
+    fn new(name: &str, help: &str, kind: MetricType) -> Self {
         let mut family = MetricFamily::default();
         family.set_name(name.to_owned());
         family.set_help(help.to_owned());
@@ -231,7 +280,7 @@ impl Collector for StateCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut f: Vec<Family> = (0..FAMILIES.len()).map(Family::new).collect();
+        let mut f = Families::new();
         let state = self.shared.read().expect("state lock");
         for (id, device) in state.ledger.devices() {
             let mac = id.mac.to_string();
@@ -242,19 +291,20 @@ impl Collector for StateCollector {
                 ("direction", id.direction.as_str()),
             ];
             let total = device.total();
-            f[0].push(&base, total.bytes as f64);
-            f[1].push(&base, total.packets as f64);
+            f.device_bytes.push(&base, total.bytes as f64);
+            f.device_packets.push(&base, total.packets as f64);
             let mut push_destination = |destination: &str, count: Count| {
                 let labels = [base[0], base[1], base[2], ("destination", destination)];
-                f[2].push(&labels, count.bytes as f64);
-                f[3].push(&labels, count.packets as f64);
+                f.destination_bytes.push(&labels, count.bytes as f64);
+                f.destination_packets.push(&labels, count.packets as f64);
             };
             for (addr, count) in device.destinations() {
                 push_destination(&addr.to_string(), count);
             }
             push_destination(UNATTRIBUTED, device.unattributed());
         }
-        f[4].push(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+        f.build_info
+            .push(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
         for direction in Direction::ALL {
             let k = &state.kernel[direction as usize];
             let d = direction.as_str();
@@ -265,29 +315,37 @@ impl Collector for StateCollector {
                 ("parse_error", k.parse_errors),
                 ("device_map_full", k.device_update_errors),
             ] {
-                f[5].push(&[("direction", d), ("result", result)], value as f64);
+                f.kernel_frames
+                    .push(&[("direction", d), ("result", result)], value as f64);
             }
-            f[6].push(&[("direction", d)], k.flow_update_errors as f64);
-            f[7].push(&[("direction", d)], k.flows_created as f64);
+            f.kernel_flow_update_errors
+                .push(&[("direction", d)], k.flow_update_errors as f64);
+            f.kernel_flows_created
+                .push(&[("direction", d)], k.flows_created as f64);
+            f.kernel_header_pulls
+                .push(&[("direction", d)], k.header_pulls as f64);
         }
         for (map, usage) in [("flows", state.flows), ("devices", state.devices)] {
-            f[8].push(&[("map", map)], usage.entries as f64);
-            f[9].push(&[("map", map)], usage.capacity as f64);
+            f.map_entries.push(&[("map", map)], usage.entries as f64);
+            f.map_max_entries
+                .push(&[("map", map)], usage.capacity as f64);
         }
-        f[10].push(&[("family", "ipv4")], state.local_prefixes.0 as f64);
-        f[10].push(&[("family", "ipv6")], state.local_prefixes.1 as f64);
+        let (v4, v6) = state.local_prefixes;
+        f.local_prefixes.push(&[("family", "ipv4")], v4 as f64);
+        f.local_prefixes.push(&[("family", "ipv6")], v6 as f64);
         for a in &state.attachments {
             let (mode, up) = a.mode.map_or(("none", 0.0), |m| (m.as_str(), 1.0));
-            f[11].push(&[("interface", &a.interface), ("mode", mode)], up);
+            f.interface_attached
+                .push(&[("interface", &a.interface), ("mode", mode)], up);
         }
         if let Some(t) = state.last_poll {
             let secs = t
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
-            f[12].push(&[], secs);
+            f.last_poll.push(&[], secs);
         }
-        f.into_iter()
-            .map(|f| f.family)
+        f.into_vec()
+            .into_iter()
             .filter(|f| !f.get_metric().is_empty())
             .collect()
     }
