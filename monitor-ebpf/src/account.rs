@@ -21,19 +21,26 @@ pub fn account(ctx: &TcContext, direction: u8) {
     let stats = unsafe { &mut *stats };
     stats.frames += 1;
     let mut pulled = false;
-    let parsed = parse(ctx, direction, &mut pulled);
+    let mut packet = Packet::default();
+    let parsed = parse(ctx, direction, &mut pulled, &mut packet);
     if pulled {
         stats.header_pulls += 1;
     }
     match parsed {
         Parsed::NotIp => stats.not_ip += 1,
         Parsed::Malformed => stats.parse_errors += 1,
-        Parsed::Ip(packet) => count(ctx, &packet, direction, stats),
+        Parsed::Ip => count(ctx, &packet, direction, stats),
     }
 }
 
 #[inline(always)]
 fn count(ctx: &TcContext, packet: &Packet, direction: u8, stats: &mut KernelStats) {
+    // A group MAC (multicast, broadcast) names no single device: e.g. IPTV multicast the
+    // router forwards from the WAN onto the LAN.
+    if packet.device[0] & 1 != 0 {
+        stats.local += 1;
+        return;
+    }
     let key = FlowKey {
         mac: packet.device,
         direction,

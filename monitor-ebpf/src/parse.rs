@@ -20,6 +20,7 @@ const UDP_HLEN: u32 = 8;
 const PULL_LEN: u32 = 192;
 
 /// One accountable IP packet (or GSO super-packet).
+#[derive(Default)]
 pub struct Packet {
     /// MAC address of the LAN device: source on egress, destination on ingress.
     pub device: [u8; 6],
@@ -32,8 +33,11 @@ pub struct Packet {
     pub packets: u64,
 }
 
+/// What the frame is. Fieldless on purpose: the packet itself is written through an
+/// out-parameter, so that no enum payload with undefined bytes is moved around; the verifier
+/// rejects a program that copies an uninitialised register, even one nobody reads later.
 pub enum Parsed {
-    Ip(Packet),
+    Ip,
     NotIp,
     Malformed,
 }
@@ -94,12 +98,13 @@ fn is_vlan(proto: u16) -> bool {
     proto == ETH_P_8021Q || proto == ETH_P_8021AD
 }
 
-/// Parses the frame; `pulled` is set when its headers had to be pulled into the linear part.
+/// Parses the frame into `packet`; `pulled` is set when its headers had to be pulled into the
+/// linear part.
 #[inline(always)]
-pub fn parse(ctx: &TcContext, direction: u8, pulled: &mut bool) -> Parsed {
-    match parse_frame(ctx, &Frame::of(ctx), direction) {
-        Ok(Some(packet)) => Parsed::Ip(packet),
-        Ok(None) => Parsed::NotIp,
+pub fn parse(ctx: &TcContext, direction: u8, pulled: &mut bool, packet: &mut Packet) -> Parsed {
+    match parse_frame(ctx, &Frame::of(ctx), direction, packet) {
+        Ok(true) => Parsed::Ip,
+        Ok(false) => Parsed::NotIp,
         Err(Stop::Malformed) => Parsed::Malformed,
         Err(Stop::NotLinear) => {
             // Headers normally sit in the linear part of the skb (GSO super-packets carry just
@@ -111,22 +116,27 @@ pub fn parse(ctx: &TcContext, direction: u8, pulled: &mut bool) -> Parsed {
             if ctx.skb.pull_data(want).is_err() {
                 return Parsed::Malformed;
             }
-            match parse_frame(ctx, &Frame::of(ctx), direction) {
-                Ok(Some(packet)) => Parsed::Ip(packet),
-                Ok(None) => Parsed::NotIp,
+            match parse_frame(ctx, &Frame::of(ctx), direction, packet) {
+                Ok(true) => Parsed::Ip,
+                Ok(false) => Parsed::NotIp,
                 Err(_) => Parsed::Malformed,
             }
         }
     }
 }
 
-/// The packet, None if the frame is not IP.
+/// Fills `packet`; false if the frame is not IP.
 #[inline(always)]
-fn parse_frame(ctx: &TcContext, frame: &Frame, direction: u8) -> Result<Option<Packet>, Stop> {
+fn parse_frame(
+    ctx: &TcContext,
+    frame: &Frame,
+    direction: u8,
+    packet: &mut Packet,
+) -> Result<bool, Stop> {
     let eth = frame.ptr(0, ETH_HLEN)?;
     let mac_off = if direction == DIRECTION_EGRESS { 6 } else { 0 };
     // SAFETY: eth covers 14 bytes; the MAC is 6 of them.
-    let device = unsafe { core::ptr::read_unaligned(eth.add(mac_off) as *const [u8; 6]) };
+    packet.device = unsafe { core::ptr::read_unaligned(eth.add(mac_off) as *const [u8; 6]) };
     let mut proto = be16(eth, 12);
     let mut l3 = ETH_HLEN;
     if is_vlan(proto) {
@@ -145,9 +155,9 @@ fn parse_frame(ctx: &TcContext, frame: &Frame, direction: u8) -> Result<Option<P
     // SAFETY: reading a field of the context the kernel handed us.
     let segs = unsafe { (*ctx.skb.skb).gso_segs };
     match proto {
-        ETH_P_IP => ipv4(frame, l3, l3_len, segs, device, direction).map(Some),
-        ETH_P_IPV6 => ipv6(frame, l3, l3_len, segs, device, direction).map(Some),
-        _ => Ok(None),
+        ETH_P_IP => ipv4(frame, l3, l3_len, segs, direction, packet).map(|()| true),
+        ETH_P_IPV6 => ipv6(frame, l3, l3_len, segs, direction, packet).map(|()| true),
+        _ => Ok(false),
     }
 }
 
@@ -185,9 +195,9 @@ fn ipv4(
     l3: usize,
     l3_len: u32,
     segs: u32,
-    device: [u8; 6],
     dir: u8,
-) -> Result<Packet, Stop> {
+    packet: &mut Packet,
+) -> Result<(), Stop> {
     let ip = frame.ptr(l3, 20)?;
     let ver_ihl = byte(ip, 0);
     let ihl = ((ver_ihl & 0x0f) as u32) * 4;
@@ -196,9 +206,9 @@ fn ipv4(
     }
     let total_len = be16(ip, 2) as u32;
     let addr_off = if dir == DIRECTION_EGRESS { 16 } else { 12 };
-    let mut remote = [0u8; 16];
     // SAFETY: ip covers 20 bytes; both addresses lie within them.
     let addr = unsafe { core::ptr::read_unaligned(ip.add(addr_off) as *const [u8; 4]) };
+    let mut remote = [0u8; 16];
     remote[0] = addr[0];
     remote[1] = addr[1];
     remote[2] = addr[2];
@@ -209,13 +219,11 @@ fn ipv4(
         0
     };
     let (bytes, packets) = wire_bytes(total_len, l3_len, segs, hdr_len);
-    Ok(Packet {
-        device,
-        family: FAMILY_V4,
-        remote,
-        bytes,
-        packets,
-    })
+    packet.family = FAMILY_V4;
+    packet.remote = remote;
+    packet.bytes = bytes;
+    packet.packets = packets;
+    Ok(())
 }
 
 #[inline(always)]
@@ -224,9 +232,9 @@ fn ipv6(
     l3: usize,
     l3_len: u32,
     segs: u32,
-    device: [u8; 6],
     dir: u8,
-) -> Result<Packet, Stop> {
+    packet: &mut Packet,
+) -> Result<(), Stop> {
     let ip = frame.ptr(l3, IPV6_HLEN as usize)?;
     if byte(ip, 0) >> 4 != 6 {
         return Err(Stop::Malformed);
@@ -247,13 +255,11 @@ fn ipv6(
         IPV6_HLEN + payload_len
     };
     let (bytes, packets) = wire_bytes(length_field, l3_len, segs, hdr_len);
-    Ok(Packet {
-        device,
-        family: FAMILY_V6,
-        remote,
-        bytes,
-        packets,
-    })
+    packet.family = FAMILY_V6;
+    packet.remote = remote;
+    packet.bytes = bytes;
+    packet.packets = packets;
+    Ok(())
 }
 
 /// IPv6 header, extension headers and transport header: what every GSO segment repeats.

@@ -395,6 +395,18 @@ fn local_destinations_are_not_destinations() {
 }
 
 #[test]
+fn frames_to_a_group_mac_belong_to_no_device() {
+    let mut k = Kernel::new();
+    // IPTV: multicast routed from the WAN onto the LAN, to 01:00:5e:01:02:03 and broadcast.
+    let iptv = ipv4_udp(SERVER_V4, Ipv4Addr::new(239, 1, 2, 3), 0, 1316);
+    for dst in [[0x01, 0x00, 0x5e, 0x01, 0x02, 0x03], [0xff; 6]] {
+        assert_eq!(k.ingress(&frame(ROUTER, dst, 0x0800, &iptv)), PASS);
+    }
+    let s = k.stats(DIRECTION_INGRESS);
+    assert_eq!((s.frames, s.local, s.counted), (2, 2, 0));
+}
+
+#[test]
 fn truncated_and_malformed_frames_are_parse_errors_and_pass() {
     let mut k = Kernel::new();
     let v4 = up_v4(&ipv4_udp(PHONE_V4, SERVER_V4, 0, 100));
