@@ -10,6 +10,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     config::Config,
+    ledger::Ledger,
     loader::{self, LoadError, MapSizes},
     metrics::Metrics,
     poller::{self, PollerConfig},
@@ -69,7 +70,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
         );
     }
 
-    let shared = Arc::new(RwLock::new(State::default()));
+    let shared = Arc::new(RwLock::new(State {
+        ledger: Ledger::new(config.max_destinations_per_device as usize),
+        ..State::default()
+    }));
     let names: BTreeMap<_, _> = config
         .devices
         .iter()

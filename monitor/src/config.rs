@@ -56,6 +56,10 @@ pub const FLOW_MAP_ENTRIES_RANGE: RangeInclusive<u32> = 16..=16_777_216;
 pub const DEFAULT_DEVICE_MAP_ENTRIES: u32 = 4_096;
 /// Allowed `device_map_entries`.
 pub const DEVICE_MAP_ENTRIES_RANGE: RangeInclusive<u32> = 16..=1_048_576;
+/// Default `max_destinations_per_device`.
+pub const DEFAULT_MAX_DESTINATIONS_PER_DEVICE: u32 = 1_024;
+/// Allowed `max_destinations_per_device`.
+pub const MAX_DESTINATIONS_PER_DEVICE_RANGE: RangeInclusive<u32> = 16..=1_048_576;
 /// Longest device name, in characters: names become Prometheus label values, which should stay
 /// short.
 pub const DEVICE_NAME_MAX_CHARS: usize = 64;
@@ -79,6 +83,9 @@ pub struct Config {
     pub flow_map_entries: u32,
     /// Capacity of the kernel's per-device totals map.
     pub device_map_entries: u32,
+    /// Destinations the agent keeps per device and direction before it retires evicted ones
+    /// into `unattributed`: bounds memory and series when a device contacts countless hosts.
+    pub max_destinations_per_device: u32,
     /// How the programs are attached to the LAN interfaces.
     pub attach: AttachPolicy,
     /// Names the user gave to devices, by MAC address; never a multicast address.
@@ -324,6 +331,9 @@ impl Config {
             device_map_entries: file
                 .device_map_entries
                 .unwrap_or(DEFAULT_DEVICE_MAP_ENTRIES),
+            max_destinations_per_device: file
+                .max_destinations_per_device
+                .unwrap_or(DEFAULT_MAX_DESTINATIONS_PER_DEVICE),
             attach: overrides.attach.or(file.attach).unwrap_or_default(),
             devices: file.devices,
         })
@@ -356,6 +366,10 @@ impl Config {
             format!("local_prefixes = {}", list(&self.local_prefixes)),
             format!("flow_map_entries = {}", self.flow_map_entries),
             format!("device_map_entries = {}", self.device_map_entries),
+            format!(
+                "max_destinations_per_device = {}",
+                self.max_destinations_per_device
+            ),
             format!("attach = {}", quoted(self.attach.as_str())),
             String::new(),
             "[devices]".to_owned(),
@@ -386,6 +400,8 @@ struct FileConfig {
     flow_map_entries: Option<u32>,
     #[serde(default, deserialize_with = "de_device_map_entries")]
     device_map_entries: Option<u32>,
+    #[serde(default, deserialize_with = "de_max_destinations_per_device")]
+    max_destinations_per_device: Option<u32>,
     #[serde(default)]
     attach: Option<AttachPolicy>,
     #[serde(default, deserialize_with = "de_devices")]
@@ -670,6 +686,12 @@ fn de_device_map_entries<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>,
     de_entries(d, &DEVICE_MAP_ENTRIES_RANGE).map(Some)
 }
 
+fn de_max_destinations_per_device<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u32>, D::Error> {
+    de_entries(d, &MAX_DESTINATIONS_PER_DEVICE_RANGE).map(Some)
+}
+
 /// Deserializes a TOML array, saying what its elements should be when it is not one.
 fn de_list<'de, D, T>(deserializer: D, expecting: &'static str) -> Result<Vec<T>, D::Error>
 where
@@ -879,6 +901,7 @@ name = "laptop"
             local_prefixes: vec![],
             flow_map_entries: 65_536,
             device_map_entries: 4_096,
+            max_destinations_per_device: 1_024,
             attach: AttachPolicy::Auto,
             devices: BTreeMap::new(),
         };
@@ -1018,7 +1041,7 @@ name = "laptop"
             ),
             (
                 "lan = [\"br-lan\"]\npoll_intervall = \"1s\"\n",
-                "/etc/egress-monitor.toml:2:1: poll_intervall: unknown key `poll_intervall`, expected one of `lan`, `listen`, `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `attach`, `devices`",
+                "/etc/egress-monitor.toml:2:1: poll_intervall: unknown key `poll_intervall`, expected one of `lan`, `listen`, `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `attach`, `devices`",
             ),
             (
                 "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = { name = \"tv\", group = \"media\" }\n",
@@ -1140,7 +1163,7 @@ name = "laptop"
         assert_eq!(
             err.to_string(),
             "line 2, column 1: foo: unknown key `foo`, expected one of `lan`, `listen`, \
-             `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `attach`, `devices`"
+             `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `attach`, `devices`"
         );
     }
 
@@ -1438,7 +1461,7 @@ name = "laptop"
         assert_eq!(
             minimal.to_toml(),
             "lan = [\"br-lan\"]\nlisten = \"0.0.0.0:9750\"\npoll_interval = \"1s\"\n\
-             local_prefixes = []\nflow_map_entries = 65536\ndevice_map_entries = 4096\nattach = \"auto\"\n\n[devices]\n"
+             local_prefixes = []\nflow_map_entries = 65536\ndevice_map_entries = 4096\nmax_destinations_per_device = 1024\nattach = \"auto\"\n\n[devices]\n"
         );
     }
 }

@@ -14,6 +14,10 @@
 //! So `previous device total - sum of flows read now` is a lower bound of the bytes lost to
 //! eviction, and `unattributed` only ever rises to such a bound. The price is one poll interval
 //! of delay; after two quiet polls every number is exact.
+//!
+//! Memory stays bounded whatever a device does (a camera scanning the internet creates a new
+//! destination per packet): beyond a per-device limit, destinations the kernel has evicted and
+//! whose every byte is exported are retired, and what they held moves into `unattributed`.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -94,6 +98,11 @@ pub struct Reading {
     pub devices: Vec<(DeviceId, Count)>,
 }
 
+/// Polls a destination must be absent from the kernel map before it may be retired: one
+/// absence could be a map walk that restarted, and retiring a live entry would count it twice
+/// when it is read again.
+const ABSENT_POLLS_BEFORE_RETIRING: u64 = 3;
+
 /// The exported state of one destination of one device.
 #[derive(Debug, Default, Clone)]
 struct FlowLedger {
@@ -103,6 +112,10 @@ struct FlowLedger {
     read: Count,
     /// What is exported: between the previous export and `read`.
     exported: Count,
+    /// The last poll whose reading held this key.
+    last_seen: u64,
+    /// The last poll at which it grew: retirement takes the longest idle first.
+    last_grew: u64,
 }
 
 /// The exported state of one device in one direction.
@@ -111,7 +124,10 @@ pub struct DeviceLedger {
     /// The kernel's device total at the previous poll: this poll's settled total.
     last_kernel_total: Count,
     total: Count,
+    /// What evictions lost: the total beyond everything read.
     unattributed: Count,
+    /// What retired destinations held (all of it read and exported before they were retired).
+    retired: Count,
     flows: BTreeMap<IpAddr, FlowLedger>,
 }
 
@@ -121,10 +137,11 @@ impl DeviceLedger {
         self.total
     }
 
-    /// Bytes and packets of the total that no exported destination holds (evicted entries,
-    /// flow map full).
+    /// Bytes and packets of the total that no exported destination holds: evicted from the
+    /// kernel before they were read (or the flow map was full), or held by destinations retired
+    /// to bound memory.
     pub fn unattributed(&self) -> Count {
-        self.unattributed
+        self.unattributed.saturating_add(self.retired)
     }
 
     /// Exported destinations; those with nothing settled yet are left out.
@@ -142,13 +159,15 @@ impl DeviceLedger {
 
     fn settle(&mut self) {
         let settled_total = self.last_kernel_total;
+        // Retired destinations were read and exported in full: they stay in both sums.
         let read = self
             .flows
             .values()
-            .fold(Count::default(), |sum, flow| sum.saturating_add(flow.read));
-        let exported = self.flows.values().fold(Count::default(), |sum, flow| {
-            sum.saturating_add(flow.exported)
-        });
+            .fold(self.retired, |sum, flow| sum.saturating_add(flow.read));
+        let exported = self
+            .flows
+            .values()
+            .fold(self.retired, |sum, flow| sum.saturating_add(flow.exported));
         let [total_bytes, total_packets] = settled_total.fields();
         let mut unattributed = self.unattributed.fields();
         let mut release = [0u64; 2];
@@ -173,21 +192,63 @@ impl DeviceLedger {
         self.total = settled_total;
         self.unattributed = Count::from_fields(unattributed);
     }
+
+    /// Retires destinations beyond `limit`: only those the kernel no longer holds and whose
+    /// every byte is exported, the longest idle first. A retired destination that comes back is
+    /// a new kernel entry counted from zero, so nothing is counted twice.
+    fn retire(&mut self, limit: usize, poll: u64) {
+        if self.flows.len() <= limit {
+            return;
+        }
+        let mut candidates: Vec<(u64, IpAddr)> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| {
+                f.last_seen + ABSENT_POLLS_BEFORE_RETIRING <= poll && f.exported == f.read
+            })
+            .map(|(addr, f)| (f.last_grew, *addr))
+            .collect();
+        candidates.sort_unstable();
+        let excess = self.flows.len() - limit;
+        for (_, addr) in candidates.into_iter().take(excess) {
+            if let Some(flow) = self.flows.remove(&addr) {
+                self.retired = self.retired.saturating_add(flow.exported);
+            }
+        }
+    }
 }
 
 /// All devices' exported state; fed one [`Reading`] per poll.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ledger {
     devices: BTreeMap<DeviceId, DeviceLedger>,
+    /// Destinations kept per device and direction before evicted ones are retired.
+    max_destinations: usize,
+    /// Readings applied so far.
+    poll: u64,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self::new(usize::MAX)
+    }
 }
 
 impl Ledger {
-    pub fn new() -> Self {
-        Self::default()
+    /// A ledger that keeps at most about `max_destinations` destinations per device and
+    /// direction (more while the kernel still holds them).
+    pub fn new(max_destinations: usize) -> Self {
+        Self {
+            devices: BTreeMap::new(),
+            max_destinations,
+            poll: 0,
+        }
     }
 
     /// Takes one poll's reading and settles every device.
     pub fn apply(&mut self, reading: &Reading) {
+        self.poll += 1;
+        let poll = self.poll;
         for (device, addr, raw) in &reading.flows {
             let flow = self
                 .devices
@@ -210,9 +271,14 @@ impl Ledger {
             };
             flow.read = flow.read.saturating_add(delta);
             flow.last_raw = *raw;
+            flow.last_seen = poll;
+            if delta != Count::default() {
+                flow.last_grew = poll;
+            }
         }
         for ledger in self.devices.values_mut() {
             ledger.settle();
+            ledger.retire(self.max_destinations, poll);
         }
         // The new device totals are settled at the next poll, after the flows are read again.
         for (device, total) in &reading.devices {
@@ -282,7 +348,7 @@ mod tests {
 
     #[test]
     fn quiet_traffic_is_exact_after_two_polls() {
-        let mut ledger = Ledger::new();
+        let mut ledger = Ledger::default();
         ledger.apply(&reading(&[(1, 1000, 10), (2, 500, 5)], (1500, 15)));
         // First poll: the device total is not settled yet.
         assert_eq!(ledger.device(&DEV).unwrap().total(), Count::default());
@@ -300,7 +366,7 @@ mod tests {
 
     #[test]
     fn eviction_shows_as_unattributed_and_never_goes_backwards() {
-        let mut ledger = Ledger::new();
+        let mut ledger = Ledger::default();
         ledger.apply(&reading(&[(1, 1000, 10)], (1000, 10)));
         ledger.apply(&reading(&[(1, 1000, 10)], (1000, 10)));
         assert_eq!(exported(&ledger, 1), Count::new(1000, 10));
@@ -327,7 +393,7 @@ mod tests {
     #[test]
     fn bytes_between_the_two_reads_are_not_misattributed() {
         // Poll 1 reads flow 1 at 100, then the device at 150: 50 bytes arrived in between.
-        let mut ledger = Ledger::new();
+        let mut ledger = Ledger::default();
         ledger.apply(&reading(&[(1, 100, 1)], (150, 2)));
         // Poll 2 sees them in the flow. Nothing may be "unattributed" and then taken back.
         ledger.apply(&reading(&[(1, 150, 2)], (150, 2)));
@@ -338,8 +404,47 @@ mod tests {
     }
 
     #[test]
+    fn evicted_destinations_beyond_the_limit_retire_into_unattributed() {
+        let mut ledger = Ledger::new(2);
+        // Five destinations, read once, then evicted by the kernel.
+        let all: Vec<(u8, u64, u64)> = (1..=5).map(|i| (i, 100 * i as u64, i as u64)).collect();
+        ledger.apply(&reading(&all, (1500, 15)));
+        ledger.apply(&reading(&all, (1500, 15)));
+        assert_eq!(ledger.device(&DEV).unwrap().tracked_destinations(), 5);
+        assert_eq!(exported(&ledger, 5), Count::new(500, 5));
+        // Destination 5 stays in the kernel and keeps growing; the others are gone.
+        for step in 0..ABSENT_POLLS_BEFORE_RETIRING {
+            let grown = 500 + 10 * (step + 1);
+            ledger.apply(&reading(
+                &[(5, grown, 5 + step + 1)],
+                (1000 + grown, 10 + 5 + step + 1),
+            ));
+            assert_adds_up(&ledger);
+        }
+        ledger.apply(&reading(&[(5, 530, 8)], (1530, 18)));
+        let dev = ledger.device(&DEV).unwrap();
+        assert_eq!(dev.tracked_destinations(), 2, "bounded to the limit");
+        // The longest idle go first; the live one is never retired.
+        assert_eq!(exported(&ledger, 5), Count::new(530, 8));
+        assert_adds_up(&ledger);
+        let before = ledger.device(&DEV).unwrap().unattributed();
+        // A retired destination that comes back is a new kernel entry, counted from zero.
+        ledger.apply(&reading(&[(1, 40, 1), (5, 530, 8)], (1570, 19)));
+        ledger.apply(&reading(&[(1, 40, 1), (5, 530, 8)], (1570, 19)));
+        assert_adds_up(&ledger);
+        let dev = ledger.device(&DEV).unwrap();
+        assert_eq!(dev.total(), Count::new(1570, 19));
+        assert!(
+            dev.unattributed().bytes >= before.bytes,
+            "never goes backwards"
+        );
+        let listed: u64 = dev.destinations().map(|(_, c)| c.bytes).sum();
+        assert_eq!(listed + dev.unattributed().bytes, 1570);
+    }
+
+    #[test]
     fn a_missing_entry_that_returns_unchanged_is_not_counted_twice() {
-        let mut ledger = Ledger::new();
+        let mut ledger = Ledger::default();
         ledger.apply(&reading(&[(1, 100, 1)], (100, 1)));
         ledger.apply(&reading(&[], (100, 1)));
         ledger.apply(&reading(&[(1, 100, 1)], (100, 1)));
@@ -360,8 +465,10 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        for _ in 0..200 {
-            let mut ledger = Ledger::new();
+        for run in 0..200 {
+            // Half the runs with a tight destination limit, so retirement is exercised too.
+            let retiring = run % 2 == 0;
+            let mut ledger = Ledger::new(if retiring { 2 } else { usize::MAX });
             let mut kernel_flows: BTreeMap<u8, Count> = BTreeMap::new();
             let mut kernel_total = Count::default();
             let mut true_per_dest: BTreeMap<u8, Count> = BTreeMap::new();
@@ -402,10 +509,16 @@ mod tests {
                 assert!(dev.unattributed().bytes >= previous_unattributed.bytes);
                 assert!(dev.unattributed().packets >= previous_unattributed.packets);
                 previous_unattributed = dev.unattributed();
-                for (addr, count) in dev.destinations() {
-                    let before = previous.get(&addr).copied().unwrap_or_default();
-                    assert!(count.bytes >= before.bytes && count.packets >= before.packets);
-                    previous.insert(addr, count);
+                let current: BTreeMap<IpAddr, Count> = dev.destinations().collect();
+                if !retiring {
+                    // Without a limit, a listed destination stays listed.
+                    assert!(previous.keys().all(|a| current.contains_key(a)));
+                }
+                // A retired destination's series ends; one that comes back is a new series.
+                for (addr, count) in &current {
+                    if let Some(before) = previous.get(addr) {
+                        assert!(count.bytes >= before.bytes && count.packets >= before.packets);
+                    }
                     let last = match addr {
                         IpAddr::V4(v4) => v4.octets()[3],
                         IpAddr::V6(_) => unreachable!(),
@@ -413,6 +526,7 @@ mod tests {
                     let truth = true_per_dest[&last];
                     assert!(count.bytes <= truth.bytes, "a destination overcounts");
                 }
+                previous = current;
             }
             let dev = ledger.device(&DEV).unwrap();
             assert_eq!(dev.total(), kernel_total, "quiet polls settle the total");

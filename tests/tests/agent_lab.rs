@@ -541,3 +541,45 @@ fn a_rebuilt_bridge_is_attached_again_and_counting_goes_on() {
         Some(1.0)
     );
 }
+
+#[test]
+fn a_device_contacting_countless_hosts_keeps_a_bounded_number_of_series() {
+    let lab = Lab::new();
+    let agent = Agent::start(
+        &lab,
+        &format!("flow_map_entries = 16\nmax_destinations_per_device = 16\n{DEVICES_CONFIG}"),
+        &[],
+    );
+    let phone = lab.device("phone");
+    // A scan: 96 destinations, 8 at a time with a poll in between so the agent reads each
+    // before the 16-entry kernel map evicts it.
+    let destinations: Vec<IpAddr> = (1..=96)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(203, 0, 113, i)))
+        .collect();
+    for batch in destinations.chunks(8) {
+        for d in batch {
+            udp_send(&phone.ns, SocketAddr::new(*d, UDP_SINK_PORT), 100, 1);
+        }
+        agent.wait_polls(1);
+    }
+    agent.wait_polls(5); // evicted entries must be absent a few polls before they retire
+    let s = agent.settled();
+    let listed = s
+        .matching(
+            "egress_destination_bytes_total",
+            &[("device", "phone"), ("direction", "egress")],
+        )
+        .filter(|sample| sample.labels["destination"] != "unattributed")
+        .count();
+    assert!(
+        listed <= 16,
+        "{listed} destinations listed, the limit is 16"
+    );
+    assert_eq!(
+        device_total(&s, "phone", "egress"),
+        (96 * udp_ip_bytes(true, 100), 96),
+        "the total stays exact"
+    );
+    assert!(dest_bytes(&s, "phone", "egress", "unattributed").0 >= 80 * 128);
+    assert_sums_add_up(&s);
+}
