@@ -1,7 +1,8 @@
 //! Per-packet accounting: the device total first, then the (device, remote) detail.
 //!
-//! Order matters to the agent: a byte is added to its device total before its flow, so any
-//! byte the agent reads in a flow is already in the device total it reads afterwards.
+//! A byte goes into its device total before its flow, so at every instant the flows of a
+//! device hold no byte its total lacks. The agent does not rely on reading both at one instant:
+//! it settles each total a poll later, after reading the flows again (see its ledger).
 
 use aya_ebpf::{bindings::BPF_ANY, programs::TcContext};
 use aya_log_ebpf::warn;
