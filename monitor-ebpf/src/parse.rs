@@ -150,13 +150,18 @@ fn parse_frame(
         }
     }
 
-    // Wire bytes from the IP header on; skb->len counts the frame from its Ethernet header.
-    let l3_len = frame.len.saturating_sub(l3 as u32);
-    // SAFETY: reading a field of the context the kernel handed us.
-    let segs = unsafe { (*ctx.skb.skb).gso_segs };
+    let ip = L3 {
+        frame,
+        offset: l3,
+        // Wire bytes from the IP header on; skb->len counts the frame from its Ethernet header.
+        len: frame.len.saturating_sub(l3 as u32),
+        // SAFETY: reading a field of the context the kernel handed us.
+        segs: unsafe { (*ctx.skb.skb).gso_segs },
+        direction,
+    };
     match proto {
-        ETH_P_IP => ipv4(frame, l3, l3_len, segs, direction, packet).map(|()| true),
-        ETH_P_IPV6 => ipv6(frame, l3, l3_len, segs, direction, packet).map(|()| true),
+        ETH_P_IP => ipv4(&ip, packet).map(|()| true),
+        ETH_P_IPV6 => ipv6(&ip, packet).map(|()| true),
         _ => Ok(false),
     }
 }
@@ -189,23 +194,45 @@ fn l4_header_len(frame: &Frame, l4: usize, proto: u8) -> Result<u32, Stop> {
     })
 }
 
-#[inline(always)]
-fn ipv4(
-    frame: &Frame,
-    l3: usize,
-    l3_len: u32,
+/// Where the IP header starts and what the frame around it says.
+struct L3<'a> {
+    frame: &'a Frame,
+    /// Offset of the IP header in the frame.
+    offset: usize,
+    /// Bytes from the IP header to the end of the frame.
+    len: u32,
+    /// GSO segments (0 or 1 for an ordinary packet).
     segs: u32,
-    dir: u8,
-    packet: &mut Packet,
-) -> Result<(), Stop> {
-    let ip = frame.ptr(l3, 20)?;
+    direction: u8,
+}
+
+impl Packet {
+    /// Records the IP layer's findings; `length_field` is the header's own idea of the size.
+    #[inline(always)]
+    fn set_ip(&mut self, l3: &L3, family: u8, remote: [u8; 16], length_field: u32, hdr_len: u32) {
+        let (bytes, packets) = wire_bytes(length_field, l3.len, l3.segs, hdr_len);
+        self.family = family;
+        self.remote = remote;
+        self.bytes = bytes;
+        self.packets = packets;
+    }
+}
+
+#[inline(always)]
+fn ipv4(l3: &L3, packet: &mut Packet) -> Result<(), Stop> {
+    let (frame, segs) = (l3.frame, l3.segs);
+    let ip = frame.ptr(l3.offset, 20)?;
     let ver_ihl = byte(ip, 0);
     let ihl = ((ver_ihl & 0x0f) as u32) * 4;
     if ver_ihl >> 4 != 4 || ihl < 20 {
         return Err(Stop::Malformed);
     }
     let total_len = be16(ip, 2) as u32;
-    let addr_off = if dir == DIRECTION_EGRESS { 16 } else { 12 };
+    let addr_off = if l3.direction == DIRECTION_EGRESS {
+        16
+    } else {
+        12
+    };
     // SAFETY: ip covers 20 bytes; both addresses lie within them.
     let addr = unsafe { core::ptr::read_unaligned(ip.add(addr_off) as *const [u8; 4]) };
     let mut remote = [0u8; 16];
@@ -214,37 +241,30 @@ fn ipv4(
     remote[2] = addr[2];
     remote[3] = addr[3];
     let hdr_len = if segs > 1 {
-        ihl + l4_header_len(frame, l3 + ihl as usize, byte(ip, 9))?
+        ihl + l4_header_len(frame, l3.offset + ihl as usize, byte(ip, 9))?
     } else {
         0
     };
-    let (bytes, packets) = wire_bytes(total_len, l3_len, segs, hdr_len);
-    packet.family = FAMILY_V4;
-    packet.remote = remote;
-    packet.bytes = bytes;
-    packet.packets = packets;
+    packet.set_ip(l3, FAMILY_V4, remote, total_len, hdr_len);
     Ok(())
 }
 
 #[inline(always)]
-fn ipv6(
-    frame: &Frame,
-    l3: usize,
-    l3_len: u32,
-    segs: u32,
-    dir: u8,
-    packet: &mut Packet,
-) -> Result<(), Stop> {
-    let ip = frame.ptr(l3, IPV6_HLEN as usize)?;
+fn ipv6(l3: &L3, packet: &mut Packet) -> Result<(), Stop> {
+    let ip = l3.frame.ptr(l3.offset, IPV6_HLEN as usize)?;
     if byte(ip, 0) >> 4 != 6 {
         return Err(Stop::Malformed);
     }
     let payload_len = be16(ip, 4) as u32;
-    let addr_off = if dir == DIRECTION_EGRESS { 24 } else { 8 };
+    let addr_off = if l3.direction == DIRECTION_EGRESS {
+        24
+    } else {
+        8
+    };
     // SAFETY: ip covers 40 bytes; both addresses lie within them.
     let remote = unsafe { core::ptr::read_unaligned(ip.add(addr_off) as *const [u8; 16]) };
-    let hdr_len = if segs > 1 {
-        ipv6_gso_header_len(frame, l3, byte(ip, 6))?
+    let hdr_len = if l3.segs > 1 {
+        ipv6_gso_header_len(l3.frame, l3.offset, byte(ip, 6))?
     } else {
         0
     };
@@ -254,11 +274,7 @@ fn ipv6(
     } else {
         IPV6_HLEN + payload_len
     };
-    let (bytes, packets) = wire_bytes(length_field, l3_len, segs, hdr_len);
-    packet.family = FAMILY_V6;
-    packet.remote = remote;
-    packet.bytes = bytes;
-    packet.packets = packets;
+    packet.set_ip(l3, FAMILY_V6, remote, length_field, hdr_len);
     Ok(())
 }
 
