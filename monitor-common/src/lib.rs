@@ -14,6 +14,8 @@ pub const STATS_MAP: &str = "STATS";
 pub const LOCAL_V4_MAP: &str = "LOCAL_V4";
 /// Name of the LPM trie of local IPv6 prefixes (key data `[u8; 16]`, value `u8`).
 pub const LOCAL_V6_MAP: &str = "LOCAL_V6";
+/// Name of the ring buffer of [`SniffHeader`] records: the packets the agent names things from.
+pub const SNIFF_MAP: &str = "SNIFF";
 
 /// Default capacity of [`FLOWS_MAP`]; the agent resizes it from its configuration at load time.
 pub const DEFAULT_FLOW_ENTRIES: u32 = 65_536;
@@ -21,6 +23,25 @@ pub const DEFAULT_FLOW_ENTRIES: u32 = 65_536;
 pub const DEFAULT_DEVICE_ENTRIES: u32 = 4_096;
 /// Capacity of each local-prefix trie.
 pub const LOCAL_PREFIX_ENTRIES: u32 = 1_024;
+/// Default size of [`SNIFF_MAP`] in bytes (a power of two, a multiple of the page size); the
+/// agent sets the real size from its configuration. 1 MiB holds about 490 full records.
+pub const DEFAULT_SNIFF_RING_BYTES: u32 = 1 << 20;
+/// Bytes of payload a [`SniffEvent`] carries: a DNS answer over UDP fits (EDNS's usual 1232),
+/// and so does a ClientHello with a post-quantum key share (about 1.8 KB).
+pub const SNIFF_DATA_MAX: usize = 2048;
+
+/// [`SniffHeader::kind`]: a DNS message to a device (UDP or TCP source port 53), with payload.
+pub const SNIFF_DNS_RESPONSE: u8 = 1;
+/// A DNS query from a device to a resolver that is not local (UDP or TCP destination port 53);
+/// header only: the agent reports it as resolver bypass.
+pub const SNIFF_DNS_QUERY: u8 = 2;
+/// The start of a TLS ClientHello from a device, with payload.
+pub const SNIFF_TLS_HELLO: u8 = 3;
+/// A DHCPv4 message from a device (UDP destination port 67), with payload.
+pub const SNIFF_DHCP: u8 = 4;
+/// IP protocol numbers in [`SniffHeader::protocol`].
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
 
 /// TC ingress on a LAN interface: frames from a device, leaving towards the world.
 pub const DIRECTION_EGRESS: u8 = 0;
@@ -60,6 +81,45 @@ pub struct DeviceKey {
     pub pad: u8,
 }
 
+/// What the kernel copies to the agent about one packet. Every record starts with this header;
+/// kinds that carry payload are a whole [`SniffEvent`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SniffHeader {
+    /// One of the `SNIFF_*` kinds.
+    pub kind: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`].
+    pub protocol: u8,
+    pub pad0: u8,
+    /// The interface the packet crossed.
+    pub ifindex: u32,
+    /// The device's MAC address.
+    pub mac: [u8; 6],
+    /// Host byte order.
+    pub src_port: u16,
+    /// Host byte order.
+    pub dst_port: u16,
+    pub pad1: u16,
+    /// Transport payload bytes in the packet (may exceed what was captured).
+    pub payload_len: u32,
+    /// Payload bytes copied into [`SniffEvent::data`].
+    pub captured: u32,
+    pub pad2: u32,
+    /// Source and destination addresses, network byte order; IPv4 in the first 4 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+/// A sniffed packet with the start of its transport payload.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SniffEvent {
+    pub header: SniffHeader,
+    pub data: [u8; SNIFF_DATA_MAX],
+}
+
 /// Per-CPU byte and packet counts. Bytes are IP-layer bytes as on the wire; a GSO/GRO
 /// super-packet counts as the segments it stands for.
 #[repr(C)]
@@ -94,6 +154,10 @@ pub struct KernelStats {
     /// Frames whose headers were not all in the skb's linear part and had to be pulled in
     /// (a cost, not an outcome: these frames are also in one of the outcomes above).
     pub header_pulls: u64,
+    /// Records written to the sniff ring buffer (DNS, TLS ClientHello, DHCP).
+    pub sniffed: u64,
+    /// Records lost because the ring buffer was full: the agent fell behind.
+    pub sniff_drops: u64,
 }
 
 impl Counters {
@@ -123,21 +187,26 @@ impl KernelStats {
                 .wrapping_add(other.flow_update_errors),
             flows_created: self.flows_created.wrapping_add(other.flows_created),
             header_pulls: self.header_pulls.wrapping_add(other.header_pulls),
+            sniffed: self.sniffed.wrapping_add(other.sniffed),
+            sniff_drops: self.sniff_drops.wrapping_add(other.sniff_drops),
         }
     }
 }
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all four types are repr(C), Copy, and have no padding bytes.
+    // SAFETY: all these types are repr(C), Copy, and have no padding bytes.
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::DeviceKey {}
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::KernelStats {}
+    unsafe impl aya::Pod for super::SniffHeader {}
 }
 
 // The kernel and the agent must agree on these sizes; a change here is a map layout change.
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 24);
 const _: () = assert!(core::mem::size_of::<DeviceKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
-const _: () = assert!(core::mem::size_of::<KernelStats>() == 72);
+const _: () = assert!(core::mem::size_of::<KernelStats>() == 88);
+const _: () = assert!(core::mem::size_of::<SniffHeader>() == 64);
+const _: () = assert!(core::mem::size_of::<SniffEvent>() == 64 + SNIFF_DATA_MAX);

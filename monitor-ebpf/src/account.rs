@@ -11,6 +11,7 @@ use monitor_common::{Counters, DeviceKey, FAMILY_V4, FlowKey, KernelStats};
 use crate::{
     maps::{DEVICES, FLOWS, LOCAL_V4, LOCAL_V6, STATS},
     parse::{Packet, Parsed, parse},
+    sniff::sniff,
 };
 
 #[inline(always)]
@@ -30,17 +31,21 @@ pub fn account(ctx: &TcContext, direction: u8) {
     match parsed {
         Parsed::NotIp => stats.not_ip += 1,
         Parsed::Malformed => stats.parse_errors += 1,
-        Parsed::Ip => count(ctx, &packet, direction, stats),
+        Parsed::Ip => {
+            let counted = count(ctx, &packet, direction, stats);
+            sniff(ctx, &packet, direction, counted, stats);
+        }
     }
 }
 
+/// Counts the packet; true when it went to a destination outside the network.
 #[inline(always)]
-fn count(ctx: &TcContext, packet: &Packet, direction: u8, stats: &mut KernelStats) {
+fn count(ctx: &TcContext, packet: &Packet, direction: u8, stats: &mut KernelStats) -> bool {
     // A group MAC (multicast, broadcast) names no single device: e.g. IPTV multicast the
     // router forwards from the WAN onto the LAN.
     if packet.device[0] & 1 != 0 {
         stats.local += 1;
-        return;
+        return false;
     }
     let key = FlowKey {
         mac: packet.device,
@@ -52,22 +57,22 @@ fn count(ctx: &TcContext, packet: &Packet, direction: u8, stats: &mut KernelStat
     if let Some(flow) = FLOWS.get_ptr_mut(key) {
         if !add_to_device(packet, direction) {
             device_map_full(ctx, packet, stats);
-            return;
+            return false;
         }
         // SAFETY: per-CPU value of this CPU; see above.
         let flow = unsafe { &mut *flow };
         flow.bytes += packet.bytes;
         flow.packets += packet.packets;
         stats.counted += 1;
-        return;
+        return true;
     }
     if is_local(packet) {
         stats.local += 1;
-        return;
+        return false;
     }
     if !add_to_device(packet, direction) {
         device_map_full(ctx, packet, stats);
-        return;
+        return false;
     }
     stats.counted += 1;
     let value = Counters {
@@ -81,6 +86,7 @@ fn count(ctx: &TcContext, packet: &Packet, direction: u8, stats: &mut KernelStat
     } else {
         stats.flow_update_errors += 1;
     }
+    true
 }
 
 /// The device map is full: the frame is not counted. Said once per CPU and direction (the

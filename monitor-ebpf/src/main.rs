@@ -1,13 +1,15 @@
 //! The kernel side of egress-monitor: TC programs on each LAN interface that count, per device
 //! and remote address, the IP-layer bytes and packets leaving and entering the network.
 //!
-//! The programs only add numbers; naming, policy and export happen in the agent.
+//! The programs only add numbers, and copy the few packets that name things (DNS answers, TLS
+//! ClientHellos, DHCP requests) to the agent; naming, policy and export happen in the agent.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod account;
 mod maps;
 mod parse;
+mod sniff;
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, macros::classifier, programs::TcContext};
 use monitor_common::{DIRECTION_EGRESS, DIRECTION_INGRESS};

@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LpmTrie, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{LpmTrie, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use monitor_common::{
-    Counters, DEFAULT_DEVICE_ENTRIES, DEFAULT_FLOW_ENTRIES, DIRECTIONS, DeviceKey, FlowKey,
-    KernelStats, LOCAL_PREFIX_ENTRIES,
+    Counters, DEFAULT_DEVICE_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_SNIFF_RING_BYTES, DIRECTIONS,
+    DeviceKey, FlowKey, KernelStats, LOCAL_PREFIX_ENTRIES,
 };
 
 /// (device, direction, remote) -> counts. LRU bounds memory whatever the devices do; what it
@@ -32,3 +32,9 @@ pub static LOCAL_V4: LpmTrie<[u8; 4], u8> = LpmTrie::with_max_entries(LOCAL_PREF
 /// Local IPv6 prefixes, written by the agent.
 #[map]
 pub static LOCAL_V6: LpmTrie<[u8; 16], u8> = LpmTrie::with_max_entries(LOCAL_PREFIX_ENTRIES, 0);
+
+/// Packets the agent names devices and destinations from (DNS answers, TLS ClientHellos,
+/// DHCP requests, DNS queries to outside resolvers). A full ring drops the record, counted in
+/// [`STATS`]; the packet itself is never held up.
+#[map]
+pub static SNIFF: RingBuf = RingBuf::with_byte_size(DEFAULT_SNIFF_RING_BYTES, 0);

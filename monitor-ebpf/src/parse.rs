@@ -2,7 +2,7 @@
 //! IPv4 with any header length, IPv6. Only what accounting needs is read.
 
 use aya_ebpf::programs::TcContext;
-use monitor_common::{DIRECTION_EGRESS, FAMILY_V4, FAMILY_V6};
+use monitor_common::{DIRECTION_EGRESS, FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -11,12 +11,11 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const VLAN_HLEN: usize = 4;
 const IPV6_HLEN: u32 = 40;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
 const UDP_HLEN: u32 = 8;
+const TCP_MIN_HLEN: usize = 20;
 
 /// Every header we read lies in the first bytes of the frame: 14 (Ethernet) + 8 (two tags) +
-/// 60 (IPv4 with options) or 40 + extension headers, + 13 (TCP data offset).
+/// 60 (IPv4 with options) or 40 + extension headers, + 20 (TCP header up to the window).
 const PULL_LEN: u32 = 192;
 
 /// One accountable IP packet (or GSO super-packet).
@@ -31,6 +30,17 @@ pub struct Packet {
     pub bytes: u64,
     /// Wire packets: the GSO segment count of a super-packet, else 1.
     pub packets: u64,
+    /// Offset of the IP header in the frame.
+    pub l3_off: u32,
+    /// [`IPPROTO_TCP`] or [`IPPROTO_UDP`] when the transport header could be read (the first
+    /// fragment, no IPv6 extension headers, not cut short); otherwise 0 and the fields below
+    /// are meaningless. Only the sniffer (naming) reads them, never the accounting.
+    pub protocol: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Offset of the transport payload in the frame, and its length in this packet.
+    pub payload_off: u32,
+    pub payload_len: u32,
 }
 
 /// What the frame is. Fieldless on purpose: the packet itself is written through an
@@ -215,6 +225,34 @@ impl Packet {
         self.remote = remote;
         self.bytes = bytes;
         self.packets = packets;
+        self.l3_off = l3.offset as u32;
+    }
+
+    /// Records the transport header at `l4` (TCP or UDP), for the sniffer. A header cut short
+    /// by the frame is not an error here: accounting does not need it.
+    #[inline(always)]
+    fn set_l4(&mut self, l3: &L3, ip_end: u32, l4: usize, protocol: u8) -> Result<(), Stop> {
+        let hlen = if protocol == IPPROTO_TCP {
+            TCP_MIN_HLEN
+        } else {
+            UDP_HLEN as usize
+        };
+        let th = match l3.frame.ptr(l4, hlen) {
+            Ok(th) => th,
+            Err(Stop::NotLinear) => return Err(Stop::NotLinear),
+            Err(Stop::Malformed) => return Ok(()),
+        };
+        let payload_off = if protocol == IPPROTO_TCP {
+            l4 as u32 + ((byte(th, 12) >> 4) as u32) * 4
+        } else {
+            l4 as u32 + UDP_HLEN
+        };
+        self.protocol = protocol;
+        self.src_port = be16(th, 0);
+        self.dst_port = be16(th, 2);
+        self.payload_off = payload_off;
+        self.payload_len = ip_end.saturating_sub(payload_off);
+        Ok(())
     }
 }
 
@@ -246,7 +284,25 @@ fn ipv4(l3: &L3, packet: &mut Packet) -> Result<(), Stop> {
         0
     };
     packet.set_ip(l3, FAMILY_V4, remote, total_len, hdr_len);
+    let protocol = byte(ip, 9);
+    let first_fragment = be16(ip, 6) & 0x1fff == 0;
+    if first_fragment && (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) {
+        let ip_end = ip_end(l3, total_len);
+        packet.set_l4(l3, ip_end, l3.offset + ihl as usize, protocol)?;
+    }
     Ok(())
+}
+
+/// Offset in the frame where the IP packet ends: its length field, clipped to the frame; the
+/// frame's end for a GSO super-packet, whose length field may describe one segment or none.
+#[inline(always)]
+fn ip_end(l3: &L3, length_field: u32) -> u32 {
+    let len = if l3.segs > 1 || length_field == 0 || length_field > l3.len {
+        l3.len
+    } else {
+        length_field
+    };
+    l3.offset as u32 + len
 }
 
 #[inline(always)]
@@ -275,6 +331,13 @@ fn ipv6(l3: &L3, packet: &mut Packet) -> Result<(), Stop> {
         IPV6_HLEN + payload_len
     };
     packet.set_ip(l3, FAMILY_V6, remote, length_field, hdr_len);
+    // Only a transport header right after the fixed header: the names the sniffer looks for
+    // (DNS, TLS, DHCP) do not come with extension headers.
+    let next = byte(ip, 6);
+    if next == IPPROTO_TCP || next == IPPROTO_UDP {
+        let ip_end = ip_end(l3, length_field);
+        packet.set_l4(l3, ip_end, l3.offset + IPV6_HLEN as usize, next)?;
+    }
     Ok(())
 }
 

@@ -1,7 +1,6 @@
 //! Wiring: check, bind, load, attach, poll, serve, and detach on SIGINT or SIGTERM.
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
     sync::{Arc, RwLock, mpsc},
 };
@@ -10,7 +9,6 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     config::Config,
-    ledger::Ledger,
     loader::{self, LoadError, MapSizes},
     metrics::Metrics,
     poller::{self, PollerConfig},
@@ -59,6 +57,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         &MapSizes {
             flows: config.flow_map_entries,
             devices: config.device_map_entries,
+            sniff_ring_bytes: config.sniff_ring_bytes,
         },
         config.attach,
     )?;
@@ -70,18 +69,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
         );
     }
 
-    let shared = Arc::new(RwLock::new(State {
-        ledger: Ledger::new(config.max_destinations_per_device as usize),
-        ..State::default()
-    }));
-    let names: BTreeMap<_, _> = config
-        .devices
-        .iter()
-        .map(|(mac, device)| (*mac, device.name.clone()))
-        .collect();
-    let metrics = Arc::new(
-        Metrics::new(shared.clone(), names).map_err(|e| RunError::Runtime(e.to_string()))?,
-    );
+    let shared = Arc::new(RwLock::new(State::new(&config)));
+    let metrics =
+        Arc::new(Metrics::new(shared.clone()).map_err(|e| RunError::Runtime(e.to_string()))?);
     let (stop_tx, stop_rx) = mpsc::channel();
     let poller_config = PollerConfig {
         interval: config.poll_interval,

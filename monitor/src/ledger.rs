@@ -15,11 +15,20 @@
 //! eviction, and `unattributed` only ever rises to such a bound. The price is one poll interval
 //! of delay; after two quiet polls every number is exact.
 //!
+//! Destinations are labels: an address, or the name the device resolved for it (see `names`).
+//! Each poll's newly exported bytes of an address go to the label it has *at that poll*, so a
+//! name that appears or expires never moves bytes already exported: every label only grows.
+//!
 //! Memory stays bounded whatever a device does (a camera scanning the internet creates a new
-//! destination per packet): beyond a per-device limit, destinations the kernel has evicted and
-//! whose every byte is exported are retired, and what they held moves into `unattributed`.
+//! destination per packet): beyond a per-device limit, addresses the kernel has evicted and
+//! whose every byte is exported are forgotten, and the longest idle labels are retired, what
+//! they held moving into `unattributed`.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    time::SystemTime,
+};
 
 use crate::mac::MacAddr;
 
@@ -103,7 +112,22 @@ pub struct Reading {
 /// when it is read again.
 const ABSENT_POLLS_BEFORE_RETIRING: u64 = 3;
 
-/// The exported state of one destination of one device.
+/// Addresses remembered per label, for the API: a CDN name may stand for many.
+const ADDRESSES_PER_LABEL: usize = 16;
+
+/// One exported destination (a label) of one device and direction.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub count: Count,
+    /// Addresses whose bytes went to this label (at most [`ADDRESSES_PER_LABEL`], the first).
+    pub addresses: BTreeSet<IpAddr>,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    /// The last poll at which it grew: retirement takes the longest idle first.
+    last_grew: u64,
+}
+
+/// The exported state of one remote address of one device.
 #[derive(Debug, Default, Clone)]
 struct FlowLedger {
     /// The kernel's value at the last read, to tell growth from re-creation.
@@ -126,9 +150,15 @@ pub struct DeviceLedger {
     total: Count,
     /// What evictions lost: the total beyond everything read.
     unattributed: Count,
-    /// What retired destinations held (all of it read and exported before they were retired).
+    /// What forgotten addresses had read (all of it exported, into labels, before).
     retired: Count,
+    /// What retired labels held: part of `unattributed()`.
+    retired_labels: Count,
     flows: BTreeMap<IpAddr, FlowLedger>,
+    labels: BTreeMap<String, Destination>,
+    /// When the total first and last grew.
+    first_seen: Option<SystemTime>,
+    last_seen: Option<SystemTime>,
 }
 
 impl DeviceLedger {
@@ -141,23 +171,60 @@ impl DeviceLedger {
     /// kernel before they were read (or the flow map was full), or held by destinations retired
     /// to bound memory.
     pub fn unattributed(&self) -> Count {
-        self.unattributed.saturating_add(self.retired)
+        self.unattributed.saturating_add(self.retired_labels)
     }
 
-    /// Exported destinations; those with nothing settled yet are left out.
-    pub fn destinations(&self) -> impl Iterator<Item = (IpAddr, Count)> + '_ {
-        self.flows
-            .iter()
-            .filter(|(_, flow)| flow.exported != Count::default())
-            .map(|(addr, flow)| (*addr, flow.exported))
+    /// Exported destinations by label; those with nothing settled yet are not there.
+    pub fn destinations(&self) -> impl Iterator<Item = (&str, &Destination)> + '_ {
+        self.labels.iter().map(|(label, d)| (label.as_str(), d))
     }
 
-    /// Number of destinations kept in memory for this device.
+    /// Number of addresses kept in memory for this device.
     pub fn tracked_destinations(&self) -> usize {
         self.flows.len()
     }
 
-    fn settle(&mut self) {
+    /// Number of labels kept for this device.
+    pub fn tracked_labels(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// When the device's total first and last grew, if it ever did.
+    pub fn seen(&self) -> Option<(SystemTime, SystemTime)> {
+        self.first_seen.zip(self.last_seen)
+    }
+
+    /// Gives each address's newly exported bytes to its label of the moment.
+    fn attribute(
+        &mut self,
+        steps: Vec<(IpAddr, Count)>,
+        now: SystemTime,
+        poll: u64,
+        label: &mut dyn FnMut(IpAddr) -> String,
+    ) {
+        for (addr, step) in steps {
+            let dest = self.labels.entry(label(addr)).or_insert_with(|| Destination {
+                count: Count::default(),
+                addresses: BTreeSet::new(),
+                first_seen: now,
+                last_seen: now,
+                last_grew: poll,
+            });
+            dest.count = dest.count.saturating_add(step);
+            dest.last_seen = now;
+            dest.last_grew = poll;
+            if dest.addresses.len() < ADDRESSES_PER_LABEL {
+                dest.addresses.insert(addr);
+            }
+        }
+    }
+
+    /// Settles the total; returns what each address newly exports.
+    fn settle(&mut self, now: SystemTime) -> Vec<(IpAddr, Count)> {
+        if self.last_kernel_total != self.total {
+            self.first_seen.get_or_insert(now);
+            self.last_seen = Some(now);
+        }
         let settled_total = self.last_kernel_total;
         // Retired destinations were read and exported in full: they stay in both sums.
         let read = self
@@ -179,18 +246,24 @@ impl DeviceLedger {
             let budget = total.saturating_sub(unattributed[i]);
             release[i] = budget.saturating_sub(exported.fields()[i]);
         }
-        for flow in self.flows.values_mut() {
+        let mut steps = Vec::new();
+        for (addr, flow) in self.flows.iter_mut() {
             let mut exported = flow.exported.fields();
             let read = flow.read.fields();
+            let mut step = [0u64; 2];
             for i in 0..2 {
-                let step = (read[i] - exported[i]).min(release[i]);
-                exported[i] += step;
-                release[i] -= step;
+                step[i] = (read[i] - exported[i]).min(release[i]);
+                exported[i] += step[i];
+                release[i] -= step[i];
             }
             flow.exported = Count::from_fields(exported);
+            if step != [0, 0] {
+                steps.push((*addr, Count::from_fields(step)));
+            }
         }
         self.total = settled_total;
         self.unattributed = Count::from_fields(unattributed);
+        steps
     }
 
     /// Retires destinations beyond `limit`: only those the kernel no longer holds and whose
@@ -213,6 +286,28 @@ impl DeviceLedger {
         for (_, addr) in candidates.into_iter().take(excess) {
             if let Some(flow) = self.flows.remove(&addr) {
                 self.retired = self.retired.saturating_add(flow.exported);
+            }
+        }
+    }
+
+    /// Retires labels beyond `limit`, the longest idle first, never one that grew in the last
+    /// few polls. What they held moves into `unattributed`; a label that comes back is a new
+    /// series.
+    fn retire_labels(&mut self, limit: usize, poll: u64) {
+        if self.labels.len() <= limit {
+            return;
+        }
+        let mut candidates: Vec<(u64, String)> = self
+            .labels
+            .iter()
+            .filter(|(_, d)| d.last_grew + ABSENT_POLLS_BEFORE_RETIRING <= poll)
+            .map(|(label, d)| (d.last_grew, label.clone()))
+            .collect();
+        candidates.sort_unstable();
+        let excess = self.labels.len() - limit;
+        for (_, label) in candidates.into_iter().take(excess) {
+            if let Some(dest) = self.labels.remove(&label) {
+                self.retired_labels = self.retired_labels.saturating_add(dest.count);
             }
         }
     }
@@ -245,8 +340,14 @@ impl Ledger {
         }
     }
 
-    /// Takes one poll's reading and settles every device.
-    pub fn apply(&mut self, reading: &Reading) {
+    /// Takes one poll's reading and settles every device; `label` names an address of a
+    /// device at this moment.
+    pub fn apply(
+        &mut self,
+        reading: &Reading,
+        now: SystemTime,
+        label: &mut dyn FnMut(MacAddr, IpAddr) -> String,
+    ) {
         self.poll += 1;
         let poll = self.poll;
         for (device, addr, raw) in &reading.flows {
@@ -276,9 +377,11 @@ impl Ledger {
                 flow.last_grew = poll;
             }
         }
-        for ledger in self.devices.values_mut() {
-            ledger.settle();
+        for (id, ledger) in self.devices.iter_mut() {
+            let steps = ledger.settle(now);
+            ledger.attribute(steps, now, poll, &mut |addr| label(id.mac, addr));
             ledger.retire(self.max_destinations, poll);
+            ledger.retire_labels(self.max_destinations, poll);
         }
         // The new device totals are settled at the next poll, after the flows are read again.
         for (device, total) in &reading.devices {
@@ -329,31 +432,39 @@ mod tests {
         }
     }
 
+    /// Labels every address by itself, as with `destination_label = "address"`.
+    fn apply(ledger: &mut Ledger, reading: &Reading) {
+        ledger.apply(reading, SystemTime::now(), &mut |_, addr| addr.to_string());
+    }
+
     /// The sum of the destinations and `unattributed` equals the total.
     fn assert_adds_up(ledger: &Ledger) {
         let dev = ledger.device(&DEV).expect("device");
         let sum = dev
             .destinations()
-            .fold(dev.unattributed(), |s, (_, c)| s.saturating_add(c));
+            .fold(dev.unattributed(), |s, (_, d)| s.saturating_add(d.count));
         assert_eq!(sum, dev.total(), "destinations + unattributed != total");
     }
 
     fn exported(ledger: &Ledger, last: u8) -> Count {
         ledger
             .device(&DEV)
-            .and_then(|d| d.destinations().find(|(a, _)| *a == ip(last)))
-            .map(|(_, c)| c)
+            .and_then(|d| {
+                d.destinations()
+                    .find(|(a, _)| *a == ip(last).to_string())
+                    .map(|(_, d)| d.count)
+            })
             .unwrap_or_default()
     }
 
     #[test]
     fn quiet_traffic_is_exact_after_two_polls() {
         let mut ledger = Ledger::default();
-        ledger.apply(&reading(&[(1, 1000, 10), (2, 500, 5)], (1500, 15)));
+        apply(&mut ledger, &reading(&[(1, 1000, 10), (2, 500, 5)], (1500, 15)));
         // First poll: the device total is not settled yet.
         assert_eq!(ledger.device(&DEV).unwrap().total(), Count::default());
         assert_adds_up(&ledger);
-        ledger.apply(&reading(&[(1, 1000, 10), (2, 500, 5)], (1500, 15)));
+        apply(&mut ledger, &reading(&[(1, 1000, 10), (2, 500, 5)], (1500, 15)));
         assert_eq!(ledger.device(&DEV).unwrap().total(), Count::new(1500, 15));
         assert_eq!(exported(&ledger, 1), Count::new(1000, 10));
         assert_eq!(exported(&ledger, 2), Count::new(500, 5));
@@ -367,12 +478,12 @@ mod tests {
     #[test]
     fn eviction_shows_as_unattributed_and_never_goes_backwards() {
         let mut ledger = Ledger::default();
-        ledger.apply(&reading(&[(1, 1000, 10)], (1000, 10)));
-        ledger.apply(&reading(&[(1, 1000, 10)], (1000, 10)));
+        apply(&mut ledger, &reading(&[(1, 1000, 10)], (1000, 10)));
+        apply(&mut ledger, &reading(&[(1, 1000, 10)], (1000, 10)));
         assert_eq!(exported(&ledger, 1), Count::new(1000, 10));
         // Flow 1 grows by 300 bytes, is evicted before the agent reads it; flow 2 appears.
-        ledger.apply(&reading(&[(2, 200, 2)], (1500, 14)));
-        ledger.apply(&reading(&[(2, 200, 2)], (1500, 14)));
+        apply(&mut ledger, &reading(&[(2, 200, 2)], (1500, 14)));
+        apply(&mut ledger, &reading(&[(2, 200, 2)], (1500, 14)));
         let dev = ledger.device(&DEV).unwrap();
         assert_eq!(dev.total(), Count::new(1500, 14));
         assert_eq!(exported(&ledger, 1), Count::new(1000, 10));
@@ -380,8 +491,8 @@ mod tests {
         assert_eq!(dev.unattributed(), Count::new(300, 2));
         assert_adds_up(&ledger);
         // Flow 1 is re-created from zero with 50 bytes: its counter continues from 1000.
-        ledger.apply(&reading(&[(1, 50, 1), (2, 200, 2)], (1550, 15)));
-        ledger.apply(&reading(&[(1, 50, 1), (2, 200, 2)], (1550, 15)));
+        apply(&mut ledger, &reading(&[(1, 50, 1), (2, 200, 2)], (1550, 15)));
+        apply(&mut ledger, &reading(&[(1, 50, 1), (2, 200, 2)], (1550, 15)));
         assert_eq!(exported(&ledger, 1), Count::new(1050, 11));
         assert_eq!(
             ledger.device(&DEV).unwrap().unattributed(),
@@ -394,9 +505,9 @@ mod tests {
     fn bytes_between_the_two_reads_are_not_misattributed() {
         // Poll 1 reads flow 1 at 100, then the device at 150: 50 bytes arrived in between.
         let mut ledger = Ledger::default();
-        ledger.apply(&reading(&[(1, 100, 1)], (150, 2)));
+        apply(&mut ledger, &reading(&[(1, 100, 1)], (150, 2)));
         // Poll 2 sees them in the flow. Nothing may be "unattributed" and then taken back.
-        ledger.apply(&reading(&[(1, 150, 2)], (150, 2)));
+        apply(&mut ledger, &reading(&[(1, 150, 2)], (150, 2)));
         let dev = ledger.device(&DEV).unwrap();
         assert_eq!(dev.unattributed(), Count::default());
         assert_eq!(exported(&ledger, 1), Count::new(150, 2));
@@ -408,29 +519,30 @@ mod tests {
         let mut ledger = Ledger::new(2);
         // Five destinations, read once, then evicted by the kernel.
         let all: Vec<(u8, u64, u64)> = (1..=5).map(|i| (i, 100 * i as u64, i as u64)).collect();
-        ledger.apply(&reading(&all, (1500, 15)));
-        ledger.apply(&reading(&all, (1500, 15)));
-        assert_eq!(ledger.device(&DEV).unwrap().tracked_destinations(), 5);
+        apply(&mut ledger, &reading(&all, (1500, 15)));
+        apply(&mut ledger, &reading(&all, (1500, 15)));
+        assert_eq!(ledger.device(&DEV).unwrap().tracked_labels(), 5);
         assert_eq!(exported(&ledger, 5), Count::new(500, 5));
         // Destination 5 stays in the kernel and keeps growing; the others are gone.
         for step in 0..ABSENT_POLLS_BEFORE_RETIRING {
             let grown = 500 + 10 * (step + 1);
-            ledger.apply(&reading(
+            apply(&mut ledger, &reading(
                 &[(5, grown, 5 + step + 1)],
                 (1000 + grown, 10 + 5 + step + 1),
             ));
             assert_adds_up(&ledger);
         }
-        ledger.apply(&reading(&[(5, 530, 8)], (1530, 18)));
+        apply(&mut ledger, &reading(&[(5, 530, 8)], (1530, 18)));
         let dev = ledger.device(&DEV).unwrap();
         assert_eq!(dev.tracked_destinations(), 2, "bounded to the limit");
+        assert_eq!(dev.tracked_labels(), 2, "bounded to the limit");
         // The longest idle go first; the live one is never retired.
         assert_eq!(exported(&ledger, 5), Count::new(530, 8));
         assert_adds_up(&ledger);
         let before = ledger.device(&DEV).unwrap().unattributed();
         // A retired destination that comes back is a new kernel entry, counted from zero.
-        ledger.apply(&reading(&[(1, 40, 1), (5, 530, 8)], (1570, 19)));
-        ledger.apply(&reading(&[(1, 40, 1), (5, 530, 8)], (1570, 19)));
+        apply(&mut ledger, &reading(&[(1, 40, 1), (5, 530, 8)], (1570, 19)));
+        apply(&mut ledger, &reading(&[(1, 40, 1), (5, 530, 8)], (1570, 19)));
         assert_adds_up(&ledger);
         let dev = ledger.device(&DEV).unwrap();
         assert_eq!(dev.total(), Count::new(1570, 19));
@@ -438,17 +550,17 @@ mod tests {
             dev.unattributed().bytes >= before.bytes,
             "never goes backwards"
         );
-        let listed: u64 = dev.destinations().map(|(_, c)| c.bytes).sum();
+        let listed: u64 = dev.destinations().map(|(_, d)| d.count.bytes).sum();
         assert_eq!(listed + dev.unattributed().bytes, 1570);
     }
 
     #[test]
     fn a_missing_entry_that_returns_unchanged_is_not_counted_twice() {
         let mut ledger = Ledger::default();
-        ledger.apply(&reading(&[(1, 100, 1)], (100, 1)));
-        ledger.apply(&reading(&[], (100, 1)));
-        ledger.apply(&reading(&[(1, 100, 1)], (100, 1)));
-        ledger.apply(&reading(&[(1, 100, 1)], (100, 1)));
+        apply(&mut ledger, &reading(&[(1, 100, 1)], (100, 1)));
+        apply(&mut ledger, &reading(&[], (100, 1)));
+        apply(&mut ledger, &reading(&[(1, 100, 1)], (100, 1)));
+        apply(&mut ledger, &reading(&[(1, 100, 1)], (100, 1)));
         assert_eq!(exported(&ledger, 1), Count::new(100, 1));
         assert_adds_up(&ledger);
     }
@@ -503,13 +615,16 @@ mod tests {
                     .iter()
                     .map(|(k, c)| (*k, c.bytes, c.packets))
                     .collect();
-                ledger.apply(&reading(&flows, (kernel_total.bytes, kernel_total.packets)));
+                apply(&mut ledger, &reading(&flows, (kernel_total.bytes, kernel_total.packets)));
                 assert_adds_up(&ledger);
                 let dev = ledger.device(&DEV).unwrap();
                 assert!(dev.unattributed().bytes >= previous_unattributed.bytes);
                 assert!(dev.unattributed().packets >= previous_unattributed.packets);
                 previous_unattributed = dev.unattributed();
-                let current: BTreeMap<IpAddr, Count> = dev.destinations().collect();
+                let current: BTreeMap<IpAddr, Count> = dev
+                    .destinations()
+                    .map(|(label, d)| (label.parse().expect("an address label"), d.count))
+                    .collect();
                 if !retiring {
                     // Without a limit, a listed destination stays listed.
                     assert!(previous.keys().all(|a| current.contains_key(a)));

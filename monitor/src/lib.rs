@@ -1,14 +1,20 @@
 //! egress-monitor, the agent: loads the kernel programs, polls their maps into monotonic
-//! per-device and per-destination totals, and serves them as Prometheus metrics.
+//! per-device and per-destination totals, names devices and destinations, and serves them as
+//! Prometheus metrics and a JSON API.
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod devices;
 pub mod ledger;
 pub mod loader;
 pub mod mac;
 pub mod metrics;
+pub mod names;
+pub mod naming;
 pub mod poller;
 pub mod prefixes;
 pub mod server;
+pub mod sniff;
 pub mod state;

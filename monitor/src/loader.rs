@@ -9,7 +9,7 @@ use std::{io, path::Path};
 use crate::config::AttachPolicy;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{LpmTrie, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType,
         tc::{self, TcAttachOptions},
@@ -17,7 +17,7 @@ use aya::{
 };
 use monitor_common::{
     Counters, DEVICES_MAP, DeviceKey, FLOWS_MAP, FlowKey, KernelStats, LOCAL_V4_MAP, LOCAL_V6_MAP,
-    STATS_MAP,
+    SNIFF_MAP, STATS_MAP,
 };
 
 /// The eBPF object built by build.rs from the `monitor-ebpf` crate.
@@ -72,6 +72,8 @@ pub struct KernelMaps {
     pub stats: PerCpuArray<MapData, KernelStats>,
     pub local_v4: LpmTrie<MapData, [u8; 4], u8>,
     pub local_v6: LpmTrie<MapData, [u8; 16], u8>,
+    /// Packets copied for naming.
+    pub sniff: RingBuf<MapData>,
 }
 
 /// One LAN interface and how the programs are attached to it.
@@ -96,6 +98,8 @@ pub struct Loaded {
 pub struct MapSizes {
     pub flows: u32,
     pub devices: u32,
+    /// Bytes of the sniff ring buffer (a power of two, a multiple of the page size).
+    pub sniff_ring_bytes: u32,
 }
 
 /// Fails unless every interface exists and no interface is a port of another listed bridge.
@@ -124,6 +128,7 @@ pub fn load(sizes: &MapSizes) -> Result<Ebpf, LoadError> {
     EbpfLoader::new()
         .map_max_entries(FLOWS_MAP, sizes.flows)
         .map_max_entries(DEVICES_MAP, sizes.devices)
+        .map_max_entries(SNIFF_MAP, sizes.sniff_ring_bytes)
         .load(EBPF_OBJECT)
         .map_err(|e| classify(&e, LoadError::Load))
 }
@@ -264,6 +269,7 @@ pub fn take_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, LoadError> {
         stats: take(ebpf, STATS_MAP)?,
         local_v4: take(ebpf, LOCAL_V4_MAP)?,
         local_v6: take(ebpf, LOCAL_V6_MAP)?,
+        sniff: take(ebpf, SNIFF_MAP)?,
     })
 }
 

@@ -2,7 +2,7 @@
 //! scrape time by a custom collector (they mirror totals kept elsewhere, which the client
 //! library's own counters cannot do); the agent's own measurements are ordinary metrics.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
@@ -12,7 +12,7 @@ use prometheus::{
 
 use crate::{
     ledger::{Count, Direction},
-    mac::MacAddr,
+    naming::KINDS,
     state::Shared,
 };
 
@@ -34,8 +34,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// `names` maps MAC addresses to the configured device names.
-    pub fn new(shared: Shared, names: BTreeMap<MacAddr, String>) -> prometheus::Result<Self> {
+    pub fn new(shared: Shared) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let poll_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -63,7 +62,7 @@ impl Metrics {
         registry.register(Box::new(poll_duration.clone()))?;
         registry.register(Box::new(polls.clone()))?;
         registry.register(Box::new(poll_errors.clone()))?;
-        registry.register(Box::new(StateCollector::new(shared, names)?))?;
+        registry.register(Box::new(StateCollector::new(shared)?))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -92,7 +91,6 @@ impl Metrics {
 /// Families built from the shared state at each scrape.
 struct StateCollector {
     shared: Shared,
-    names: BTreeMap<MacAddr, String>,
     descs: Vec<Desc>,
 }
 
@@ -102,7 +100,16 @@ struct Families {
     device_packets: Family,
     destination_bytes: Family,
     destination_packets: Family,
+    device_info: Family,
+    resolver_bypass: Family,
     build_info: Family,
+    sniff_records: Family,
+    sniff_parse_errors: Family,
+    sniff_dropped: Family,
+    names_held: Family,
+    lease_reads: Family,
+    lease_skipped_lines: Family,
+    lease_read_errors: Family,
     kernel_frames: Family,
     kernel_flow_update_errors: Family,
     kernel_flows_created: Family,
@@ -138,6 +145,16 @@ impl Families {
                 "IP packets between a LAN device and one remote destination; destination=\"unattributed\" holds what the device total has beyond its listed destinations.",
                 COUNTER,
             ),
+            device_info: Family::new(
+                "egress_device_info",
+                "One series per known device: its name, where the name comes from (config, lease, dhcp, or mac when none), its group, and whether its MAC is locally administered (randomised); always 1.",
+                GAUGE,
+            ),
+            resolver_bypass: Family::new(
+                "egress_resolver_bypass_total",
+                "DNS lookups a device made around the router's resolver: queries to another resolver (protocol dns), TLS handshakes on port 853 (dot), TLS handshakes to a listed public resolver on port 443 (doh).",
+                COUNTER,
+            ),
             build_info: Family::new(
                 "egress_monitor_build_info",
                 "Version of the running agent; always 1.",
@@ -161,6 +178,41 @@ impl Families {
             kernel_header_pulls: Family::new(
                 "egress_monitor_kernel_header_pulls_total",
                 "Frames whose headers lay outside the skb's linear data and had to be pulled in (a cost, not an error).",
+                COUNTER,
+            ),
+            sniff_records: Family::new(
+                "egress_monitor_sniff_records_total",
+                "Packets the kernel copied to the agent for naming, by kind (dns_response, dns_query, tls_client_hello, dhcp).",
+                COUNTER,
+            ),
+            sniff_parse_errors: Family::new(
+                "egress_monitor_sniff_parse_errors_total",
+                "Copied packets the agent could not parse, by kind; their bytes are counted all the same.",
+                COUNTER,
+            ),
+            sniff_dropped: Family::new(
+                "egress_monitor_sniff_dropped_total",
+                "Packets the kernel could not copy because the ring buffer was full (raise sniff_ring_bytes); their bytes are counted, only names may be missed.",
+                COUNTER,
+            ),
+            names_held: Family::new(
+                "egress_monitor_destination_names",
+                "Address-to-name bindings held, over all devices.",
+                GAUGE,
+            ),
+            lease_reads: Family::new(
+                "egress_monitor_lease_file_reads_total",
+                "Times a DHCP lease file was read (at start and whenever it changed).",
+                COUNTER,
+            ),
+            lease_skipped_lines: Family::new(
+                "egress_monitor_lease_file_skipped_lines_total",
+                "Malformed lines or entries skipped in a DHCP lease file.",
+                COUNTER,
+            ),
+            lease_read_errors: Family::new(
+                "egress_monitor_lease_file_read_errors_total",
+                "Attempts to read a DHCP lease file that failed (missing, no permission).",
                 COUNTER,
             ),
             map_entries: Family::new(
@@ -197,7 +249,16 @@ impl Families {
             self.device_packets,
             self.destination_bytes,
             self.destination_packets,
+            self.device_info,
+            self.resolver_bypass,
             self.build_info,
+            self.sniff_records,
+            self.sniff_parse_errors,
+            self.sniff_dropped,
+            self.names_held,
+            self.lease_reads,
+            self.lease_skipped_lines,
+            self.lease_read_errors,
             self.kernel_frames,
             self.kernel_flow_update_errors,
             self.kernel_flows_created,
@@ -215,7 +276,7 @@ impl Families {
 }
 
 impl StateCollector {
-    fn new(shared: Shared, names: BTreeMap<MacAddr, String>) -> prometheus::Result<Self> {
+    fn new(shared: Shared) -> prometheus::Result<Self> {
         let descs = Families::new()
             .into_vec()
             .iter()
@@ -228,11 +289,7 @@ impl StateCollector {
                 )
             })
             .collect::<prometheus::Result<_>>()?;
-        Ok(Self {
-            shared,
-            names,
-            descs,
-        })
+        Ok(Self { shared, descs })
     }
 }
 
@@ -282,9 +339,10 @@ impl Collector for StateCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let mut f = Families::new();
         let state = self.shared.read().expect("state lock");
+        let naming = &state.naming;
         for (id, device) in state.ledger.devices() {
             let mac = id.mac.to_string();
-            let name = self.names.get(&id.mac).map_or(mac.as_str(), String::as_str);
+            let name = naming.devices.name(id.mac).map_or(mac.as_str(), |(n, _)| n);
             let base = [
                 ("device", name),
                 ("mac", mac.as_str()),
@@ -298,13 +356,66 @@ impl Collector for StateCollector {
                 f.destination_bytes.push(&labels, count.bytes as f64);
                 f.destination_packets.push(&labels, count.packets as f64);
             };
-            for (addr, count) in device.destinations() {
-                push_destination(&addr.to_string(), count);
+            for (label, destination) in device.destinations() {
+                push_destination(label, destination.count);
             }
             push_destination(UNATTRIBUTED, device.unattributed());
         }
+        let mut known = naming.devices.known();
+        known.extend(state.ledger.devices().map(|(id, _)| id.mac));
+        for mac in known {
+            let mac_s = mac.to_string();
+            let (name, source) = naming
+                .devices
+                .name(mac)
+                .map_or((mac_s.as_str(), "mac"), |(n, s)| (n, s.as_str()));
+            let local = if mac.is_locally_administered() { "true" } else { "false" };
+            f.device_info.push(
+                &[
+                    ("device", name),
+                    ("mac", &mac_s),
+                    ("name_source", source),
+                    ("group", naming.devices.group(mac).unwrap_or("")),
+                    ("locally_administered", local),
+                ],
+                1.0,
+            );
+        }
+        for (mac, resolver, protocol, n) in naming.bypass() {
+            let mac_s = mac.to_string();
+            let name = naming.devices.name(mac).map_or(mac_s.as_str(), |(n, _)| n);
+            f.resolver_bypass.push(
+                &[
+                    ("device", name),
+                    ("mac", &mac_s),
+                    ("resolver", resolver),
+                    ("protocol", protocol.as_str()),
+                ],
+                n as f64,
+            );
+        }
         f.build_info
             .push(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+        for (i, (_, kind)) in KINDS.iter().enumerate() {
+            f.sniff_records
+                .push(&[("kind", kind)], naming.stats.records[i] as f64);
+            f.sniff_parse_errors
+                .push(&[("kind", kind)], naming.stats.parse_errors[i] as f64);
+        }
+        let dropped = state.kernel[0].sniff_drops + state.kernel[1].sniff_drops;
+        f.sniff_dropped.push(&[], dropped as f64);
+        f.names_held
+            .push(&[], naming.destinations.len() as f64);
+        for file in naming.devices.lease_files() {
+            let labels = [
+                ("path", file.source.path.to_str().unwrap_or("(not UTF-8)")),
+                ("format", file.source.format.as_str()),
+            ];
+            f.lease_reads.push(&labels, file.reads as f64);
+            f.lease_skipped_lines
+                .push(&labels, file.skipped_lines as f64);
+            f.lease_read_errors.push(&labels, file.read_errors as f64);
+        }
         for direction in Direction::ALL {
             let k = &state.kernel[direction as usize];
             let d = direction.as_str();

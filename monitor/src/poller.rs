@@ -5,7 +5,10 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::mpsc,
+    sync::{
+        Arc, mpsc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -20,7 +23,7 @@ use crate::{
     mac::MacAddr,
     metrics::SelfMetrics,
     prefixes::{self, LocalPrefixMaps},
-    state::{MapUsage, Shared},
+    state::{MapUsage, Shared, State},
 };
 
 /// What the poller needs besides the kernel objects.
@@ -32,6 +35,9 @@ pub struct PollerConfig {
     pub device_capacity: u32,
     pub attach: AttachPolicy,
 }
+
+/// How often the neighbour table is read (a netlink dump of every entry).
+const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
 
 /// Polls until `stop` receives (or its sender is dropped), then drops `loaded`, which detaches
 /// the programs.
@@ -61,7 +67,18 @@ pub fn run(
         stats,
         local_v4,
         local_v6,
+        sniff,
     } = maps;
+    // Copied packets are read as they arrive, on their own thread.
+    let sniff_stop = Arc::new(AtomicBool::new(false));
+    let sniffer = {
+        let (shared, stop) = (shared.clone(), sniff_stop.clone());
+        std::thread::Builder::new()
+            .name("sniff".into())
+            .spawn(move || crate::sniff::run(sniff, shared, stop))
+            .expect("cannot start the sniff thread")
+    };
+    let mut neighbours_read: Option<Instant> = None;
     let mut local = LocalPrefixMaps::new(local_v4, local_v6);
     shared.write().expect("state lock").attachments = attachments.clone();
     let mut next = Instant::now();
@@ -80,10 +97,33 @@ pub fn run(
                 .inc();
             tracing::warn!(error = %e, "could not update the local prefixes");
         }
+        let neighbours = if neighbours_read.is_none_or(|t| t.elapsed() >= NEIGHBOUR_REFRESH) {
+            neighbours_read = Some(Instant::now());
+            match crate::neighbours::dump() {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::debug!("neighbour table: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        {
+            let mut state = shared.write().expect("state lock");
+            if let Some(n) = &neighbours {
+                state.naming.devices.set_neighbours(n);
+            }
+            state.naming.devices.refresh_leases();
+        }
         match read(&flows, &devices, &stats, config.flow_capacity) {
             Ok((reading, kernel, flow_entries, device_entries)) => {
+                let now = SystemTime::now();
                 let mut state = shared.write().expect("state lock");
-                state.ledger.apply(&reading);
+                let State { ledger, naming, .. } = &mut *state;
+                // Bytes read now are labelled with the names valid now; see `ledger`.
+                ledger.apply(&reading, now, &mut |mac, addr| naming.label(mac, addr, now));
+                naming.destinations.expire(now);
                 state.kernel = kernel;
                 state.flows = MapUsage {
                     entries: flow_entries,
@@ -94,7 +134,7 @@ pub fn run(
                     capacity: config.device_capacity.into(),
                 };
                 state.local_prefixes = local.counts();
-                state.last_poll = Some(SystemTime::now());
+                state.last_poll = Some(now);
             }
             Err(e) => {
                 metrics.poll_errors.with_label_values(&["read_maps"]).inc();
@@ -116,6 +156,8 @@ pub fn run(
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    sniff_stop.store(true, Ordering::Relaxed);
+    let _ = sniffer.join();
     drop(kernel_log);
     drop(ebpf);
     tracing::info!("detached from the LAN interfaces");

@@ -1,4 +1,5 @@
-//! The HTTP endpoints: `/metrics` (Prometheus text format) and `/healthz`.
+//! The HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` and the JSON API
+//! (`/api/devices`, `/api/devices/{mac}/destinations`).
 //!
 //! Handlers only render what the poller already published: no syscall on the scrape path.
 
@@ -9,7 +10,7 @@ use std::{
 
 use axum::{
     Router,
-    extract::State,
+    extract::{Path, State},
     http::{StatusCode, header},
     response::IntoResponse,
     routing::get,
@@ -41,6 +42,8 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz))
+        .route("/api/devices", get(api_devices))
+        .route("/api/devices/{mac}/destinations", get(api_destinations))
         .route("/", get(index))
         .with_state(state);
     axum::serve(listener, app)
@@ -84,5 +87,32 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn index() -> &'static str {
-    "egress-monitor: see /metrics and /healthz\n"
+    "egress-monitor: see /metrics, /healthz, /api/devices and /api/devices/{mac}/destinations\n"
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> impl IntoResponse {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string() + "\n",
+    )
+}
+
+async fn api_devices(State(state): State<AppState>) -> impl IntoResponse {
+    let body = crate::api::devices(&state.shared.read().expect("state lock"));
+    json_response(StatusCode::OK, body)
+}
+
+async fn api_destinations(
+    State(state): State<AppState>,
+    Path(mac): Path<String>,
+) -> impl IntoResponse {
+    let result = crate::api::destinations(&state.shared.read().expect("state lock"), &mac);
+    match result {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => json_response(
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            e.body(),
+        ),
+    }
 }

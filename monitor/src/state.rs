@@ -8,7 +8,7 @@ use std::{
 
 use monitor_common::KernelStats;
 
-use crate::{ledger::Ledger, loader::Attachment};
+use crate::{config::Config, ledger::Ledger, loader::Attachment, naming::Naming};
 
 /// Sizes of one kernel map.
 #[derive(Clone, Copy, Debug, Default)]
@@ -18,9 +18,11 @@ pub struct MapUsage {
 }
 
 /// Everything one scrape shows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct State {
     pub ledger: Ledger,
+    /// Names of devices and destinations, resolver bypass.
+    pub naming: Naming,
     /// Per direction (`DIRECTION_EGRESS`, `DIRECTION_INGRESS`), summed over CPUs.
     pub kernel: [KernelStats; 2],
     pub flows: MapUsage,
@@ -29,6 +31,21 @@ pub struct State {
     pub local_prefixes: (usize, usize),
     pub attachments: Vec<Attachment>,
     pub last_poll: Option<SystemTime>,
+}
+
+impl State {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            ledger: Ledger::new(config.max_destinations_per_device as usize),
+            naming: Naming::new(config),
+            kernel: Default::default(),
+            flows: MapUsage::default(),
+            devices: MapUsage::default(),
+            local_prefixes: (0, 0),
+            attachments: Vec::new(),
+            last_poll: None,
+        }
+    }
 }
 
 /// The state shared between the poller and the server.

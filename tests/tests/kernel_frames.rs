@@ -5,14 +5,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::{
     Ebpf,
-    maps::{LpmTrie, PerCpuArray, PerCpuHashMap, lpm_trie::Key},
+    maps::{LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use egress_lab::require_root;
 use monitor::loader::{self, MapSizes};
 use monitor_common::{
     Counters, DEVICES_MAP, DIRECTION_EGRESS, DIRECTION_INGRESS, DeviceKey, FAMILY_V4, FAMILY_V6,
-    FLOWS_MAP, FlowKey, KernelStats, LOCAL_V4_MAP, LOCAL_V6_MAP, STATS_MAP,
+    FLOWS_MAP, FlowKey, KernelStats, LOCAL_V4_MAP, LOCAL_V6_MAP, SNIFF_DATA_MAX, SNIFF_DHCP,
+    SNIFF_DNS_QUERY, SNIFF_DNS_RESPONSE, SNIFF_MAP, SNIFF_TLS_HELLO, STATS_MAP, SniffHeader,
 };
 
 const DEVICE: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
@@ -31,10 +32,16 @@ struct Kernel {
 
 impl Kernel {
     fn new() -> Self {
+        Self::with_ring(monitor_common::DEFAULT_SNIFF_RING_BYTES)
+    }
+
+    /// With a sniff ring buffer of `ring_bytes`.
+    fn with_ring(ring_bytes: u32) -> Self {
         require_root("running eBPF programs with BPF_PROG_TEST_RUN");
         let mut ebpf = loader::load(&MapSizes {
             flows: 64,
             devices: 64,
+            sniff_ring_bytes: ring_bytes,
         })
         .expect("load the eBPF object");
         for name in [loader::PROGRAM_EGRESS, loader::PROGRAM_INGRESS] {
@@ -80,6 +87,20 @@ impl Kernel {
 
     fn ingress(&mut self, frame: &[u8]) -> u32 {
         self.run(loader::PROGRAM_INGRESS, frame, 0)
+    }
+
+    /// Every record waiting in the sniff ring buffer: header and captured payload.
+    fn sniffed(&mut self) -> Vec<(SniffHeader, Vec<u8>)> {
+        let mut ring = RingBuf::try_from(self.ebpf.map_mut(SNIFF_MAP).unwrap()).unwrap();
+        let mut out = Vec::new();
+        while let Some(record) = ring.next() {
+            assert!(record.len() >= size_of::<SniffHeader>(), "record too short");
+            // SAFETY: SniffHeader is plain old data and the record holds at least its size.
+            let header: SniffHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+            let data = record[size_of::<SniffHeader>()..][..header.captured as usize].to_vec();
+            out.push((header, data));
+        }
+        out
     }
 
     fn stats(&self, direction: u8) -> KernelStats {
@@ -514,4 +535,151 @@ fn non_ip_and_garbage_frames_always_pass_and_add_up() {
         // The device total of the fixed MAC can only hold what was counted for it.
         assert!(device.packets <= s.counted);
     }
+}
+
+// ---- what the kernel copies for naming ----
+
+const ROUTER_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 1);
+const RESOLVER_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
+
+/// IPv4 + UDP with the given ports and payload.
+fn ipv4_udp_to(src: Ipv4Addr, dst: Ipv4Addr, ports: (u16, u16), payload: &[u8]) -> Vec<u8> {
+    let mut p = ipv4_udp(src, dst, 0, payload.len());
+    p[20..22].copy_from_slice(&ports.0.to_be_bytes());
+    p[22..24].copy_from_slice(&ports.1.to_be_bytes());
+    p[28..].copy_from_slice(payload);
+    p
+}
+
+/// IPv4 + TCP (20-byte header) with the given ports and payload.
+fn ipv4_tcp_to(src: Ipv4Addr, dst: Ipv4Addr, ports: (u16, u16), payload: &[u8]) -> Vec<u8> {
+    let mut p = ipv4_tcp(src, dst, 20, payload.len());
+    p[20..22].copy_from_slice(&ports.0.to_be_bytes());
+    p[22..24].copy_from_slice(&ports.1.to_be_bytes());
+    p[40..].copy_from_slice(payload);
+    p
+}
+
+fn down_v4(ip: &[u8]) -> Vec<u8> {
+    frame(ROUTER, DEVICE, 0x0800, ip)
+}
+
+/// The start of a ClientHello record: handshake, TLS 1.0 record version, length, type 1.
+fn client_hello_like(len: usize) -> Vec<u8> {
+    let mut p = vec![0x16, 0x03, 0x01];
+    p.extend_from_slice(&((len - 5) as u16).to_be_bytes());
+    p.push(0x01);
+    p.extend((6..len).map(|i| i as u8));
+    p
+}
+
+fn v4(addr: &[u8; 16]) -> Ipv4Addr {
+    Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])
+}
+
+#[test]
+fn dns_answers_to_a_device_are_copied_even_from_the_router() {
+    let mut k = Kernel::new();
+    k.add_local("192.168.50.0/24");
+    let answer: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+    let f = down_v4(&ipv4_udp_to(ROUTER_V4, PHONE_V4, (53, 40000), &answer));
+    assert_eq!(k.ingress(&f), PASS);
+    let records = k.sniffed();
+    assert_eq!(records.len(), 1);
+    let (h, data) = &records[0];
+    assert_eq!(h.kind, SNIFF_DNS_RESPONSE);
+    assert_eq!((h.mac, h.family, h.protocol), (DEVICE, FAMILY_V4, 17));
+    assert_eq!((h.src_port, h.dst_port), (53, 40000));
+    assert_eq!((v4(&h.src), v4(&h.dst)), (ROUTER_V4, PHONE_V4));
+    assert_eq!((h.payload_len, h.captured), (300, 300));
+    assert_eq!(data, &answer);
+    let s = k.stats(DIRECTION_INGRESS);
+    assert_eq!((s.local, s.sniffed, s.sniff_drops), (1, 1, 0), "still local, not a destination");
+    // Not from port 53: nothing copied.
+    let f = down_v4(&ipv4_udp_to(ROUTER_V4, PHONE_V4, (5353, 40000), &answer));
+    k.ingress(&f);
+    assert!(k.sniffed().is_empty());
+}
+
+#[test]
+fn a_long_dns_answer_is_cut_at_the_record_size() {
+    let mut k = Kernel::new();
+    let answer = vec![0x5a; 3000];
+    let f = down_v4(&ipv4_udp_to(RESOLVER_V4, PHONE_V4, (53, 40000), &answer));
+    k.ingress(&f);
+    let records = k.sniffed();
+    assert_eq!(records.len(), 1);
+    let (h, data) = &records[0];
+    assert_eq!((h.payload_len, h.captured), (3000, SNIFF_DATA_MAX as u32));
+    assert_eq!(data.len(), SNIFF_DATA_MAX);
+}
+
+#[test]
+fn dns_queries_are_copied_only_when_they_leave_the_network() {
+    let mut k = Kernel::new();
+    k.add_local("192.168.50.0/24");
+    let query = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    k.egress(&up_v4(&ipv4_udp_to(PHONE_V4, ROUTER_V4, (40000, 53), &query)));
+    assert!(k.sniffed().is_empty(), "a query to the router's resolver is not a bypass");
+    k.egress(&up_v4(&ipv4_udp_to(PHONE_V4, RESOLVER_V4, (40000, 53), &query)));
+    // Twice: the second one takes the known-flow path.
+    k.egress(&up_v4(&ipv4_tcp_to(PHONE_V4, RESOLVER_V4, (40001, 53), &query)));
+    // A TCP segment without payload (the handshake) is no query.
+    k.egress(&up_v4(&ipv4_tcp_to(PHONE_V4, RESOLVER_V4, (40001, 53), &[])));
+    let records = k.sniffed();
+    assert_eq!(records.len(), 2);
+    for (h, data) in &records {
+        assert_eq!(h.kind, SNIFF_DNS_QUERY);
+        assert_eq!((v4(&h.src), v4(&h.dst), h.dst_port), (PHONE_V4, RESOLVER_V4, 53));
+        assert!(data.is_empty(), "queries carry no payload");
+    }
+    assert_eq!((records[0].0.protocol, records[1].0.protocol), (17, 6));
+}
+
+#[test]
+fn client_hellos_are_recognised_by_their_first_bytes() {
+    let mut k = Kernel::new();
+    let hello = client_hello_like(517);
+    k.egress(&up_v4(&ipv4_tcp_to(PHONE_V4, SERVER_V4, (40000, 443), &hello)));
+    // Application data, an alert and a ServerHello-shaped payload are not copied.
+    for not_hello in [[0x17, 0x03, 0x03, 0, 10, 0x01], [0x15, 0x03, 0x03, 0, 2, 0x01], [0x16, 0x03, 0x03, 0, 10, 0x02]] {
+        k.egress(&up_v4(&ipv4_tcp_to(PHONE_V4, SERVER_V4, (40000, 443), &not_hello)));
+    }
+    // Nor a ClientHello the router sends a device (wrong direction).
+    k.ingress(&down_v4(&ipv4_tcp_to(SERVER_V4, PHONE_V4, (443, 40000), &hello)));
+    let records = k.sniffed();
+    assert_eq!(records.len(), 1);
+    let (h, data) = &records[0];
+    assert_eq!(h.kind, SNIFF_TLS_HELLO);
+    assert_eq!((h.dst_port, h.payload_len, h.captured), (443, 517, 517));
+    assert_eq!(data, &hello);
+}
+
+#[test]
+fn dhcp_requests_are_copied_though_broadcast() {
+    let mut k = Kernel::new();
+    k.add_local("255.255.255.255/32");
+    let request: Vec<u8> = vec![1; 300];
+    let ip = ipv4_udp_to(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, (68, 67), &request);
+    k.egress(&frame(DEVICE, [0xff; 6], 0x0800, &ip));
+    let records = k.sniffed();
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].0.kind, records[0].0.mac), (SNIFF_DHCP, DEVICE));
+    assert_eq!(records[0].1, request);
+    assert_eq!(k.stats(DIRECTION_EGRESS).local, 1);
+}
+
+#[test]
+fn a_full_ring_drops_records_and_counts_them_but_never_the_bytes() {
+    // One page holds one full record.
+    let mut k = Kernel::with_ring(4096);
+    let answer = vec![0x5a; 100];
+    let f = down_v4(&ipv4_udp_to(RESOLVER_V4, PHONE_V4, (53, 40000), &answer));
+    for _ in 0..5 {
+        assert_eq!(k.ingress(&f), PASS);
+    }
+    let s = k.stats(DIRECTION_INGRESS);
+    assert_eq!((s.counted, s.sniffed, s.sniff_drops), (5, 1, 4));
+    assert_eq!(k.sniffed().len(), 1);
+    assert_counts(k.flow(DIRECTION_INGRESS, IpAddr::V4(RESOLVER_V4)), 5 * 128, 5, "resolver");
 }
