@@ -71,6 +71,12 @@ pub struct Cli {
     #[arg(long, value_name = "MODE", value_enum)]
     pub attach: Option<crate::config::AttachPolicy>,
 
+    /// How to label a destination whose name is known from DNS or TLS: domain (the registrable
+    /// domain, e.g. example.co.uk), host (the full host name) or address (names unused).
+    /// Overrides `destination_label` [default: domain].
+    #[arg(long, value_name = "MODE", value_enum)]
+    pub destination_label: Option<crate::config::LabelMode>,
+
     /// Check the configuration file and flags, print the effective settings as TOML, and exit
     /// (status 0 if valid).
     #[arg(long)]
@@ -95,6 +101,7 @@ impl Cli {
             local_prefixes: list(&self.local_prefixes),
             flow_map_entries: self.flow_map_entries,
             attach: self.attach,
+            destination_label: self.destination_label,
         }
     }
 
@@ -163,6 +170,8 @@ mod tests {
             "fd00::/8",
             "--flow-map-entries",
             "1024",
+            "--destination-label",
+            "host",
             "--check-config",
             "--log-level",
             "debug",
@@ -184,6 +193,7 @@ mod tests {
                 ]),
                 flow_map_entries: Some(1024),
                 attach: None,
+                destination_label: Some(crate::config::LabelMode::Host),
             }
         );
     }
@@ -206,13 +216,19 @@ mod tests {
             ),
             (&["--flow-map-entries=-1"], "'--flow-map-entries <N>'"),
             (&["--flow-map-entries", "many"], "'--flow-map-entries <N>'"),
+            (
+                &["--destination-label", "fqdn"],
+                "invalid value 'fqdn' for '--destination-label <MODE>'",
+            ),
         ];
         for (args, expected) in cases {
             let err = parse_error(args);
             assert!(
                 matches!(
                     err.kind(),
-                    ErrorKind::ValueValidation | ErrorKind::UnknownArgument
+                    ErrorKind::ValueValidation
+                        | ErrorKind::InvalidValue
+                        | ErrorKind::UnknownArgument
                 ),
                 "{args:?}: {err}"
             );
@@ -234,6 +250,7 @@ mod tests {
             "`poll_interval`",
             "`local_prefixes`",
             "`flow_map_entries`",
+            "`destination_label`",
         ] {
             assert!(help.contains(key), "help does not mention {key}:\n{help}");
         }

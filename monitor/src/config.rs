@@ -20,15 +20,28 @@
 //! local_prefixes = ["10.8.0.0/24", "fd00::/8"]   # also "local", besides the interfaces' own
 //! flow_map_entries = 65536         # (device, destination) LRU map capacity, 16 to 16777216
 //! device_map_entries = 4096        # per-device totals map capacity, 16 to 1048576
+//! max_destinations_per_device = 1024   # destinations listed per device, 16 to 1048576
+//! attach = "auto"                  # auto, tcx or clsact
+//! destination_label = "domain"     # a named destination's label: domain, host or address
+//! sniff_ring_bytes = 1048576       # DNS/TLS/DHCP ring buffer, a power of two, 64 KiB to 256 MiB
+//! [names]                          # naming destinations from DNS answers and TLS ClientHellos
+//! dns_grace = "1m"                 # a DNS name outlives its TTL by this much; 0s to 1d
+//! tls_ttl = "1h"                   # how long a TLS server name labels its address; 1s to 7d
+//! max_names_per_device = 4096      # (address -> name) bindings kept per device, 16 to 1048576
+//! public_resolvers = ["1.1.1.1", "2606:4700:4700::1111"]   # DoH to these is resolver bypass
+//! [[leases]]                       # DHCP lease files that name devices; repeat for several
+//! format = "dnsmasq"               # dnsmasq, odhcpd, odhcpd-hosts, isc-dhcpd or kea-csv
+//! path = "/tmp/dhcp.leases"        # absolute; need not exist yet
 //! [devices]                        # names for MAC addresses
 //! "00:16:3e:00:00:01" = "phone"
 //! "00:16:3e:00:00:02" = { name = "laptop" }
+//! "00:16:3e:00:00:03" = { name = "doorbell", group = "iot" }
 //! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -60,11 +73,79 @@ pub const DEVICE_MAP_ENTRIES_RANGE: RangeInclusive<u32> = 16..=1_048_576;
 pub const DEFAULT_MAX_DESTINATIONS_PER_DEVICE: u32 = 1_024;
 /// Allowed `max_destinations_per_device`.
 pub const MAX_DESTINATIONS_PER_DEVICE_RANGE: RangeInclusive<u32> = 16..=1_048_576;
-/// Longest device name, in characters: names become Prometheus label values, which should stay
-/// short.
+/// Default `sniff_ring_bytes`: 1 MiB, room for about a thousand 1 KiB records between two
+/// reads by the agent.
+pub const DEFAULT_SNIFF_RING_BYTES: u32 = 1 << 20;
+/// Allowed `sniff_ring_bytes`; the kernel also requires a power of two (a multiple of the page
+/// size, which every power of two from 64 KiB is).
+pub const SNIFF_RING_BYTES_RANGE: RangeInclusive<u32> = 65_536..=268_435_456;
+/// Default `names.dns_grace`.
+pub const DEFAULT_DNS_GRACE: Duration = Duration::from_secs(60);
+/// Allowed `names.dns_grace`: past a day, a stale name is more likely wrong than useful.
+pub const DNS_GRACE_RANGE: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(86_400);
+/// Default `names.tls_ttl`.
+pub const DEFAULT_TLS_TTL: Duration = Duration::from_secs(3_600);
+/// Allowed `names.tls_ttl`.
+pub const TLS_TTL_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(7 * 86_400);
+/// Default `names.max_names_per_device`.
+pub const DEFAULT_MAX_NAMES_PER_DEVICE: u32 = 4_096;
+/// Allowed `names.max_names_per_device`.
+pub const MAX_NAMES_PER_DEVICE_RANGE: RangeInclusive<u32> = 16..=1_048_576;
+/// Default `names.public_resolvers`: the well-known public DNS resolvers that also answer DNS
+/// over HTTPS, so a device using them bypasses the router's resolver (and its names).
+pub const DEFAULT_PUBLIC_RESOLVERS: &[IpAddr] = &[
+    // Google
+    v4(8, 8, 8, 8),
+    v4(8, 8, 4, 4),
+    v6([0x2001, 0x4860, 0x4860, 0, 0, 0, 0, 0x8888]),
+    v6([0x2001, 0x4860, 0x4860, 0, 0, 0, 0, 0x8844]),
+    // Cloudflare
+    v4(1, 1, 1, 1),
+    v4(1, 0, 0, 1),
+    v6([0x2606, 0x4700, 0x4700, 0, 0, 0, 0, 0x1111]),
+    v6([0x2606, 0x4700, 0x4700, 0, 0, 0, 0, 0x1001]),
+    // Quad9
+    v4(9, 9, 9, 9),
+    v4(149, 112, 112, 112),
+    v6([0x2620, 0xfe, 0, 0, 0, 0, 0, 0xfe]),
+    v6([0x2620, 0xfe, 0, 0, 0, 0, 0, 0x9]),
+    // OpenDNS
+    v4(208, 67, 222, 222),
+    v4(208, 67, 220, 220),
+    v6([0x2620, 0x119, 0x35, 0, 0, 0, 0, 0x35]),
+    v6([0x2620, 0x119, 0x53, 0, 0, 0, 0, 0x53]),
+    // AdGuard
+    v4(94, 140, 14, 14),
+    v4(94, 140, 15, 15),
+    v6([0x2a10, 0x50c0, 0, 0, 0, 0, 0xad1, 0xff]),
+    v6([0x2a10, 0x50c0, 0, 0, 0, 0, 0xad2, 0xff]),
+    // CleanBrowsing
+    v4(185, 228, 168, 9),
+    v4(185, 228, 169, 9),
+    // Control D
+    v4(76, 76, 2, 0),
+    v4(76, 76, 10, 0),
+    // Mullvad
+    v4(194, 242, 2, 2),
+    v6([0x2a07, 0xe340, 0, 0, 0, 0, 0, 0x2]),
+];
+/// Longest device name or group, in characters: they become Prometheus label values, which
+/// should stay short.
 pub const DEVICE_NAME_MAX_CHARS: usize = 64;
 /// Longest interface name the kernel accepts (`IFNAMSIZ` less the NUL).
 pub const IFACE_NAME_MAX_BYTES: usize = 15;
+
+/// `v4` and `v6` let [`DEFAULT_PUBLIC_RESOLVERS`] be a `const` that reads like the addresses.
+const fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+const fn v6(s: [u16; 8]) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(
+        s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7],
+    ))
+}
 
 /// The effective configuration: file and flags merged, defaults filled in, every value checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,8 +169,127 @@ pub struct Config {
     pub max_destinations_per_device: u32,
     /// How the programs are attached to the LAN interfaces.
     pub attach: AttachPolicy,
+    /// How a destination whose name is known is labelled.
+    pub destination_label: LabelMode,
+    /// Size of the kernel ring buffer that carries DNS answers, TLS ClientHellos and DHCP
+    /// requests to the agent: a power of two within [`SNIFF_RING_BYTES_RANGE`]. Too small, and
+    /// a burst of lookups drops names.
+    pub sniff_ring_bytes: u32,
+    /// How destinations get their names: the `[names]` table.
+    pub names: NamesConfig,
+    /// DHCP lease files that name devices and their addresses, in the order given; no two with
+    /// the same path.
+    pub leases: Vec<LeaseSource>,
     /// Names the user gave to devices, by MAC address; never a multicast address.
     pub devices: BTreeMap<MacAddr, DeviceConfig>,
+}
+
+/// How a destination is labelled once its name is known (from a DNS answer or a TLS
+/// ClientHello); a destination without a name is always labelled by its address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelMode {
+    /// The registrable domain (`example.co.uk` for `img.cdn.example.co.uk`): one series per
+    /// service rather than one per CDN host, which keeps cardinality low.
+    #[default]
+    Domain,
+    /// The full host name, as resolved or sent in the ClientHello.
+    Host,
+    /// The address alone: names are not used for labels.
+    Address,
+}
+
+impl LabelMode {
+    /// The value as written in the file and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Domain => "domain",
+            Self::Host => "host",
+            Self::Address => "address",
+        }
+    }
+}
+
+/// The `[names]` table: how long names learnt from the traffic stay bound to addresses, and
+/// which resolvers count as a way around the router's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamesConfig {
+    /// How long past a DNS record's TTL its name still labels the address: devices keep using
+    /// an address after the TTL has run out, and a fresh lookup may never come.
+    pub dns_grace: Duration,
+    /// How long a name read from a TLS ClientHello (SNI) labels the server's address for the
+    /// device that sent it.
+    pub tls_ttl: Duration,
+    /// Bound on the (address -> name) bindings remembered per device; the oldest go first.
+    pub max_names_per_device: u32,
+    /// Public DNS resolvers, without duplicates: HTTPS (port 443) to one of them is DNS over
+    /// HTTPS, reported as resolver bypass. Empty means none.
+    pub public_resolvers: Vec<IpAddr>,
+}
+
+impl Default for NamesConfig {
+    fn default() -> Self {
+        NamesConfig {
+            dns_grace: DEFAULT_DNS_GRACE,
+            tls_ttl: DEFAULT_TLS_TTL,
+            max_names_per_device: DEFAULT_MAX_NAMES_PER_DEVICE,
+            public_resolvers: DEFAULT_PUBLIC_RESOLVERS.to_vec(),
+        }
+    }
+}
+
+/// One `[[leases]]` entry: a DHCP server's lease file, read for device names and addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSource {
+    /// Which server wrote it, hence how to parse it.
+    pub format: LeaseFormat,
+    /// Absolute path. The file need not exist at start: the agent watches for it, since the
+    /// DHCP server may start later or write it on its first lease.
+    pub path: PathBuf,
+}
+
+/// The lease file formats the agent reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LeaseFormat {
+    /// dnsmasq's lease file (`/tmp/dhcp.leases` on OpenWrt).
+    Dnsmasq,
+    /// odhcpd's lease file (its `leasefile` option; `/tmp/hosts/odhcpd` on OpenWrt).
+    Odhcpd,
+    /// A hosts-format file (`ADDRESS NAME` lines), such as odhcpd writes for dnsmasq.
+    OdhcpdHosts,
+    /// ISC dhcpd's `dhcpd.leases`.
+    IscDhcpd,
+    /// Kea's memfile lease database (`kea-leases4.csv`, `kea-leases6.csv`).
+    KeaCsv,
+}
+
+impl LeaseFormat {
+    /// Every format, in the order the documentation lists them.
+    pub const ALL: [LeaseFormat; 5] = [
+        Self::Dnsmasq,
+        Self::Odhcpd,
+        Self::OdhcpdHosts,
+        Self::IscDhcpd,
+        Self::KeaCsv,
+    ];
+
+    /// The value as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dnsmasq => "dnsmasq",
+            Self::Odhcpd => "odhcpd",
+            Self::OdhcpdHosts => "odhcpd-hosts",
+            Self::IscDhcpd => "isc-dhcpd",
+            Self::KeaCsv => "kea-csv",
+        }
+    }
+}
+
+impl fmt::Display for LeaseFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How the TC programs are attached: `auto` takes TCX where the kernel has it (6.6 and later)
@@ -122,6 +322,9 @@ pub struct DeviceConfig {
     /// The `device` label value: 1 to 64 characters, no control characters. Two MAC addresses
     /// may share a name (a laptop's Wi-Fi and Ethernet).
     pub name: String,
+    /// A group the device belongs to (`"iot"`, `"kids"`), so that several devices can be
+    /// selected together; the same rules as the name.
+    pub group: Option<String>,
 }
 
 /// Values given on the command line; each one, when set, wins over the file.
@@ -141,6 +344,8 @@ pub struct Overrides {
     pub flow_map_entries: Option<u32>,
     /// `--attach`.
     pub attach: Option<AttachPolicy>,
+    /// `--destination-label`.
+    pub destination_label: Option<LabelMode>,
 }
 
 /// Why the configuration could not be loaded. Each variant displays as one line.
@@ -335,6 +540,13 @@ impl Config {
                 .max_destinations_per_device
                 .unwrap_or(DEFAULT_MAX_DESTINATIONS_PER_DEVICE),
             attach: overrides.attach.or(file.attach).unwrap_or_default(),
+            destination_label: overrides
+                .destination_label
+                .or(file.destination_label)
+                .unwrap_or_default(),
+            sniff_ring_bytes: file.sniff_ring_bytes.unwrap_or(DEFAULT_SNIFF_RING_BYTES),
+            names: file.names.into_config(),
+            leases: file.leases,
             devices: file.devices,
         })
     }
@@ -355,14 +567,14 @@ impl Config {
             let items: Vec<String> = items.iter().map(|i| quoted(&i.to_string())).collect();
             format!("[{}]", items.join(", "))
         }
+        fn duration(d: Duration) -> String {
+            quoted(&humantime::format_duration(d).to_string())
+        }
 
         let mut lines = vec![
             format!("lan = {}", list(&self.lan)),
             format!("listen = {}", quoted(&self.listen.to_string())),
-            format!(
-                "poll_interval = {}",
-                quoted(&humantime::format_duration(self.poll_interval).to_string())
-            ),
+            format!("poll_interval = {}", duration(self.poll_interval)),
             format!("local_prefixes = {}", list(&self.local_prefixes)),
             format!("flow_map_entries = {}", self.flow_map_entries),
             format!("device_map_entries = {}", self.device_map_entries),
@@ -371,14 +583,46 @@ impl Config {
                 self.max_destinations_per_device
             ),
             format!("attach = {}", quoted(self.attach.as_str())),
+            format!(
+                "destination_label = {}",
+                quoted(self.destination_label.as_str())
+            ),
+            format!("sniff_ring_bytes = {}", self.sniff_ring_bytes),
             String::new(),
-            "[devices]".to_owned(),
+            "[names]".to_owned(),
+            format!("dns_grace = {}", duration(self.names.dns_grace)),
+            format!("tls_ttl = {}", duration(self.names.tls_ttl)),
+            format!("max_names_per_device = {}", self.names.max_names_per_device),
         ];
-        lines.extend(
-            self.devices
-                .iter()
-                .map(|(mac, device)| format!("\"{mac}\" = {{ name = {} }}", quoted(&device.name))),
-        );
+        // One address a line: the default list is long.
+        if self.names.public_resolvers.is_empty() {
+            lines.push("public_resolvers = []".to_owned());
+        } else {
+            lines.push("public_resolvers = [".to_owned());
+            lines.extend(
+                self.names
+                    .public_resolvers
+                    .iter()
+                    .map(|addr| format!("    {},", quoted(&addr.to_string()))),
+            );
+            lines.push("]".to_owned());
+        }
+        for lease in &self.leases {
+            lines.extend([
+                String::new(),
+                "[[leases]]".to_owned(),
+                format!("format = {}", quoted(lease.format.as_str())),
+                format!("path = {}", quoted(&lease.path.display().to_string())),
+            ]);
+        }
+        lines.extend([String::new(), "[devices]".to_owned()]);
+        lines.extend(self.devices.iter().map(|(mac, device)| {
+            let group = match &device.group {
+                Some(group) => format!(", group = {}", quoted(group)),
+                None => String::new(),
+            };
+            format!("\"{mac}\" = {{ name = {}{group} }}", quoted(&device.name))
+        }));
         lines.join("\n") + "\n"
     }
 }
@@ -404,8 +648,50 @@ struct FileConfig {
     max_destinations_per_device: Option<u32>,
     #[serde(default)]
     attach: Option<AttachPolicy>,
+    #[serde(default)]
+    destination_label: Option<LabelMode>,
+    #[serde(default, deserialize_with = "de_sniff_ring_bytes")]
+    sniff_ring_bytes: Option<u32>,
+    #[serde(default)]
+    names: FileNames,
+    #[serde(default, deserialize_with = "de_leases")]
+    leases: Vec<LeaseSource>,
     #[serde(default, deserialize_with = "de_devices")]
     devices: BTreeMap<MacAddr, DeviceConfig>,
+}
+
+/// The `[names]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table of naming settings, like [names]"
+)]
+struct FileNames {
+    #[serde(default, deserialize_with = "de_dns_grace")]
+    dns_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "de_tls_ttl")]
+    tls_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "de_max_names_per_device")]
+    max_names_per_device: Option<u32>,
+    #[serde(default, deserialize_with = "de_public_resolvers")]
+    public_resolvers: Option<Vec<Resolver>>,
+}
+
+impl FileNames {
+    fn into_config(self) -> NamesConfig {
+        let defaults = NamesConfig::default();
+        NamesConfig {
+            dns_grace: self.dns_grace.unwrap_or(defaults.dns_grace),
+            tls_ttl: self.tls_ttl.unwrap_or(defaults.tls_ttl),
+            max_names_per_device: self
+                .max_names_per_device
+                .unwrap_or(defaults.max_names_per_device),
+            public_resolvers: match self.public_resolvers {
+                Some(list) => dedup(list.into_iter().map(|Resolver(addr)| addr).collect()),
+                None => defaults.public_resolvers,
+            },
+        }
+    }
 }
 
 /// An error in the file, before it is placed on a line.
@@ -495,11 +781,12 @@ fn locate_top_level_value(src: &str, key: &str) -> Option<Range<usize>> {
         .map(|(_, value)| value.span())
 }
 
-fn dedup(names: Vec<String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(names.len());
-    for name in names {
-        if !out.contains(&name) {
-            out.push(name);
+/// Drops repeated items, keeping the first of each.
+fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
         }
     }
     out
@@ -511,7 +798,11 @@ const EXPECT_DURATION: &str = "a duration like \"1s\" or \"500ms\"";
 const EXPECT_LISTEN: &str = "an address like \"0.0.0.0:9750\" or \"[::]:9750\"";
 const EXPECT_PREFIX: &str = "a prefix like \"10.8.0.0/24\" or \"fd00::/8\"";
 const EXPECT_IFACE: &str = "an interface name like \"br-lan\"";
-const EXPECT_DEVICE: &str = "a device name, or a table like { name = \"phone\" }";
+const EXPECT_DEVICE: &str = "a device name, or a table like { name = \"phone\", group = \"iot\" }";
+const EXPECT_RESOLVER: &str = "an IP address like \"1.1.1.1\" or \"2606:4700:4700::1111\"";
+const EXPECT_LEASE_PATH: &str = "an absolute path like \"/tmp/dhcp.leases\"";
+const EXPECT_LEASE: &str =
+    "a lease file table like { format = \"dnsmasq\", path = \"/tmp/dhcp.leases\" }";
 
 /// Parses a humantime duration (`1s`, `500ms`, `1m 30s`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -552,15 +843,69 @@ pub(crate) fn parse_prefix(s: &str) -> Result<IpNet, String> {
         })
 }
 
+/// Parses one `names.public_resolvers` element: a single address, since a resolver is one
+/// host; a prefix or a port is refused rather than silently reinterpreted.
+fn parse_resolver(s: &str) -> Result<IpAddr, String> {
+    if let Ok(addr) = s.parse::<IpAddr>() {
+        // `::ffff:1.1.1.1` is how some tools write 1.1.1.1; the traffic carries the latter.
+        return Ok(addr.to_canonical());
+    }
+    let why = if s.parse::<IpNet>().is_ok() {
+        "a prefix, not an address; list each resolver's address, like \"1.1.1.1\""
+    } else if s.parse::<SocketAddr>().is_ok() {
+        "has a port; give the address alone, like \"1.1.1.1\" or \"2606:4700:4700::1111\""
+    } else {
+        "expected an IP address like \"1.1.1.1\" or \"2606:4700:4700::1111\""
+    };
+    Err(format!("invalid resolver address {s:?}: {why}"))
+}
+
+/// A lease file must be absolute: the agent's working directory is not something a service
+/// manager promises.
+fn check_lease_path(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "invalid lease file path {s:?}: must be absolute, like \"/tmp/dhcp.leases\""
+        ))
+    }
+}
+
 fn check_poll_interval(interval: Duration) -> Result<Duration, String> {
-    if POLL_INTERVAL_RANGE.contains(&interval) {
-        Ok(interval)
+    check_duration(interval, &POLL_INTERVAL_RANGE)
+}
+
+fn check_duration(d: Duration, range: &RangeInclusive<Duration>) -> Result<Duration, String> {
+    if range.contains(&d) {
+        Ok(d)
     } else {
         Err(format!(
             "{} is out of range: allowed {} to {}",
-            humantime::format_duration(interval),
-            humantime::format_duration(*POLL_INTERVAL_RANGE.start()),
-            humantime::format_duration(*POLL_INTERVAL_RANGE.end()),
+            humantime::format_duration(d),
+            humantime::format_duration(*range.start()),
+            humantime::format_duration(*range.end()),
+        ))
+    }
+}
+
+/// The kernel only makes ring buffers whose size is a power of two; suggesting the two nearest
+/// saves the user the arithmetic.
+fn check_sniff_ring_bytes(n: i64) -> Result<u32, String> {
+    let range = &SNIFF_RING_BYTES_RANGE;
+    let allowed = format!("powers of two from {} to {}", range.start(), range.end());
+    let n = u32::try_from(n)
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| format!("{n} is out of range: allowed {allowed}"))?;
+    if n.is_power_of_two() {
+        Ok(n)
+    } else {
+        let below = 1 << n.ilog2();
+        Err(format!(
+            "{n} is not a power of two: use {below} or {} (allowed {allowed})",
+            below * 2
         ))
     }
 }
@@ -599,35 +944,42 @@ fn check_iface_name(name: &str) -> Result<(), String> {
 }
 
 fn check_device_name(name: &str) -> Result<String, String> {
-    let why = if name.is_empty() {
+    check_label_value("device name", name)
+}
+
+fn check_device_group(group: &str) -> Result<String, String> {
+    check_label_value("device group", group)
+}
+
+/// Rules for values the user writes that become Prometheus label values.
+fn check_label_value(what: &str, value: &str) -> Result<String, String> {
+    let why = if value.is_empty() {
         "must not be empty".to_owned()
-    } else if name.chars().count() > DEVICE_NAME_MAX_CHARS {
+    } else if value.chars().count() > DEVICE_NAME_MAX_CHARS {
         format!("longer than {DEVICE_NAME_MAX_CHARS} characters")
-    } else if name.chars().any(char::is_control) {
+    } else if value.chars().any(char::is_control) {
         "must not contain control characters".to_owned()
     } else {
-        return Ok(name.to_owned());
+        return Ok(value.to_owned());
     };
-    Err(format!("invalid device name {name:?}: {why}"))
+    Err(format!("invalid {what} {value:?}: {why}"))
 }
 
 // Deserialization glue.
 
 /// Deserializes a string with `parse`, so its error carries the value's span and key.
-fn de_str<'de, D, T>(
-    deserializer: D,
-    expecting: &'static str,
-    parse: fn(&str) -> Result<T, String>,
-) -> Result<T, D::Error>
+fn de_str<'de, D, T, P>(deserializer: D, expecting: &'static str, parse: P) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
+    P: FnOnce(&str) -> Result<T, String>,
 {
-    struct StrVisitor<T> {
+    struct StrVisitor<T, P> {
         expecting: &'static str,
-        parse: fn(&str) -> Result<T, String>,
+        parse: P,
+        value: PhantomData<fn() -> T>,
     }
 
-    impl<T> Visitor<'_> for StrVisitor<T> {
+    impl<T, P: FnOnce(&str) -> Result<T, String>> Visitor<'_> for StrVisitor<T, P> {
         type Value = T;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -639,7 +991,11 @@ where
         }
     }
 
-    deserializer.deserialize_str(StrVisitor { expecting, parse })
+    deserializer.deserialize_str(StrVisitor {
+        expecting,
+        parse,
+        value: PhantomData,
+    })
 }
 
 fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
@@ -653,21 +1009,41 @@ fn de_poll_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>,
     .map(Some)
 }
 
-fn de_entries<'de, D: Deserializer<'de>>(
-    deserializer: D,
-    range: &'static RangeInclusive<u32>,
-) -> Result<u32, D::Error> {
-    struct EntriesVisitor(&'static RangeInclusive<u32>);
+fn de_dns_grace<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_str(d, EXPECT_DURATION, |s| {
+        parse_duration(s).and_then(|d| check_duration(d, &DNS_GRACE_RANGE))
+    })
+    .map(Some)
+}
 
-    impl Visitor<'_> for EntriesVisitor {
+fn de_tls_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_str(d, EXPECT_DURATION, |s| {
+        parse_duration(s).and_then(|d| check_duration(d, &TLS_TTL_RANGE))
+    })
+    .map(Some)
+}
+
+/// Deserializes an integer with `check`, which sees negative and huge values too so that it
+/// can say they are out of range.
+fn de_u32<'de, D, C>(deserializer: D, expecting: String, check: C) -> Result<u32, D::Error>
+where
+    D: Deserializer<'de>,
+    C: FnOnce(i64) -> Result<u32, String>,
+{
+    struct U32Visitor<C> {
+        expecting: String,
+        check: C,
+    }
+
+    impl<C: FnOnce(i64) -> Result<u32, String>> Visitor<'_> for U32Visitor<C> {
         type Value = u32;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "a number from {} to {}", self.0.start(), self.0.end())
+            f.write_str(&self.expecting)
         }
 
         fn visit_i64<E: de::Error>(self, n: i64) -> Result<u32, E> {
-            check_entries(n, self.0).map_err(E::custom)
+            (self.check)(n).map_err(E::custom)
         }
 
         fn visit_u64<E: de::Error>(self, n: u64) -> Result<u32, E> {
@@ -675,7 +1051,28 @@ fn de_entries<'de, D: Deserializer<'de>>(
         }
     }
 
-    deserializer.deserialize_u32(EntriesVisitor(range))
+    deserializer.deserialize_u32(U32Visitor { expecting, check })
+}
+
+fn de_entries<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    range: &'static RangeInclusive<u32>,
+) -> Result<u32, D::Error> {
+    let expecting = format!("a number from {} to {}", range.start(), range.end());
+    de_u32(deserializer, expecting, |n| check_entries(n, range))
+}
+
+fn de_sniff_ring_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let expecting = format!(
+        "a power of two from {} to {}",
+        SNIFF_RING_BYTES_RANGE.start(),
+        SNIFF_RING_BYTES_RANGE.end()
+    );
+    de_u32(d, expecting, check_sniff_ring_bytes).map(Some)
+}
+
+fn de_max_names_per_device<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    de_entries(d, &MAX_NAMES_PER_DEVICE_RANGE).map(Some)
 }
 
 fn de_flow_map_entries<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
@@ -731,6 +1128,106 @@ fn de_lan<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<IfaceName>>, D::
 
 fn de_local_prefixes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Prefix>>, D::Error> {
     de_list(d, "a list of prefixes like [\"10.8.0.0/24\"]").map(Some)
+}
+
+fn de_public_resolvers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Resolver>>, D::Error> {
+    de_list(d, "a list of IP addresses like [\"1.1.1.1\"]").map(Some)
+}
+
+/// An element of `names.public_resolvers`, checked as it is read so the error names
+/// `names.public_resolvers[i]`.
+#[derive(Debug)]
+struct Resolver(IpAddr);
+
+impl<'de> Deserialize<'de> for Resolver {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de_str(d, EXPECT_RESOLVER, |s| parse_resolver(s).map(Resolver))
+    }
+}
+
+/// Reads `[[leases]]` entry by entry, so that a path listed twice is reported at the second
+/// `path`.
+fn de_leases<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<LeaseSource>, D::Error> {
+    struct LeasesVisitor;
+
+    impl<'de> Visitor<'de> for LeasesVisitor {
+        type Value = Vec<LeaseSource>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of tables: [[leases]] with format and path")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut leases = Vec::new();
+            while let Some(lease) = seq.next_element_seed(NewLease(&leases))? {
+                leases.push(lease);
+            }
+            Ok(leases)
+        }
+    }
+
+    d.deserialize_seq(LeasesVisitor)
+}
+
+/// A `[[leases]]` entry whose path is not among those before it.
+struct NewLease<'a>(&'a [LeaseSource]);
+
+impl<'de> DeserializeSeed<'de> for NewLease<'_> {
+    type Value = LeaseSource;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<LeaseSource, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NewLease<'_> {
+    type Value = LeaseSource;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(EXPECT_LEASE)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LeaseSource, A::Error> {
+        /// Read as the key itself, so that an unknown one is reported at its own position.
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "lowercase")]
+        enum Key {
+            Format,
+            Path,
+        }
+
+        let mut format = None;
+        let mut path = None;
+        while let Some(key) = map.next_key()? {
+            match key {
+                Key::Format => format = Some(map.next_value::<LeaseFormat>()?),
+                Key::Path => path = Some(map.next_value_seed(NewLeasePath(self.0))?),
+            }
+        }
+        Ok(LeaseSource {
+            format: format.ok_or_else(|| de::Error::missing_field("format"))?,
+            path: path.ok_or_else(|| de::Error::missing_field("path"))?,
+        })
+    }
+}
+
+/// A lease file's `path`: absolute, and not already read by an earlier entry.
+struct NewLeasePath<'a>(&'a [LeaseSource]);
+
+impl<'de> DeserializeSeed<'de> for NewLeasePath<'_> {
+    type Value = PathBuf;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<PathBuf, D::Error> {
+        de_str(d, EXPECT_LEASE_PATH, |s| {
+            let path = check_lease_path(s)?;
+            match self.0.iter().position(|lease| lease.path == path) {
+                Some(i) => Err(format!(
+                    "lease file {s:?} is already listed at leases[{i}]; each file is read once"
+                )),
+                None => Ok(path),
+            }
+        })
+    }
 }
 
 /// An element of `lan`, checked as it is read so the error names `lan[i]`.
@@ -805,18 +1302,26 @@ impl<'de> DeserializeSeed<'de> for NewDevice<'_> {
     }
 }
 
-/// Accepts the short form `"mac" = "name"` and the table form `"mac" = { name = "name" }`.
+/// Accepts the short form `"mac" = "name"` and the table form
+/// `"mac" = { name = "name", group = "group" }`.
 impl<'de> Deserialize<'de> for DeviceConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct DeviceTable {
-            #[serde(deserialize_with = "de_device_name")]
-            name: String,
+            // Optional here only so that a missing name gets a message saying why it is needed.
+            #[serde(default, deserialize_with = "de_device_name")]
+            name: Option<String>,
+            #[serde(default, deserialize_with = "de_device_group")]
+            group: Option<String>,
         }
 
-        fn de_device_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-            de_str(d, "a device name", check_device_name)
+        fn de_device_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+            de_str(d, "a device name", check_device_name).map(Some)
+        }
+
+        fn de_device_group<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+            de_str(d, "a device group", check_device_group).map(Some)
         }
 
         struct DeviceVisitor;
@@ -830,12 +1335,21 @@ impl<'de> Deserialize<'de> for DeviceConfig {
 
             fn visit_str<E: de::Error>(self, s: &str) -> Result<DeviceConfig, E> {
                 let name = check_device_name(s).map_err(E::custom)?;
-                Ok(DeviceConfig { name })
+                Ok(DeviceConfig { name, group: None })
             }
 
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DeviceConfig, A::Error> {
                 let table = DeviceTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(DeviceConfig { name: table.name })
+                let name = table.name.ok_or_else(|| {
+                    de::Error::custom(
+                        "missing key `name`: a device needs a name, even in a group, \
+                         like { name = \"phone\", group = \"iot\" }",
+                    )
+                })?;
+                Ok(DeviceConfig {
+                    name,
+                    group: table.group,
+                })
             }
         }
 
@@ -876,6 +1390,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     const EXAMPLE: &str = r#"# every key
 lan = ["br-lan", "wlan0"]
 listen = "[::]:9100"
@@ -883,6 +1401,24 @@ poll_interval = "2s 500ms"
 local_prefixes = ["10.8.0.0/24", "fd00::/8"]
 flow_map_entries = 1024
 device_map_entries = 256
+max_destinations_per_device = 512
+attach = "tcx"
+destination_label = "host"
+sniff_ring_bytes = 4194304
+
+[names]
+dns_grace = "5m"
+tls_ttl = "30m"
+max_names_per_device = 128
+public_resolvers = ["1.1.1.1", "2606:4700:4700::1111", "1.1.1.1", "192.0.2.53"]
+
+[[leases]]
+format = "dnsmasq"
+path = "/tmp/dhcp.leases"
+
+[[leases]]
+format = "odhcpd"
+path = "/tmp/hosts/odhcpd"
 
 [devices]
 "00:16:3e:00:00:01" = "phone"
@@ -890,6 +1426,7 @@ device_map_entries = 256
 
 [devices."00:16:3e:00:00:03"]
 name = "laptop"
+group = "family"
 "#;
 
     #[test]
@@ -903,6 +1440,15 @@ name = "laptop"
             device_map_entries: 4_096,
             max_destinations_per_device: 1_024,
             attach: AttachPolicy::Auto,
+            destination_label: LabelMode::Domain,
+            sniff_ring_bytes: 1_048_576,
+            names: NamesConfig {
+                dns_grace: Duration::from_secs(60),
+                tls_ttl: Duration::from_secs(3_600),
+                max_names_per_device: 4_096,
+                public_resolvers: DEFAULT_PUBLIC_RESOLVERS.to_vec(),
+            },
+            leases: vec![],
             devices: BTreeMap::new(),
         };
         assert_eq!(
@@ -926,17 +1472,50 @@ name = "laptop"
         assert_eq!(config.local_prefixes, [net("10.8.0.0/24"), net("fd00::/8")]);
         assert_eq!(config.flow_map_entries, 1024);
         assert_eq!(config.device_map_entries, 256);
-        let devices: Vec<(String, &str)> = config
+        assert_eq!(config.max_destinations_per_device, 512);
+        assert_eq!(config.attach, AttachPolicy::Tcx);
+        assert_eq!(config.destination_label, LabelMode::Host);
+        assert_eq!(config.sniff_ring_bytes, 4 << 20);
+        assert_eq!(
+            config.names,
+            NamesConfig {
+                dns_grace: Duration::from_secs(300),
+                tls_ttl: Duration::from_secs(1_800),
+                max_names_per_device: 128,
+                // In the order given, without the repeated 1.1.1.1.
+                public_resolvers: vec![ip("1.1.1.1"), ip("2606:4700:4700::1111"), ip("192.0.2.53")],
+            }
+        );
+        assert_eq!(
+            config.leases,
+            [
+                LeaseSource {
+                    format: LeaseFormat::Dnsmasq,
+                    path: "/tmp/dhcp.leases".into(),
+                },
+                LeaseSource {
+                    format: LeaseFormat::Odhcpd,
+                    path: "/tmp/hosts/odhcpd".into(),
+                },
+            ]
+        );
+        let devices: Vec<(String, &str, Option<&str>)> = config
             .devices
             .iter()
-            .map(|(mac, device)| (mac.to_string(), device.name.as_str()))
+            .map(|(mac, device)| {
+                (
+                    mac.to_string(),
+                    device.name.as_str(),
+                    device.group.as_deref(),
+                )
+            })
             .collect();
         assert_eq!(
             devices,
             [
-                ("00:16:3e:00:00:01".to_owned(), "phone"),
-                ("00:16:3e:00:00:02".to_owned(), "laptop"),
-                ("00:16:3e:00:00:03".to_owned(), "laptop"),
+                ("00:16:3e:00:00:01".to_owned(), "phone", None),
+                ("00:16:3e:00:00:02".to_owned(), "laptop", None),
+                ("00:16:3e:00:00:03".to_owned(), "laptop", Some("family")),
             ]
         );
         assert_eq!(
@@ -955,9 +1534,11 @@ name = "laptop"
             local_prefixes: Some(vec![net("192.168.100.0/24")]),
             flow_map_entries: Some(16_777_216),
             attach: Some(AttachPolicy::Clsact),
+            destination_label: Some(LabelMode::Address),
         };
         let config = load_ok(EXAMPLE, &flags);
         assert_eq!(config.attach, AttachPolicy::Clsact);
+        assert_eq!(config.destination_label, LabelMode::Address);
         assert_eq!(config.lan, ["eth1"]);
         assert_eq!(config.listen, "127.0.0.1:9750".parse().unwrap());
         assert_eq!(config.poll_interval, Duration::from_millis(100));
@@ -965,6 +1546,9 @@ name = "laptop"
         assert_eq!(config.flow_map_entries, 16_777_216);
         // Keys without a flag keep the file's value.
         assert_eq!(config.device_map_entries, 256);
+        assert_eq!(config.sniff_ring_bytes, 4 << 20);
+        assert_eq!(config.names.max_names_per_device, 128);
+        assert_eq!(config.leases.len(), 2);
         assert_eq!(config.devices.len(), 3);
     }
 
@@ -1041,11 +1625,11 @@ name = "laptop"
             ),
             (
                 "lan = [\"br-lan\"]\npoll_intervall = \"1s\"\n",
-                "/etc/egress-monitor.toml:2:1: poll_intervall: unknown key `poll_intervall`, expected one of `lan`, `listen`, `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `attach`, `devices`",
+                "/etc/egress-monitor.toml:2:1: poll_intervall: unknown key `poll_intervall`, expected one of `lan`, `listen`, `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`",
             ),
             (
-                "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = { name = \"tv\", group = \"media\" }\n",
-                "/etc/egress-monitor.toml:3:38: devices.\"00:16:3e:00:00:01\".group: unknown key `group`, expected `name`",
+                "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = { name = \"tv\", room = \"den\" }\n",
+                "/etc/egress-monitor.toml:3:38: devices.\"00:16:3e:00:00:01\".room: unknown key `room`, expected `name` or `group`",
             ),
             (
                 "lan = [\"br-lan\"]\nflow_map_entries = 8\n",
@@ -1101,7 +1685,7 @@ name = "laptop"
             ),
             (
                 "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = {}\n",
-                r#"/etc/egress-monitor.toml:3:23: devices."00:16:3e:00:00:01": missing key `name`"#,
+                r#"/etc/egress-monitor.toml:3:23: devices."00:16:3e:00:00:01": missing key `name`: a device needs a name, even in a group, like { name = "phone", group = "iot" }"#,
             ),
             (
                 "lan = [\"br-lan\"]\n[devices.\"00:16:3e:00:00:01\"]\nname = 7\n",
@@ -1163,7 +1747,7 @@ name = "laptop"
         assert_eq!(
             err.to_string(),
             "line 2, column 1: foo: unknown key `foo`, expected one of `lan`, `listen`, \
-             `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `attach`, `devices`"
+             `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`"
         );
     }
 
@@ -1448,8 +2032,13 @@ name = "laptop"
             mac("02:00:00:00:00:01"),
             DeviceConfig {
                 name: "Anna's \"phone\" \\ 📱".into(),
+                group: Some("kids' \"toys\" \\ 🧸".into()),
             },
         );
+        config.leases.push(LeaseSource {
+            format: LeaseFormat::KeaCsv,
+            path: "/var/lib/kea/kea-leases \"4\".csv".into(),
+        });
         let text = config.to_toml();
         assert!(
             text.starts_with("lan = [\"br-lan\", \"wlan0\"]\nlisten = \"[::]:9100\"\n"),
@@ -1458,10 +2047,536 @@ name = "laptop"
         assert_eq!(load_ok(&text, &Overrides::default()), config, "{text}");
 
         let minimal = load_ok("lan = [\"br-lan\"]", &Overrides::default());
+        let resolvers: String = WELL_KNOWN_RESOLVERS
+            .iter()
+            .map(|addr| format!("    \"{addr}\",\n"))
+            .collect();
         assert_eq!(
             minimal.to_toml(),
-            "lan = [\"br-lan\"]\nlisten = \"0.0.0.0:9750\"\npoll_interval = \"1s\"\n\
-             local_prefixes = []\nflow_map_entries = 65536\ndevice_map_entries = 4096\nmax_destinations_per_device = 1024\nattach = \"auto\"\n\n[devices]\n"
+            format!(
+                "lan = [\"br-lan\"]\nlisten = \"0.0.0.0:9750\"\npoll_interval = \"1s\"\n\
+                 local_prefixes = []\nflow_map_entries = 65536\ndevice_map_entries = 4096\n\
+                 max_destinations_per_device = 1024\nattach = \"auto\"\n\
+                 destination_label = \"domain\"\nsniff_ring_bytes = 1048576\n\n\
+                 [names]\ndns_grace = \"1m\"\ntls_ttl = \"1h\"\nmax_names_per_device = 4096\n\
+                 public_resolvers = [\n{resolvers}]\n\n[devices]\n"
+            )
+        );
+
+        // The ends of the ranges, and an empty resolver list, read back too.
+        let mut edges = minimal;
+        edges.destination_label = LabelMode::Address;
+        edges.sniff_ring_bytes = *SNIFF_RING_BYTES_RANGE.end();
+        edges.names = NamesConfig {
+            dns_grace: *DNS_GRACE_RANGE.start(),
+            tls_ttl: *TLS_TTL_RANGE.end(),
+            max_names_per_device: *MAX_NAMES_PER_DEVICE_RANGE.start(),
+            public_resolvers: vec![],
+        };
+        let text = edges.to_toml();
+        assert!(text.contains("\npublic_resolvers = []\n"), "{text}");
+        assert_eq!(load_ok(&text, &Overrides::default()), edges, "{text}");
+    }
+
+    /// The default `names.public_resolvers`, as the documentation lists them.
+    const WELL_KNOWN_RESOLVERS: [&str; 26] = [
+        "8.8.8.8",
+        "8.8.4.4",
+        "2001:4860:4860::8888",
+        "2001:4860:4860::8844",
+        "1.1.1.1",
+        "1.0.0.1",
+        "2606:4700:4700::1111",
+        "2606:4700:4700::1001",
+        "9.9.9.9",
+        "149.112.112.112",
+        "2620:fe::fe",
+        "2620:fe::9",
+        "208.67.222.222",
+        "208.67.220.220",
+        "2620:119:35::35",
+        "2620:119:53::53",
+        "94.140.14.14",
+        "94.140.15.15",
+        "2a10:50c0::ad1:ff",
+        "2a10:50c0::ad2:ff",
+        "185.228.168.9",
+        "185.228.169.9",
+        "76.76.2.0",
+        "76.76.10.0",
+        "194.242.2.2",
+        "2a07:e340::2",
+    ];
+
+    #[test]
+    fn default_public_resolvers_are_the_well_known_ones() {
+        let listed: Vec<IpAddr> = WELL_KNOWN_RESOLVERS.iter().map(|a| ip(a)).collect();
+        assert_eq!(DEFAULT_PUBLIC_RESOLVERS, listed);
+        assert_eq!(dedup(listed).len(), DEFAULT_PUBLIC_RESOLVERS.len());
+        assert_eq!(
+            NamesConfig::default().public_resolvers,
+            DEFAULT_PUBLIC_RESOLVERS
+        );
+    }
+
+    #[test]
+    fn destination_label_from_file_and_flag() {
+        // (file line, --destination-label, expected)
+        let cases: &[(&str, Option<LabelMode>, LabelMode)] = &[
+            ("", None, LabelMode::Domain),
+            ("destination_label = \"domain\"", None, LabelMode::Domain),
+            ("destination_label = \"host\"", None, LabelMode::Host),
+            ("destination_label = \"address\"", None, LabelMode::Address),
+            ("", Some(LabelMode::Host), LabelMode::Host),
+            (
+                "destination_label = \"host\"",
+                Some(LabelMode::Address),
+                LabelMode::Address,
+            ),
+        ];
+        for (line, flag, expected) in cases {
+            let src = format!("lan = [\"br-lan\"]\n{line}\n");
+            let flags = Overrides {
+                destination_label: *flag,
+                ..Overrides::default()
+            };
+            assert_eq!(
+                load_ok(&src, &flags).destination_label,
+                *expected,
+                "{src:?}"
+            );
+        }
+
+        let bad: &[(&str, &str)] = &[
+            (
+                "destination_label = \"fqdn\"",
+                "/etc/egress-monitor.toml:2:21: destination_label: unknown variant `fqdn`, expected one of `domain`, `host`, `address`",
+            ),
+            (
+                "destination_label = \"Host\"",
+                "/etc/egress-monitor.toml:2:21: destination_label: unknown variant `Host`, expected one of `domain`, `host`, `address`",
+            ),
+        ];
+        for (line, expected) in bad {
+            let src = format!("lan = [\"br-lan\"]\n{line}\n");
+            assert_eq!(load_err(&src, &Overrides::default()).to_string(), *expected);
+        }
+
+        // The file, the flag and `as_str` spell each mode the same way.
+        for mode in [LabelMode::Domain, LabelMode::Host, LabelMode::Address] {
+            let value = clap::ValueEnum::to_possible_value(&mode).unwrap();
+            assert_eq!(value.get_name(), mode.as_str());
+            let src = format!(
+                "lan = [\"br-lan\"]\ndestination_label = \"{}\"\n",
+                mode.as_str()
+            );
+            assert_eq!(load_ok(&src, &Overrides::default()).destination_label, mode);
+        }
+    }
+
+    #[test]
+    fn sniff_ring_bytes_is_a_power_of_two_in_range() {
+        const RANGE: &str = "allowed powers of two from 65536 to 268435456";
+        // (value as written, the size or the error after "LINE:COL: sniff_ring_bytes: ")
+        let cases: &[(&str, Result<u32, String>)] = &[
+            ("65536", Ok(65_536)),
+            ("131072", Ok(131_072)),
+            ("1048576", Ok(1_048_576)),
+            ("268435456", Ok(268_435_456)),
+            ("32768", Err(format!("32768 is out of range: {RANGE}"))),
+            ("536870912", Err(format!("536870912 is out of range: {RANGE}"))),
+            ("0", Err(format!("0 is out of range: {RANGE}"))),
+            ("-65536", Err(format!("-65536 is out of range: {RANGE}"))),
+            (
+                "99999999999",
+                Err(format!("99999999999 is out of range: {RANGE}")),
+            ),
+            (
+                "1000000",
+                Err(format!(
+                    "1000000 is not a power of two: use 524288 or 1048576 ({RANGE})"
+                )),
+            ),
+            (
+                "65537",
+                Err(format!(
+                    "65537 is not a power of two: use 65536 or 131072 ({RANGE})"
+                )),
+            ),
+            (
+                "268435455",
+                Err(format!(
+                    "268435455 is not a power of two: use 134217728 or 268435456 ({RANGE})"
+                )),
+            ),
+            (
+                "\"1MiB\"",
+                Err(
+                    "invalid type: string \"1MiB\", expected a power of two from 65536 to 268435456"
+                        .to_owned(),
+                ),
+            ),
+        ];
+        for (value, expected) in cases {
+            let src = format!("lan = [\"br-lan\"]\nsniff_ring_bytes = {value}\n");
+            match expected {
+                Ok(n) => assert_eq!(load_ok(&src, &Overrides::default()).sniff_ring_bytes, *n),
+                Err(message) => assert_eq!(
+                    load_err(&src, &Overrides::default()).to_string(),
+                    format!("/etc/egress-monitor.toml:2:20: sniff_ring_bytes: {message}")
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn names_durations_and_bounds() {
+        let defaults = NamesConfig::default();
+        let secs = Duration::from_secs;
+        // ([names] line, (dns_grace, tls_ttl, max_names_per_device) or the whole error)
+        type Case<'a> = (&'a str, Result<(Duration, Duration, u32), &'a str>);
+        let cases: &[Case] = &[
+            ("", Ok((secs(60), secs(3_600), 4_096))),
+            ("dns_grace = \"0s\"", Ok((secs(0), secs(3_600), 4_096))),
+            ("dns_grace = \"90s\"", Ok((secs(90), secs(3_600), 4_096))),
+            ("dns_grace = \"1d\"", Ok((secs(86_400), secs(3_600), 4_096))),
+            ("tls_ttl = \"1s\"", Ok((secs(60), secs(1), 4_096))),
+            ("tls_ttl = \"7d\"", Ok((secs(60), secs(604_800), 4_096))),
+            ("max_names_per_device = 16", Ok((secs(60), secs(3_600), 16))),
+            (
+                "max_names_per_device = 1048576",
+                Ok((secs(60), secs(3_600), 1_048_576)),
+            ),
+            (
+                "dns_grace = \"1d 1s\"",
+                Err(
+                    "/etc/egress-monitor.toml:3:13: names.dns_grace: 1day 1s is out of range: allowed 0s to 1day",
+                ),
+            ),
+            (
+                "dns_grace = \"soon\"",
+                Err(
+                    r#"/etc/egress-monitor.toml:3:13: names.dns_grace: invalid duration "soon": expected a number like "1s" or "500ms""#,
+                ),
+            ),
+            (
+                "dns_grace = 60",
+                Err(
+                    r#"/etc/egress-monitor.toml:3:13: names.dns_grace: invalid type: integer `60`, expected a duration like "1s" or "500ms""#,
+                ),
+            ),
+            (
+                "tls_ttl = \"500ms\"",
+                Err(
+                    "/etc/egress-monitor.toml:3:11: names.tls_ttl: 500ms is out of range: allowed 1s to 7days",
+                ),
+            ),
+            (
+                "tls_ttl = \"0s\"",
+                Err(
+                    "/etc/egress-monitor.toml:3:11: names.tls_ttl: 0s is out of range: allowed 1s to 7days",
+                ),
+            ),
+            (
+                "tls_ttl = \"8d\"",
+                Err(
+                    "/etc/egress-monitor.toml:3:11: names.tls_ttl: 8days is out of range: allowed 1s to 7days",
+                ),
+            ),
+            (
+                "max_names_per_device = 15",
+                Err(
+                    "/etc/egress-monitor.toml:3:24: names.max_names_per_device: 15 is out of range: allowed 16 to 1048576",
+                ),
+            ),
+            (
+                "max_names_per_device = 1048577",
+                Err(
+                    "/etc/egress-monitor.toml:3:24: names.max_names_per_device: 1048577 is out of range: allowed 16 to 1048576",
+                ),
+            ),
+            (
+                "dns_grase = \"1m\"",
+                Err(
+                    "/etc/egress-monitor.toml:3:1: names.dns_grase: unknown key `dns_grase`, expected one of `dns_grace`, `tls_ttl`, `max_names_per_device`, `public_resolvers`",
+                ),
+            ),
+        ];
+        for (line, expected) in cases {
+            let src = format!("lan = [\"br-lan\"]\n[names]\n{line}\n");
+            match expected {
+                Ok((dns_grace, tls_ttl, max_names_per_device)) => assert_eq!(
+                    load_ok(&src, &Overrides::default()).names,
+                    NamesConfig {
+                        dns_grace: *dns_grace,
+                        tls_ttl: *tls_ttl,
+                        max_names_per_device: *max_names_per_device,
+                        ..defaults.clone()
+                    },
+                    "{src:?}"
+                ),
+                Err(message) => {
+                    assert_eq!(load_err(&src, &Overrides::default()).to_string(), *message)
+                }
+            }
+        }
+
+        let err = load_err("lan = [\"br-lan\"]\nnames = 5\n", &Overrides::default());
+        assert_eq!(
+            err.to_string(),
+            "/etc/egress-monitor.toml:2:9: names: invalid type: integer `5`, expected a table of naming settings, like [names]"
+        );
+    }
+
+    #[test]
+    fn public_resolvers_are_single_addresses() {
+        const PREFIX: &str =
+            "a prefix, not an address; list each resolver's address, like \"1.1.1.1\"";
+        const PORT: &str =
+            "has a port; give the address alone, like \"1.1.1.1\" or \"2606:4700:4700::1111\"";
+        const NOT_IP: &str = "expected an IP address like \"1.1.1.1\" or \"2606:4700:4700::1111\"";
+        // (value as written, the list read, or the error after "/etc/egress-monitor.toml:")
+        let cases: &[(&str, Result<&[&str], String>)] = &[
+            ("[]", Ok(&[])),
+            ("[\"1.1.1.1\"]", Ok(&["1.1.1.1"])),
+            (
+                "[\"9.9.9.9\", \"2620:fe::fe\", \"9.9.9.9\", \"2620:FE:0::FE\"]",
+                Ok(&["9.9.9.9", "2620:fe::fe"]),
+            ),
+            // An IPv4-mapped address is the IPv4 address the traffic carries.
+            ("[\"::ffff:1.1.1.1\", \"1.1.1.1\"]", Ok(&["1.1.1.1"])),
+            (
+                "[\"1.1.1.0/24\"]",
+                Err(format!(
+                    "3:21: names.public_resolvers[0]: invalid resolver address \"1.1.1.0/24\": {PREFIX}"
+                )),
+            ),
+            (
+                "[\"1.1.1.1\", \"1.1.1.1/32\"]",
+                Err(format!(
+                    "3:32: names.public_resolvers[1]: invalid resolver address \"1.1.1.1/32\": {PREFIX}"
+                )),
+            ),
+            (
+                "[\"1.1.1.1:53\"]",
+                Err(format!(
+                    "3:21: names.public_resolvers[0]: invalid resolver address \"1.1.1.1:53\": {PORT}"
+                )),
+            ),
+            (
+                "[\"[2606:4700:4700::1111]:443\"]",
+                Err(format!(
+                    "3:21: names.public_resolvers[0]: invalid resolver address \"[2606:4700:4700::1111]:443\": {PORT}"
+                )),
+            ),
+            (
+                "[\"dns.google\"]",
+                Err(format!(
+                    "3:21: names.public_resolvers[0]: invalid resolver address \"dns.google\": {NOT_IP}"
+                )),
+            ),
+            (
+                "[\"1.1.1\"]",
+                Err(format!(
+                    "3:21: names.public_resolvers[0]: invalid resolver address \"1.1.1\": {NOT_IP}"
+                )),
+            ),
+            (
+                "[\"\"]",
+                Err(format!(
+                    "3:21: names.public_resolvers[0]: invalid resolver address \"\": {NOT_IP}"
+                )),
+            ),
+            (
+                "[1]",
+                Err(format!(
+                    "3:21: names.public_resolvers[0]: invalid type: integer `1`, expected {EXPECT_RESOLVER}"
+                )),
+            ),
+            (
+                "\"1.1.1.1\"",
+                Err(
+                    "3:20: names.public_resolvers: invalid type: string \"1.1.1.1\", expected a list of IP addresses like [\"1.1.1.1\"]"
+                        .to_owned(),
+                ),
+            ),
+        ];
+        for (value, expected) in cases {
+            let src = format!("lan = [\"br-lan\"]\n[names]\npublic_resolvers = {value}\n");
+            match expected {
+                Ok(addrs) => {
+                    let addrs: Vec<IpAddr> = addrs.iter().map(|a| ip(a)).collect();
+                    assert_eq!(
+                        load_ok(&src, &Overrides::default()).names.public_resolvers,
+                        addrs,
+                        "{src:?}"
+                    );
+                }
+                Err(message) => assert_eq!(
+                    load_err(&src, &Overrides::default()).to_string(),
+                    format!("/etc/egress-monitor.toml:{message}")
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn lease_files() {
+        // Every format, by the name the file uses.
+        for format in LeaseFormat::ALL {
+            assert_eq!(format.to_string(), format.as_str());
+            let src = format!(
+                "lan = [\"br-lan\"]\n[[leases]]\nformat = \"{format}\"\npath = \"/var/lib/leases\"\n"
+            );
+            assert_eq!(
+                load_ok(&src, &Overrides::default()).leases,
+                [LeaseSource {
+                    format,
+                    path: "/var/lib/leases".into()
+                }]
+            );
+        }
+        let names: Vec<&str> = LeaseFormat::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(
+            names,
+            ["dnsmasq", "odhcpd", "odhcpd-hosts", "isc-dhcpd", "kea-csv"]
+        );
+
+        // In the order given; the inline form works too; the file need not exist.
+        let src = "lan = [\"br-lan\"]\nleases = [\n  { format = \"kea-csv\", path = \"/nonexistent/kea-leases6.csv\" },\n  { path = \"/tmp/dhcp.leases\", format = \"dnsmasq\" },\n]\n";
+        assert_eq!(
+            load_ok(src, &Overrides::default()).leases,
+            [
+                LeaseSource {
+                    format: LeaseFormat::KeaCsv,
+                    path: "/nonexistent/kea-leases6.csv".into(),
+                },
+                LeaseSource {
+                    format: LeaseFormat::Dnsmasq,
+                    path: "/tmp/dhcp.leases".into(),
+                },
+            ]
+        );
+
+        const DNSMASQ: &str = "[[leases]]\nformat = \"dnsmasq\"\npath = \"/tmp/dhcp.leases\"\n";
+        // (what follows `lan = [..]` on line 2, the whole error)
+        let cases: &[(String, &str)] = &[
+            (
+                "[[leases]]\nformat = \"udhcpd\"\npath = \"/tmp/udhcpd.leases\"\n".to_owned(),
+                "/etc/egress-monitor.toml:3:10: leases[0].format: unknown variant `udhcpd`, expected one of `dnsmasq`, `odhcpd`, `odhcpd-hosts`, `isc-dhcpd`, `kea-csv`",
+            ),
+            (
+                "[[leases]]\nformat = \"dnsmasq\"\npath = \"dhcp.leases\"\n".to_owned(),
+                r#"/etc/egress-monitor.toml:4:8: leases[0].path: invalid lease file path "dhcp.leases": must be absolute, like "/tmp/dhcp.leases""#,
+            ),
+            (
+                "[[leases]]\nformat = \"dnsmasq\"\npath = \"\"\n".to_owned(),
+                r#"/etc/egress-monitor.toml:4:8: leases[0].path: invalid lease file path "": must be absolute, like "/tmp/dhcp.leases""#,
+            ),
+            (
+                "[[leases]]\nformat = \"dnsmasq\"\npath = 5\n".to_owned(),
+                r#"/etc/egress-monitor.toml:4:8: leases[0].path: invalid type: integer `5`, expected an absolute path like "/tmp/dhcp.leases""#,
+            ),
+            (
+                format!("{DNSMASQ}[[leases]]\nformat = \"odhcpd\"\npath = \"/tmp/dhcp.leases\"\n"),
+                r#"/etc/egress-monitor.toml:7:8: leases[1].path: lease file "/tmp/dhcp.leases" is already listed at leases[0]; each file is read once"#,
+            ),
+            (
+                // The same file, spelled differently.
+                format!(
+                    "{DNSMASQ}[[leases]]\nformat = \"dnsmasq\"\npath = \"/tmp//dhcp.leases/\"\n"
+                ),
+                r#"/etc/egress-monitor.toml:7:8: leases[1].path: lease file "/tmp//dhcp.leases/" is already listed at leases[0]; each file is read once"#,
+            ),
+            (
+                "[[leases]]\nformat = \"dnsmasq\"\n".to_owned(),
+                "/etc/egress-monitor.toml:2:1: leases[0]: missing key `path`",
+            ),
+            (
+                "[[leases]]\npath = \"/tmp/dhcp.leases\"\n".to_owned(),
+                "/etc/egress-monitor.toml:2:1: leases[0]: missing key `format`",
+            ),
+            (
+                format!("{DNSMASQ}file = \"/tmp/odhcpd\"\n"),
+                "/etc/egress-monitor.toml:5:1: leases[0].file: unknown key `file`, expected `format` or `path`",
+            ),
+            (
+                "leases = \"/tmp/dhcp.leases\"\n".to_owned(),
+                r#"/etc/egress-monitor.toml:2:10: leases: invalid type: string "/tmp/dhcp.leases", expected an array of tables: [[leases]] with format and path"#,
+            ),
+            (
+                "leases = [\"/tmp/dhcp.leases\"]\n".to_owned(),
+                r#"/etc/egress-monitor.toml:2:11: leases[0]: invalid type: string "/tmp/dhcp.leases", expected a lease file table like { format = "dnsmasq", path = "/tmp/dhcp.leases" }"#,
+            ),
+        ];
+        for (rest, expected) in cases {
+            let src = format!("lan = [\"br-lan\"]\n{rest}");
+            assert_eq!(
+                load_err(&src, &Overrides::default()).to_string(),
+                *expected,
+                "{src:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn device_groups() {
+        let longest = "é".repeat(DEVICE_NAME_MAX_CHARS);
+        let too_long = "a".repeat(DEVICE_NAME_MAX_CHARS + 1);
+        // (group as written, the group read, or the error after "devices.\"..\": ")
+        let cases: &[(&str, Result<&str, String>)] = &[
+            ("\"iot\"", Ok("iot")),
+            ("\"Kids' tablets (2)\"", Ok("Kids' tablets (2)")),
+            (&format!("\"{longest}\""), Ok(&longest)),
+            (
+                "\"\"",
+                Err(r#"3:47: devices."00:16:3e:00:00:01".group: invalid device group "": must not be empty"#.to_owned()),
+            ),
+            (
+                &format!("\"{too_long}\""),
+                Err(format!(r#"3:47: devices."00:16:3e:00:00:01".group: invalid device group "{too_long}": longer than 64 characters"#)),
+            ),
+            (
+                "\"i\\to\"",
+                Err(r#"3:47: devices."00:16:3e:00:00:01".group: invalid device group "i\to": must not contain control characters"#.to_owned()),
+            ),
+            (
+                "[\"iot\"]",
+                Err(r#"3:47: devices."00:16:3e:00:00:01".group: invalid type: sequence, expected a device group"#.to_owned()),
+            ),
+        ];
+        for (group, expected) in cases {
+            let src = format!(
+                "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = {{ name = \"cam\", group = {group} }}\n"
+            );
+            match expected {
+                Ok(group) => {
+                    let config = load_ok(&src, &Overrides::default());
+                    assert_eq!(
+                        config.devices[&mac("00:16:3e:00:00:01")],
+                        DeviceConfig {
+                            name: "cam".into(),
+                            group: Some((*group).to_owned()),
+                        }
+                    );
+                }
+                Err(message) => assert_eq!(
+                    load_err(&src, &Overrides::default()).to_string(),
+                    format!("/etc/egress-monitor.toml:{message}")
+                ),
+            }
+        }
+
+        // Without a group, in either form, there is none.
+        let src = "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = \"tv\"\n\"00:16:3e:00:00:02\" = { name = \"tv\" }\n";
+        let config = load_ok(src, &Overrides::default());
+        assert!(config.devices.values().all(|d| d.group.is_none()));
+
+        // A group does not replace the name.
+        let src = "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = { group = \"iot\" }\n";
+        assert_eq!(
+            load_err(src, &Overrides::default()).to_string(),
+            r#"/etc/egress-monitor.toml:3:23: devices."00:16:3e:00:00:01": missing key `name`: a device needs a name, even in a group, like { name = "phone", group = "iot" }"#
         );
     }
 }
