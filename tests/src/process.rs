@@ -85,6 +85,15 @@ impl LabChild {
         lock(&self.shared.child).try_wait().ok().flatten()
     }
 
+    /// Sends `signal` (e.g. SIGSTOP to stall the process, SIGCONT to resume it) if it still runs.
+    pub fn signal(&self, signal: libc::c_int) {
+        if self.is_running() {
+            // SAFETY: kill has no memory-safety preconditions; the child is not reaped yet, so
+            // its pid cannot have been reused.
+            unsafe { libc::kill(self.shared.pid as i32, signal) };
+        }
+    }
+
     /// Sends SIGTERM and waits up to `grace` for a clean exit, then SIGKILLs; returns how it
     /// ended. Use it to test a graceful shutdown.
     pub fn terminate(&self, grace: Duration) -> ExitStatus {

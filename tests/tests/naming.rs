@@ -1,0 +1,349 @@
+//! Naming on the lab's virtual router with real components: dnsmasq hands out leases and answers
+//! DNS, devices ask for names and then send traffic, openssl sends real ClientHellos. The agent
+//! must label devices from the lease file and destinations from what each device resolved,
+//! while every byte stays counted exactly.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use egress_lab::{
+    Lab, OUTSIDE_RESOLVER_V4, ROUTER_LAN_V4, RecordType, SERVERS_V4, SHORT_TTL, SHORT_TTL_NAME,
+    UDP_SINK_PORT,
+    agent::{Agent, Scrape},
+    dns_burst, dns_query, tls_connect, udp_ip_bytes, udp_send,
+};
+
+const PAYLOAD: usize = 700;
+
+fn router() -> IpAddr {
+    IpAddr::V4(ROUTER_LAN_V4)
+}
+
+/// A lab whose router runs dnsmasq (DNS, and DHCP when `dhcp`).
+fn naming_lab(dhcp: bool) -> Lab {
+    Lab::builder()
+        .dnsmasq(true)
+        .dhcp(dhcp)
+        .hostname("phone", "redmi-note-12")
+        .hostname("camera", "ipcam-7f3a")
+        .build()
+}
+
+/// Resolves `name` (A) on the device through the router and returns its first address.
+fn resolve(lab: &Lab, device: &str, name: &str) -> IpAddr {
+    let addrs = dns_query(&lab.device(device).ns, router(), name, RecordType::A, false);
+    *addrs
+        .first()
+        .unwrap_or_else(|| panic!("{name} resolved to nothing"))
+}
+
+/// Sends `count` datagrams of [`PAYLOAD`] bytes from the device to `addr`'s UDP sink; returns
+/// the IP-layer bytes sent.
+fn send(lab: &Lab, device: &str, addr: IpAddr, count: u32) -> u64 {
+    udp_send(
+        &lab.device(device).ns,
+        SocketAddr::new(addr, UDP_SINK_PORT),
+        PAYLOAD,
+        count,
+    );
+    u64::from(count) * udp_ip_bytes(addr.is_ipv4(), PAYLOAD)
+}
+
+fn egress_bytes(s: &Scrape, mac: &str, destination: &str) -> u64 {
+    s.count(
+        "egress_destination_bytes_total",
+        &[
+            ("mac", mac),
+            ("direction", "egress"),
+            ("destination", destination),
+        ],
+    )
+}
+
+/// The destinations of one device and direction, by label.
+fn destinations(s: &Scrape, mac: &str, direction: &str) -> Vec<(String, u64)> {
+    s.matching(
+        "egress_destination_bytes_total",
+        &[("mac", mac), ("direction", direction)],
+    )
+    .filter(|m| m.value > 0.0)
+    .map(|m| (m.labels["destination"].clone(), m.value as u64))
+    .collect()
+}
+
+#[test]
+fn devices_are_named_from_the_real_lease_file_and_renames_are_followed() {
+    let lab = naming_lab(true);
+    let config = format!(
+        "[[leases]]\nformat = \"dnsmasq\"\npath = \"{}\"\n\n[devices]\n\"00:16:3e:00:00:02\" = {{ name = \"work laptop\", group = \"work\" }}\n",
+        lab.lease_file().display()
+    );
+    let agent = Agent::start(&lab, &config, &[]);
+    let phone = lab.device("phone");
+    let sent = send(&lab, "phone", IpAddr::V4(SERVERS_V4[0]), 5);
+    let s = agent.settled();
+    let info = |mac: &str| {
+        let m: Vec<_> = s.matching("egress_device_info", &[("mac", mac)]).collect();
+        assert_eq!(m.len(), 1, "one info series for {mac}: {m:?}");
+        m[0].labels.clone()
+    };
+    let p = info(&phone.mac_string());
+    assert_eq!(
+        (p["device"].as_str(), p["name_source"].as_str(), p["locally_administered"].as_str()),
+        ("redmi-note-12", "lease", "false")
+    );
+    let l = info(&lab.device("laptop").mac_string());
+    assert_eq!(
+        (l["device"].as_str(), l["name_source"].as_str(), l["group"].as_str()),
+        ("work laptop", "config", "work"),
+        "the configuration wins over the lease"
+    );
+    assert_eq!(info(&lab.device("camera").mac_string())["device"], "ipcam-7f3a");
+    assert_eq!(
+        s.count(
+            "egress_device_bytes_total",
+            &[("device", "redmi-note-12"), ("direction", "egress")]
+        ),
+        sent
+    );
+
+    // The API knows the device, its addresses and totals.
+    let (status, body) = agent.get("/api/devices").expect("GET /api/devices");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let device = json["devices"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|d| d["mac"] == phone.mac_string())
+        .expect("the phone is listed")
+        .clone();
+    assert_eq!(device["name"], "redmi-note-12");
+    assert_eq!(device["totals"]["egress"]["bytes"], sent);
+    let addrs: Vec<&str> = device["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        addrs.contains(&phone.ipv4.to_string().as_str()),
+        "{addrs:?}"
+    );
+
+    // The device asks again under a new hostname: dnsmasq rewrites the lease file, the agent
+    // reads it again.
+    lab.renew_dhcp_as("phone", "redmi-renamed");
+    let renamed = egress_lab::wait_until(Duration::from_secs(10), || {
+        agent
+            .scrape()
+            .value(
+                "egress_device_info",
+                &[("mac", &phone.mac_string()), ("device", "redmi-renamed")],
+            )
+            .is_some()
+    });
+    assert!(renamed, "the new hostname never showed:\n{}", agent.log());
+    let s = agent.scrape();
+    assert!(
+        s.count("egress_monitor_lease_file_reads_total", &[]) >= 2,
+        "the file was read again"
+    );
+}
+
+#[test]
+fn traffic_to_a_resolved_server_is_counted_under_the_name_exactly() {
+    let lab = naming_lab(false);
+    let agent = Agent::start(&lab, "destination_label = \"host\"\n", &[]);
+    let mac = lab.device("phone").mac_string();
+    // A name with two CNAMEs before its address: the device asked for the first one.
+    let cdn = resolve(&lab, "phone", "cdn.vendor.example");
+    assert_eq!(cdn, IpAddr::V4(SERVERS_V4[1]));
+    let telemetry = resolve(&lab, "phone", "telemetry.vendor.example");
+    let to_cdn = send(&lab, "phone", cdn, 7);
+    let to_telemetry = send(&lab, "phone", telemetry, 3);
+    // An address the device never resolved keeps its address as label.
+    let unnamed = IpAddr::V4(SERVERS_V4[4]);
+    let to_unnamed = send(&lab, "phone", unnamed, 2);
+    let s = agent.settled();
+    let mut got = destinations(&s, &mac, "egress");
+    got.sort();
+    let mut want = vec![
+        ("cdn.vendor.example".to_owned(), to_cdn),
+        ("telemetry.vendor.example".to_owned(), to_telemetry),
+        (unnamed.to_string(), to_unnamed),
+    ];
+    want.sort();
+    assert_eq!(got, want, "exact bytes under each name; DNS to the router is not a destination");
+    assert!(s.count("egress_monitor_sniff_records_total", &[("kind", "dns_response")]) >= 2);
+    assert_eq!(s.sum("egress_monitor_sniff_parse_errors_total", &[]), 0);
+    assert_eq!(s.sum("egress_resolver_bypass_total", &[]), 0, "the router's resolver is no bypass");
+}
+
+#[test]
+fn two_devices_naming_one_server_differently_each_get_their_own_name() {
+    let lab = naming_lab(false);
+    // Default label: the registrable domain, public-suffix aware.
+    let agent = Agent::start(&lab, "", &[]);
+    let phone_addr = resolve(&lab, "phone", "tracker.ads.example.co.uk");
+    let camera_addr = resolve(&lab, "camera", "api.camera-cloud.example.com.au");
+    assert_eq!(phone_addr, camera_addr, "the zone gives both names one address");
+    let phone_sent = send(&lab, "phone", phone_addr, 4);
+    let camera_sent = send(&lab, "camera", camera_addr, 6);
+    let s = agent.settled();
+    assert_eq!(
+        destinations(&s, &lab.device("phone").mac_string(), "egress"),
+        vec![("example.co.uk".to_owned(), phone_sent)]
+    );
+    assert_eq!(
+        destinations(&s, &lab.device("camera").mac_string(), "egress"),
+        vec![("example.com.au".to_owned(), camera_sent)]
+    );
+    // The API lists the destination with its address and both directions.
+    let mac = lab.device("camera").mac_string();
+    let (status, body) = agent
+        .get(&format!("/api/devices/{mac}/destinations"))
+        .expect("GET destinations");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let dest = &json["destinations"][0];
+    assert_eq!(dest["name"], "example.com.au");
+    assert_eq!(dest["addresses"][0], camera_addr.to_string());
+    assert_eq!(dest["egress"]["bytes"], camera_sent);
+    assert_eq!(dest["ingress"]["bytes"], 0);
+    // A malformed or unknown MAC is a clear error.
+    let (status, body) = agent.get("/api/devices/not-a-mac/destinations").unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not-a-mac"), "{body}");
+    let (status, _) = agent
+        .get("/api/devices/00:16:3e:99:99:99/destinations")
+        .unwrap();
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn a_name_is_dropped_after_its_ttl_and_the_grace_period() {
+    let lab = naming_lab(false);
+    let agent = Agent::start(&lab, "[names]\ndns_grace = \"1s\"\n", &[]);
+    let mac = lab.device("phone").mac_string();
+    let addr = resolve(&lab, "phone", SHORT_TTL_NAME);
+    let named = send(&lab, "phone", addr, 3);
+    let s = agent.settled();
+    assert_eq!(egress_bytes(&s, &mac, "vendor.example"), named);
+    // TTL (2 s) + grace (1 s) later, the same address is only an address again.
+    std::thread::sleep(Duration::from_secs(u64::from(SHORT_TTL) + 2));
+    let unnamed = send(&lab, "phone", addr, 5);
+    let s = agent.settled();
+    assert_eq!(egress_bytes(&s, &mac, "vendor.example"), named, "no byte moves");
+    assert_eq!(egress_bytes(&s, &mac, &addr.to_string()), unnamed);
+    assert_eq!(s.value("egress_monitor_destination_names", &[]), Some(0.0));
+}
+
+#[test]
+fn a_server_contacted_by_address_is_named_from_the_client_hello() {
+    let lab = naming_lab(false);
+    let agent = Agent::start(&lab, "destination_label = \"host\"\n", &[]);
+    let server = IpAddr::V4(SERVERS_V4[4]);
+    let _tls = lab.start_tls_server(server, 443);
+    lab.reset_wan_counters();
+    let outcome = tls_connect(
+        &lab.device("phone").ns,
+        server,
+        443,
+        "hidden-tracker.example.net",
+        2000,
+    );
+    assert!(outcome.handshake, "TLS handshake failed: {}", outcome.output);
+    let wan = lab.wan_count(server);
+    let s = agent.settled();
+    let mac = lab.device("phone").mac_string();
+    assert_eq!(
+        destinations(&s, &mac, "egress"),
+        vec![("hidden-tracker.example.net".to_owned(), wan.rx_bytes)],
+        "every byte of the connection, the handshake before the ClientHello included"
+    );
+    assert_eq!(
+        destinations(&s, &mac, "ingress"),
+        vec![("hidden-tracker.example.net".to_owned(), wan.tx_bytes)]
+    );
+    assert_eq!(
+        s.count("egress_monitor_sniff_records_total", &[("kind", "tls_client_hello")]),
+        1
+    );
+}
+
+#[test]
+fn a_device_that_goes_around_the_router_resolver_is_reported() {
+    let lab = naming_lab(false);
+    // The lab's outside resolver plays a public one.
+    let config = format!("[names]\npublic_resolvers = [\"{OUTSIDE_RESOLVER_V4}\"]\n");
+    let agent = Agent::start(&lab, &config, &["--destination-label", "host"]);
+    let phone = lab.device("phone");
+    let resolver = IpAddr::V4(OUTSIDE_RESOLVER_V4);
+    // Plain DNS to the outside resolver; its answer still names the destination.
+    let addr = dns_query(&phone.ns, resolver, "updates.vendor.example", RecordType::A, false)[0];
+    let sent = send(&lab, "phone", addr, 2);
+    // DNS over TLS, and DNS over HTTPS to a listed resolver.
+    let _dot = lab.start_tls_server(resolver, 853);
+    let _doh = lab.start_tls_server(resolver, 443);
+    assert!(tls_connect(&phone.ns, resolver, 853, "dns.example", 10).handshake);
+    assert!(tls_connect(&phone.ns, resolver, 443, "dns.example", 10).handshake);
+    // The laptop uses the router's resolver: no bypass.
+    resolve(&lab, "laptop", "updates.vendor.example");
+    let s = agent.settled();
+    let bypass = |protocol: &str| {
+        s.count(
+            "egress_resolver_bypass_total",
+            &[
+                ("mac", &phone.mac_string()),
+                ("resolver", &resolver.to_string()),
+                ("protocol", protocol),
+            ],
+        )
+    };
+    assert_eq!((bypass("dns"), bypass("dot"), bypass("doh")), (1, 1, 1));
+    assert_eq!(
+        s.sum(
+            "egress_resolver_bypass_total",
+            &[("mac", &lab.device("laptop").mac_string())]
+        ),
+        0
+    );
+    assert_eq!(egress_bytes(&s, &phone.mac_string(), "updates.vendor.example"), sent);
+}
+
+#[test]
+fn a_burst_of_dns_answers_overflows_the_ring_but_bytes_stay_exact() {
+    let lab = naming_lab(false);
+    // The smallest ring: 64 KiB, about 30 records.
+    let agent = Agent::start(&lab, "sniff_ring_bytes = 65536\n", &[]);
+    let mac = lab.device("phone").mac_string();
+    // The agent stalls (a slow router, a debugger): the kernel goes on counting, and can only
+    // drop what does not fit in the ring.
+    agent.child().signal(libc::SIGSTOP);
+    let answers = dns_burst(
+        &lab.device("phone").ns,
+        router(),
+        &["telemetry.vendor.example", "cdn.vendor.example", "tracker.ads.example.co.uk"],
+        500,
+    );
+    let unnamed = send(&lab, "phone", IpAddr::V4(SERVERS_V4[4]), 10);
+    let named = send(&lab, "phone", IpAddr::V4(SERVERS_V4[0]), 10);
+    agent.child().signal(libc::SIGCONT);
+    let s = agent.settled();
+    let dropped = s.count("egress_monitor_sniff_dropped_total", &[]);
+    let copied = s.count("egress_monitor_sniff_records_total", &[("kind", "dns_response")]);
+    assert!(answers > 100, "the burst got {answers} answers");
+    assert!(dropped > 0, "a stalled agent with a 64 KiB ring must drop records");
+    assert!(copied + dropped >= answers as u64, "{copied} copied + {dropped} dropped < {answers}");
+    assert!(copied > 0 && copied < 40, "{copied} records fit in 64 KiB");
+    // Names from the records that made it (the burst resolved telemetry.vendor.example first).
+    assert_eq!(egress_bytes(&s, &mac, "vendor.example"), named);
+    assert_eq!(egress_bytes(&s, &mac, &SERVERS_V4[4].to_string()), unnamed);
+    assert_eq!(
+        s.count("egress_device_bytes_total", &[("mac", &mac), ("direction", "egress")]),
+        named + unnamed
+    );
+}
