@@ -13,6 +13,8 @@ pub mod mac;
 pub mod metrics;
 pub mod names;
 pub mod naming;
+pub mod neighbours;
+pub mod parsers;
 pub mod poller;
 pub mod prefixes;
 pub mod server;
