@@ -7,22 +7,10 @@
 
 use std::net::IpAddr;
 
-use serde::Deserialize;
-
 use super::normalize_dns_name;
 
-/// How much of a destination's name goes into its label.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LabelMode {
-    /// The registrable domain: the public suffix and one label before it (`example.co.uk`).
-    #[default]
-    Domain,
-    /// The whole host name the device asked for.
-    Host,
-    /// The address only, even when a name is known.
-    Address,
-}
+/// How much of a destination's name goes into its label: the configuration's type.
+pub use crate::config::LabelMode;
 
 /// Names a destination for a metric label, lowercase.
 ///
@@ -151,22 +139,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn mode_deserializes_from_lowercase_and_defaults_to_domain() {
-        #[derive(Deserialize)]
-        struct Doc {
-            #[serde(default)]
-            label: LabelMode,
-        }
-        for (text, want) in [
-            ("label = \"domain\"", LabelMode::Domain),
-            ("label = \"host\"", LabelMode::Host),
-            ("label = \"address\"", LabelMode::Address),
-            ("", LabelMode::Domain),
-        ] {
-            assert_eq!(toml::from_str::<Doc>(text).unwrap().label, want, "{text:?}");
-        }
-        let err = toml::from_str::<Doc>("label = \"Domain\"").err().unwrap();
-        assert!(err.message().contains("unknown variant `Domain`"), "{err}");
-    }
 }

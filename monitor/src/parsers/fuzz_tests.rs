@@ -55,7 +55,7 @@ const LEASE_TEXTS: &[(LeaseFormat, &str)] = &[
         "192.0.2.10\tphone.lan\tphone\n2001:db8::10\tlaptop\n",
     ),
     (
-        LeaseFormat::OdhcpdLeases,
+        LeaseFormat::Odhcpd,
         "# br-lan 00005e005301 ipv4 my-phone 1795813266 c0000265 32 192.0.2.101/32\n\
          # br-lan 000100012c5e100000005e005310 4d2 laptop -1 10 128 2001:db8::10/128\n",
     ),
@@ -82,7 +82,7 @@ const LEASE_TEXTS: &[(LeaseFormat, &str)] = &[
 const ALL_FORMATS: &[LeaseFormat] = &[
     LeaseFormat::Dnsmasq,
     LeaseFormat::OdhcpdHosts,
-    LeaseFormat::OdhcpdLeases,
+    LeaseFormat::Odhcpd,
     LeaseFormat::IscDhcpd,
     LeaseFormat::KeaCsv,
 ];

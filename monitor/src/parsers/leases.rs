@@ -9,11 +9,9 @@
 //! Sources for each format are cited where it is parsed.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
 
 use super::{clean_device_name, parse_hex_bytes};
 use crate::mac::MacAddr;
@@ -35,44 +33,8 @@ const MAX_QUOTE_CHARS: usize = 40;
 /// Nesting deeper than this in an ISC lease file is treated as broken (real files nest 2 deep).
 const MAX_ISC_DEPTH: usize = 8;
 
-/// Which DHCP server wrote a lease file, as the configuration names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum LeaseFormat {
-    /// dnsmasq's `dnsmasq.leases` (`dhcp-leasefile`).
-    #[serde(rename = "dnsmasq")]
-    Dnsmasq,
-    /// The hosts file odhcpd writes for its DHCP clients (OpenWrt `/tmp/hosts/odhcpd*`).
-    #[serde(rename = "odhcpd-hosts")]
-    OdhcpdHosts,
-    /// odhcpd's lease file (OpenWrt `dhcp.odhcpd.leasefile`, e.g. `/tmp/odhcpd.leases`).
-    #[serde(rename = "odhcpd")]
-    OdhcpdLeases,
-    /// ISC dhcpd's `dhcpd.leases` (IPv4 `lease` and IPv6 `ia-na` blocks).
-    #[serde(rename = "isc-dhcpd")]
-    IscDhcpd,
-    /// Kea's memfile lease CSV (`kea-leases4.csv` or `kea-leases6.csv`).
-    #[serde(rename = "kea-csv")]
-    KeaCsv,
-}
-
-impl LeaseFormat {
-    /// The name the configuration uses for this format.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LeaseFormat::Dnsmasq => "dnsmasq",
-            LeaseFormat::OdhcpdHosts => "odhcpd-hosts",
-            LeaseFormat::OdhcpdLeases => "odhcpd",
-            LeaseFormat::IscDhcpd => "isc-dhcpd",
-            LeaseFormat::KeaCsv => "kea-csv",
-        }
-    }
-}
-
-impl fmt::Display for LeaseFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Which DHCP server wrote a lease file: the configuration's type, so the two cannot drift.
+pub use crate::config::LeaseFormat;
 
 /// One lease: some of what the server knows about one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +99,7 @@ pub fn parse(format: LeaseFormat, text: &str) -> Leases {
     match format {
         LeaseFormat::Dnsmasq => parse_dnsmasq(text),
         LeaseFormat::OdhcpdHosts => parse_odhcpd_hosts(text),
-        LeaseFormat::OdhcpdLeases => parse_odhcpd_leases(text),
+        LeaseFormat::Odhcpd => parse_odhcpd_leases(text),
         LeaseFormat::IscDhcpd => parse_isc(text),
         LeaseFormat::KeaCsv => parse_kea(text),
     }
@@ -953,26 +915,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn formats_have_config_names() {
-        #[derive(Deserialize)]
-        struct Doc {
-            format: LeaseFormat,
-        }
-        for format in [
-            LeaseFormat::Dnsmasq,
-            LeaseFormat::OdhcpdHosts,
-            LeaseFormat::OdhcpdLeases,
-            LeaseFormat::IscDhcpd,
-            LeaseFormat::KeaCsv,
-        ] {
-            let doc: Doc = toml::from_str(&format!("format = \"{format}\"")).unwrap();
-            assert_eq!(doc.format, format);
-        }
-        assert_eq!(LeaseFormat::OdhcpdLeases.to_string(), "odhcpd");
-        assert!(toml::from_str::<Doc>("format = \"kea\"").is_err());
-    }
-
-    #[test]
     fn reads_a_real_dnsmasq_lease_file() {
         let leases = parse(LeaseFormat::Dnsmasq, DNSMASQ_LEASES);
         assert_eq!(
@@ -1155,7 +1097,7 @@ not-an-address name
 # br-lan 00005e005306 ipv4 x 1795813266
 garbage here
 ";
-        let got = parse(LeaseFormat::OdhcpdLeases, text);
+        let got = parse(LeaseFormat::Odhcpd, text);
         let t = at(1_795_813_266);
         assert_eq!(
             got.leases,
