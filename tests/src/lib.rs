@@ -21,21 +21,39 @@
 //! assert_eq!(lab.wan_count(to.ip()).rx_bytes, 10 * udp_ip_bytes(true, 100));
 //! ```
 //!
+//! With [`LabBuilder::dnsmasq`] and [`LabBuilder::dhcp`] the lab also names things, as a home
+//! router does: devices get their addresses by DHCP and send hostnames, the router resolves the
+//! lab zone ([`ZONE`]) for them, and an outside resolver lets a device bypass it
+//! ([`dns_query`]); TLS servers and clients ([`Lab::start_tls_server`], [`tls_connect`]) send
+//! real ClientHellos with chosen server names.
+//!
 //! Everything needs root; without it, building a lab panics with a message saying so.
 
 pub mod agent;
 mod counters;
 pub mod demo;
+mod dhcp;
+pub mod dns;
+mod dnsmasq;
 pub mod netns;
 mod process;
+mod scratch;
 mod servers;
+mod tls;
 mod topology;
 mod traffic;
 
 pub use counters::{LinkStats, WAN_TABLE, WanCount, link_stats};
+pub use dhcp::DHCP_LEASE_SECS;
+pub use dns::{
+    DNS_PORT, DnsAnswer, DnsData, DnsRecord, OUTSIDE_RESOLVER_V4, OUTSIDE_RESOLVER_V6, RecordType,
+    ResponseCode, SHORT_TTL, SHORT_TTL_NAME, ZONE, ZONE_TTL, ZoneName, dns_burst, dns_lookup,
+    dns_query, zone_addresses, zone_chain, zone_name,
+};
 pub use netns::{cleanup_stale, exec, exec_ok, require_root, run_in, spawn};
 pub use process::LabChild;
 pub use servers::Servers;
+pub use tls::{TLS_CONNECT_TIMEOUT, TlsOutcome, TlsServer, tls_connect};
 pub use topology::*;
 pub use traffic::{
     MAX_UDP_PAYLOAD, TCP_SINK_PORT, TCP_SOURCE_PORT, TcpCount, TcpSink, TcpSource, UDP_SINK_PORT,

@@ -299,8 +299,8 @@ fn owner_pid(name: &str) -> Option<u32> {
     name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
 }
 
-/// Deletes lab namespaces left behind by processes that no longer exist (a test run killed with
-/// SIGKILL, say), and returns their names. Best effort: failures are printed, not raised.
+/// Deletes lab namespaces (and lab directories) left behind by processes that no longer exist (a
+/// test run killed with SIGKILL, say), and returns the namespaces' names. Best effort: failures are printed, not raised.
 ///
 /// Namespaces of live processes, including other test binaries running right now, are left
 /// alone. A pid that has since been reused by an unrelated process keeps its leftovers until
@@ -312,17 +312,21 @@ pub fn cleanup_stale() -> Vec<String> {
 /// Removes namespaces whose owner is dead, and with `own_too` those named with our own pid:
 /// before this process has made any, those are a dead process's whose pid we now have (common
 /// in containers, where runs get the same pids), and would make our names clash.
+///
+/// The lab directories in `$TMPDIR` of the same owners go too (see [`crate::scratch`]).
 fn remove_stale(own_too: bool) -> Vec<String> {
     let me = std::process::id();
+    let is_stale =
+        |pid: u32| (own_too && pid == me) || !Path::new(&format!("/proc/{pid}")).exists();
     let stale: Vec<String> = list()
         .into_iter()
-        .filter(|name| {
-            owner_pid(name).is_some_and(|pid| {
-                (own_too && pid == me) || !Path::new(&format!("/proc/{pid}")).exists()
-            })
-        })
+        .filter(|name| owner_pid(name).is_some_and(is_stale))
         .collect();
     destroy(&stale);
+    let dirs = crate::scratch::remove_stale(is_stale);
+    if !dirs.is_empty() {
+        eprintln!("egress-lab: removed stale lab directories {dirs:?}");
+    }
     stale
 }
 

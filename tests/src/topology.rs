@@ -8,22 +8,31 @@
 //!                                     (forwarding, IPv4 masquerade on wan0)
 //! ```
 //!
+//! With [`LabBuilder::dnsmasq`], dnsmasq answers DNS on `br-lan` (and with
+//! [`LabBuilder::dhcp`] hands out the devices' IPv4 addresses), and a second dnsmasq in the WAN
+//! namespace plays an outside resolver on 203.0.113.53 and 2001:db8:2::53; see [`crate::dns`].
+//!
 //! Addresses are the same in every lab (they cannot clash: each lab has its own namespaces);
 //! namespace names are unique per lab, so labs can exist side by side in one process and across
 //! processes. Nothing is connected to the host's namespace.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use crate::counters::{self, WanCount};
+use crate::dns::{OUTSIDE_RESOLVER_V4, OUTSIDE_RESOLVER_V6};
 use crate::netns::{self, describe, exec_ok, exec_ok_stdin, ip_batch, sysctl, sysctls};
 use crate::process::LabChild;
+use crate::scratch::ScratchDir;
 use crate::servers::Servers;
+use crate::tls::{self, TlsServer};
 use crate::traffic::wait_until;
+use crate::{dhcp, dnsmasq};
 
 /// The LAN bridge in the router namespace; the agent watches its ports.
 pub const LAN_BRIDGE: &str = "br-lan";
@@ -138,16 +147,23 @@ impl Device {
     }
 }
 
-/// Chooses the devices of a lab; [`LabBuilder::build`] makes it.
+/// Chooses the devices of a lab and what runs on its router; [`LabBuilder::build`] makes it.
 #[derive(Debug, Clone)]
 pub struct LabBuilder {
     devices: Vec<String>,
+    dnsmasq: bool,
+    dhcp: bool,
+    /// DHCP hostnames that differ from the device name, as (device, hostname).
+    hostnames: Vec<(String, String)>,
 }
 
 impl Default for LabBuilder {
     fn default() -> Self {
         LabBuilder {
             devices: DEFAULT_DEVICES.map(str::to_owned).to_vec(),
+            dnsmasq: false,
+            dhcp: false,
+            hostnames: Vec::new(),
         }
     }
 }
@@ -174,13 +190,63 @@ impl LabBuilder {
         self.devices(names)
     }
 
-    /// Creates the namespaces, links, addresses, routes, NAT and counters.
+    /// With `true`, the router runs dnsmasq as the LAN's resolver on `br-lan`'s addresses
+    /// ([`ROUTER_LAN_V4`], [`ROUTER_LAN_V6`], port 53), and the WAN namespace runs a second one,
+    /// the outside resolver ([`OUTSIDE_RESOLVER_V4`], [`OUTSIDE_RESOLVER_V6`]); both serve
+    /// [`crate::ZONE`] and forward nothing. Off by default.
+    pub fn dnsmasq(mut self, on: bool) -> Self {
+        self.dnsmasq = on;
+        self
+    }
+
+    /// With `true` (which implies [`LabBuilder::dnsmasq`]), the router's dnsmasq is also the
+    /// LAN's DHCPv4 server, and each device gets its IPv4 address by running busybox `udhcpc`
+    /// once, sending its hostname ([`LabBuilder::hostname`]), instead of having it set
+    /// statically. The addresses are the same as without DHCP (dnsmasq pins each MAC to
+    /// [`device_ipv4`]); IPv6 stays static. [`LabBuilder::build`] returns once every device has
+    /// its lease and the lease file ([`Lab::lease_file`]) lists it. Off by default.
+    pub fn dhcp(mut self, on: bool) -> Self {
+        self.dhcp = on;
+        if on {
+            self.dnsmasq = true;
+        }
+        self
+    }
+
+    /// The hostname `device` sends in its DHCP requests (option 12), instead of its name.
+    /// Needs [`LabBuilder::dhcp`]; 1-63 printable ASCII characters without spaces (udhcpc stops
+    /// at a space, and the lease file separates its fields with them).
+    ///
+    /// The lease file shows what dnsmasq 2.90 made of it: `a.b` loses its domain part (`a`), and
+    /// a name it finds illegal (`ab$c`, `-x`) is ignored: the lease keeps its previous name, or
+    /// `*`. Case and underscores are kept.
+    pub fn hostname(mut self, device: impl Into<String>, hostname: impl Into<String>) -> Self {
+        let device = device.into();
+        self.hostnames.retain(|(d, _)| *d != device);
+        self.hostnames.push((device, hostname.into()));
+        self
+    }
+
+    /// Creates the namespaces, links, addresses, routes, NAT and counters, and with the options
+    /// dnsmasq and the devices' DHCP leases.
     ///
     /// Panics (after removing whatever it had created) if any step fails, or if not root.
     #[track_caller]
     pub fn build(self) -> Lab {
         netns::require_root("building the lab (network namespaces)");
         validate_names(&self.devices);
+        for (device, hostname) in &self.hostnames {
+            assert!(
+                self.dhcp,
+                "hostname({device:?}, {hostname:?}) needs a DHCP lab: add .dhcp(true)"
+            );
+            assert!(
+                self.devices.contains(device),
+                "hostname({device:?}, ..): no such device (devices: {:?})",
+                self.devices
+            );
+            dhcp::validate_hostname(device, hostname);
+        }
         netns::cleanup_stale_once();
 
         let id = netns::unique_lab_id();
@@ -201,6 +267,18 @@ impl LabBuilder {
                 }
             })
             .collect();
+        let hostnames = self
+            .devices
+            .iter()
+            .map(|name| {
+                let hostname = self
+                    .hostnames
+                    .iter()
+                    .find(|(device, _)| device == name)
+                    .map_or(name, |(_, hostname)| hostname);
+                (name.clone(), hostname.clone())
+            })
+            .collect();
         // From here on, a panic drops `lab`, which removes what was created so far.
         let mut lab = Lab {
             router: format!("{id}-router"),
@@ -209,13 +287,29 @@ impl LabBuilder {
             devices,
             created: Vec::new(),
             children: Mutex::new(Vec::new()),
+            scratch: OnceLock::new(),
+            dns: None,
+            dhcp: self.dhcp,
+            hostnames: Mutex::new(hostnames),
+            tls_cert: OnceLock::new(),
         };
         lab.create_namespaces();
         lab.setup_router();
         lab.setup_wan();
         lab.setup_ports();
         for device in &lab.devices {
-            lab.setup_device(device);
+            lab.setup_device(device, !self.dhcp);
+        }
+        if self.dnsmasq {
+            lab.dns = Some(lab.start_dnsmasq());
+        }
+        if self.dhcp {
+            let clients: Vec<(&Device, String)> = lab
+                .devices
+                .iter()
+                .map(|d| (d, lab.dhcp_hostname(&d.name)))
+                .collect();
+            dhcp::obtain_leases(&lab, &clients, &lab.lease_file());
         }
         // Let the multicast reports that interfaces send when they come up go by (see
         // `quiet_settings`), so that the links are silent until a test sends something.
@@ -258,6 +352,24 @@ pub struct Lab {
     /// Namespaces created so far, for `Drop`.
     created: Vec<String>,
     children: Mutex<Vec<LabChild>>,
+    /// The lab directory, made when first needed; removed after the processes are gone.
+    scratch: OnceLock<ScratchDir>,
+    /// The two dnsmasq instances, with [`LabBuilder::dnsmasq`].
+    dns: Option<Resolvers>,
+    /// Whether devices get their IPv4 address by DHCP.
+    dhcp: bool,
+    /// The DHCP hostname of each device, by device name.
+    hostnames: Mutex<HashMap<String, String>>,
+    /// The TLS servers' certificate and key, made when first needed.
+    tls_cert: OnceLock<(PathBuf, PathBuf)>,
+}
+
+/// The dnsmasq processes of a lab.
+struct Resolvers {
+    /// On the router, for the LAN (and its DHCP server).
+    router: LabChild,
+    /// In the WAN namespace.
+    outside: LabChild,
 }
 
 impl Lab {
@@ -405,6 +517,107 @@ impl Lab {
         self.spawn_in(&self.router, program, args)
     }
 
+    /// The lab's own temporary directory (`$TMPDIR/egl-{pid}-{n}`), made on first use and
+    /// removed with the lab: dnsmasq's files, the udhcpc script and the TLS certificate live
+    /// there, and tests may put files there too.
+    pub fn scratch_dir(&self) -> &Path {
+        self.scratch
+            .get_or_init(|| ScratchDir::create(&self.id))
+            .path()
+    }
+
+    /// The router's dnsmasq lease file (`<expiry> <mac> <ip> <hostname> <client-id>` per
+    /// line), as an agent on the router would read it. Panics unless the lab has DHCP.
+    pub fn lease_file(&self) -> PathBuf {
+        assert!(
+            self.dhcp,
+            "the lab has no lease file: build it with .dhcp(true)"
+        );
+        dnsmasq::lease_file(self.scratch_dir())
+    }
+
+    /// The router's dnsmasq. Panics unless the lab was built with [`LabBuilder::dnsmasq`].
+    pub fn dnsmasq(&self) -> &LabChild {
+        &self.resolvers().router
+    }
+
+    /// What the router's dnsmasq logged so far: every query and answer, and DHCP in detail.
+    pub fn dnsmasq_log(&self) -> String {
+        self.dns
+            .as_ref()
+            .map_or_else(|| "(the lab runs no dnsmasq)".into(), |r| r.router.log())
+    }
+
+    /// The outside resolver's dnsmasq, in the WAN namespace.
+    pub fn outside_resolver(&self) -> &LabChild {
+        &self.resolvers().outside
+    }
+
+    fn resolvers(&self) -> &Resolvers {
+        self.dns
+            .as_ref()
+            .expect("the lab runs no dnsmasq: build it with .dnsmasq(true)")
+    }
+
+    /// The hostname device `name` sends in its DHCP requests.
+    pub fn dhcp_hostname(&self, name: &str) -> String {
+        lock(&self.hostnames)
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no device {name:?} in the lab"))
+    }
+
+    /// Runs udhcpc again in device `name`, which renews its lease (same address, new expiry,
+    /// the current hostname), and returns once dnsmasq's lease file shows the renewal.
+    pub fn renew_dhcp(&self, name: &str) {
+        assert!(
+            self.dhcp,
+            "renew_dhcp: the lab has no DHCP; build it with .dhcp(true)"
+        );
+        let device = self.device(name);
+        dhcp::obtain_leases(
+            self,
+            &[(device, self.dhcp_hostname(name))],
+            &self.lease_file(),
+        );
+    }
+
+    /// Changes the hostname device `name` sends, and renews its lease with it
+    /// ([`Lab::renew_dhcp`]), as a device renamed by its user does.
+    pub fn renew_dhcp_as(&self, name: &str, hostname: &str) {
+        dhcp::validate_hostname(name, hostname);
+        self.device(name); // panics for an unknown device, before anything changes
+        lock(&self.hostnames).insert(name.to_owned(), hostname.to_owned());
+        self.renew_dhcp(name);
+    }
+
+    /// Starts a TLS server ([`TlsServer`], `openssl s_server` with a throwaway self-signed
+    /// certificate) on `addr:port` in the WAN namespace. `addr` must be one of the WAN's
+    /// addresses: a server in [`SERVERS`], or an outside resolver address (a DNS-over-TLS
+    /// look-alike on port 853). Stops when the returned server or the lab is dropped.
+    pub fn start_tls_server(&self, addr: IpAddr, port: u16) -> TlsServer {
+        let (cert, key) = self
+            .tls_cert
+            .get_or_init(|| tls::make_certificate(&self.wan, self.scratch_dir()));
+        TlsServer::start(self, &self.wan, SocketAddr::new(addr, port), cert, key)
+    }
+
+    /// Starts both dnsmasq instances at once and waits until they serve.
+    fn start_dnsmasq(&self) -> Resolvers {
+        let dir = self.scratch_dir();
+        let dhcp_devices = self.dhcp.then_some(self.devices.as_slice());
+        let router = dnsmasq::spawn(
+            self,
+            &self.router,
+            "router",
+            &dnsmasq::router_config(dir, dhcp_devices),
+        );
+        let outside = dnsmasq::spawn(self, &self.wan, "outside", &dnsmasq::outside_config(dir));
+        dnsmasq::wait_started(&router, "router");
+        dnsmasq::wait_started(&outside, "outside");
+        Resolvers { router, outside }
+    }
+
     fn children(&self) -> MutexGuard<'_, Vec<LabChild>> {
         self.children
             .lock()
@@ -487,7 +700,10 @@ impl Lab {
              route add {lan6}/{LAN_PREFIX_V6} via {ROUTER_WAN_V6}\n",
             lan6 = lan_v6_prefix(),
         );
-        for server in SERVERS {
+        // The outside resolver's addresses exist in every lab, so that a test can point traffic
+        // (a DNS-over-TLS look-alike, say) at them with or without dnsmasq.
+        let outside: [IpAddr; 2] = [OUTSIDE_RESOLVER_V4.into(), OUTSIDE_RESOLVER_V6.into()];
+        for server in SERVERS.into_iter().chain(outside) {
             match server {
                 IpAddr::V4(a) => script += &format!("addr add {a}/32 dev lo\n"),
                 IpAddr::V6(a) => script += &format!("addr add {a}/128 dev lo nodad\n"),
@@ -545,20 +761,24 @@ impl Lab {
         sysctl(r, "net/ipv6/conf/default/disable_ipv6", "0");
     }
 
-    fn setup_device(&self, d: &Device) {
-        ip_batch(
-            &d.ns,
-            &format!(
-                "link set lo up\n\
-                 addr add {v4}/{LAN_PREFIX_V4} dev {DEVICE_IF}\n\
-                 addr add {v6}/{LAN_PREFIX_V6} dev {DEVICE_IF} nodad\n\
-                 link set {DEVICE_IF} up\n\
-                 route add default via {ROUTER_LAN_V4}\n\
-                 route add ::/0 via {ROUTER_LAN_V6}\n",
-                v4 = d.ipv4,
-                v6 = d.ipv6,
-            ),
+    /// Brings the device's interface up with its IPv6 address and route, and with `static_v4`
+    /// its IPv4 address and route too (otherwise DHCP sets them).
+    fn setup_device(&self, d: &Device, static_v4: bool) {
+        let mut script = format!(
+            "link set lo up\n\
+             addr add {v6}/{LAN_PREFIX_V6} dev {DEVICE_IF} nodad\n\
+             link set {DEVICE_IF} up\n\
+             route add ::/0 via {ROUTER_LAN_V6}\n",
+            v6 = d.ipv6,
         );
+        if static_v4 {
+            script += &format!(
+                "addr add {v4}/{LAN_PREFIX_V4} dev {DEVICE_IF}\n\
+                 route add default via {ROUTER_LAN_V4}\n",
+                v4 = d.ipv4,
+            );
+        }
+        ip_batch(&d.ns, &script);
     }
 }
 
@@ -569,7 +789,8 @@ impl Default for Lab {
 }
 
 impl Drop for Lab {
-    /// Kills tracked processes, then anything else left in the namespaces, then removes them.
+    /// Kills tracked processes, then anything else left in the namespaces, then removes them;
+    /// then (as a field) the lab directory goes.
     /// Never panics: it also runs while a failed test unwinds.
     fn drop(&mut self) {
         for child in self.children().drain(..) {
@@ -618,8 +839,29 @@ impl std::fmt::Display for Lab {
             "  wan     {}: {WAN_IF} {WAN_V4} {WAN_V6}, servers {}",
             self.wan,
             servers.join(" ")
-        )
+        )?;
+        if self.dns.is_some() {
+            write!(
+                f,
+                "\n  dns     dnsmasq on {ROUTER_LAN_V4} {ROUTER_LAN_V6}{}, \
+                 outside resolver {OUTSIDE_RESOLVER_V4} {OUTSIDE_RESOLVER_V6}, in {}",
+                if self.dhcp { " (and DHCP)" } else { "" },
+                self.scratch_dir().display()
+            )?;
+        }
+        Ok(())
     }
+}
+
+/// Locks `m`, ignoring poisoning: a panic elsewhere must not stop the lab's cleanup.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `192.168.50.0`, the LAN's IPv4 network.
+pub(crate) fn lan_v4_network() -> Ipv4Addr {
+    let o = ROUTER_LAN_V4.octets();
+    Ipv4Addr::new(o[0], o[1], o[2], 0)
 }
 
 /// `2001:db8:50::`, the LAN's IPv6 prefix.

@@ -608,7 +608,7 @@ fn wait_readable(listener: &TcpListener, timeout: Duration) -> bool {
 }
 
 /// SO_RCVBUFFORCE (root may exceed rmem_max); best effort.
-fn force_rcvbuf(socket: &UdpSocket, bytes: libc::c_int) {
+pub(crate) fn force_rcvbuf(socket: &UdpSocket, bytes: libc::c_int) {
     // SAFETY: the pointer and length describe `bytes`, which outlives the call.
     unsafe {
         libc::setsockopt(
