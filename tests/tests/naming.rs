@@ -21,14 +21,18 @@ fn router() -> IpAddr {
     IpAddr::V4(ROUTER_LAN_V4)
 }
 
-/// A lab whose router runs dnsmasq (DNS, and DHCP when `dhcp`).
-fn naming_lab(dhcp: bool) -> Lab {
+/// A lab whose router runs dnsmasq for DHCP and DNS, as a home router does.
+fn naming_lab() -> Lab {
     Lab::builder()
-        .dnsmasq(true)
-        .dhcp(dhcp)
+        .dhcp(true)
         .hostname("phone", "redmi-note-12")
         .hostname("camera", "ipcam-7f3a")
         .build()
+}
+
+/// The WAN servers' sinks, so that datagrams to them raise no ICMP errors back.
+fn servers(lab: &Lab) -> egress_lab::Servers {
+    lab.start_servers(0)
 }
 
 /// Resolves `name` (A) on the device through the router and returns its first address.
@@ -75,7 +79,7 @@ fn destinations(s: &Scrape, mac: &str, direction: &str) -> Vec<(String, u64)> {
 
 #[test]
 fn devices_are_named_from_the_real_lease_file_and_renames_are_followed() {
-    let lab = naming_lab(true);
+    let lab = naming_lab();
     let config = format!(
         "[[leases]]\nformat = \"dnsmasq\"\npath = \"{}\"\n\n[devices]\n\"00:16:3e:00:00:02\" = {{ name = \"work laptop\", group = \"work\" }}\n",
         lab.lease_file().display()
@@ -85,7 +89,8 @@ fn devices_are_named_from_the_real_lease_file_and_renames_are_followed() {
     let sent = send(&lab, "phone", IpAddr::V4(SERVERS_V4[0]), 5);
     let s = agent.settled();
     let info = |mac: &str| {
-        let m: Vec<_> = s.matching("egress_device_info", &[("mac", mac)]).collect();
+        let labels = [("mac", mac)];
+        let m: Vec<_> = s.matching("egress_device_info", &labels).collect();
         assert_eq!(m.len(), 1, "one info series for {mac}: {m:?}");
         m[0].labels.clone()
     };
@@ -155,7 +160,7 @@ fn devices_are_named_from_the_real_lease_file_and_renames_are_followed() {
 
 #[test]
 fn traffic_to_a_resolved_server_is_counted_under_the_name_exactly() {
-    let lab = naming_lab(false);
+    let lab = naming_lab();
     let agent = Agent::start(&lab, "destination_label = \"host\"\n", &[]);
     let mac = lab.device("phone").mac_string();
     // A name with two CNAMEs before its address: the device asked for the first one.
@@ -184,8 +189,9 @@ fn traffic_to_a_resolved_server_is_counted_under_the_name_exactly() {
 
 #[test]
 fn two_devices_naming_one_server_differently_each_get_their_own_name() {
-    let lab = naming_lab(false);
+    let lab = naming_lab();
     // Default label: the registrable domain, public-suffix aware.
+    let _servers = servers(&lab);
     let agent = Agent::start(&lab, "", &[]);
     let phone_addr = resolve(&lab, "phone", "tracker.ads.example.co.uk");
     let camera_addr = resolve(&lab, "camera", "api.camera-cloud.example.com.au");
@@ -225,7 +231,7 @@ fn two_devices_naming_one_server_differently_each_get_their_own_name() {
 
 #[test]
 fn a_name_is_dropped_after_its_ttl_and_the_grace_period() {
-    let lab = naming_lab(false);
+    let lab = naming_lab();
     let agent = Agent::start(&lab, "[names]\ndns_grace = \"1s\"\n", &[]);
     let mac = lab.device("phone").mac_string();
     let addr = resolve(&lab, "phone", SHORT_TTL_NAME);
@@ -243,7 +249,7 @@ fn a_name_is_dropped_after_its_ttl_and_the_grace_period() {
 
 #[test]
 fn a_server_contacted_by_address_is_named_from_the_client_hello() {
-    let lab = naming_lab(false);
+    let lab = naming_lab();
     let agent = Agent::start(&lab, "destination_label = \"host\"\n", &[]);
     let server = IpAddr::V4(SERVERS_V4[4]);
     let _tls = lab.start_tls_server(server, 443);
@@ -276,7 +282,7 @@ fn a_server_contacted_by_address_is_named_from_the_client_hello() {
 
 #[test]
 fn a_device_that_goes_around_the_router_resolver_is_reported() {
-    let lab = naming_lab(false);
+    let lab = naming_lab();
     // The lab's outside resolver plays a public one.
     let config = format!("[names]\npublic_resolvers = [\"{OUTSIDE_RESOLVER_V4}\"]\n");
     let agent = Agent::start(&lab, &config, &["--destination-label", "host"]);
@@ -316,7 +322,7 @@ fn a_device_that_goes_around_the_router_resolver_is_reported() {
 
 #[test]
 fn a_burst_of_dns_answers_overflows_the_ring_but_bytes_stay_exact() {
-    let lab = naming_lab(false);
+    let lab = naming_lab();
     // The smallest ring: 64 KiB, about 30 records.
     let agent = Agent::start(&lab, "sniff_ring_bytes = 65536\n", &[]);
     let mac = lab.device("phone").mac_string();

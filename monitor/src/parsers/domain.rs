@@ -19,8 +19,8 @@ pub use crate::config::LabelMode;
 /// * [`LabelMode::Host`]: the host name, lowercase, without a trailing dot.
 /// * [`LabelMode::Domain`]: the registrable domain of the host name by the Public Suffix List
 ///   (ICANN and private sections); the whole host name when it is itself a public suffix
-///   (`co.uk`) or its suffix is not in the list (`printer.lan`), since cutting an unknown name
-///   would guess.
+///   (`co.uk`). A top-level domain the list does not know follows the list's own default rule
+///   `*` (one label is the suffix), as browsers do: `a.b.unknown-tld` -> `b.unknown-tld`.
 pub fn destination_label(mode: LabelMode, host: Option<&str>, addr: IpAddr) -> String {
     let host = match (mode, host) {
         (LabelMode::Address, _) | (_, None) => return addr.to_string(),
@@ -39,12 +39,9 @@ pub fn destination_label(mode: LabelMode, host: Option<&str>, addr: IpAddr) -> S
     }
 }
 
-/// The registrable domain of a normalised host name, when its public suffix is a known one.
+/// The registrable domain of a normalised host name; None when it is itself a public suffix.
 fn registrable_domain(host: &str) -> Option<String> {
     let domain = psl::domain(host.as_bytes())?;
-    if !domain.suffix().is_known() {
-        return None;
-    }
     std::str::from_utf8(domain.as_bytes())
         .ok()
         .map(str::to_owned)
@@ -100,7 +97,7 @@ mod tests {
                 LabelMode::Domain,
                 Some("a.b.unknown-tld"),
                 V4,
-                "a.b.unknown-tld",
+                "b.unknown-tld",
             ),
             (LabelMode::Domain, Some("localhost"), V4, "localhost"),
             // IP literals and names that are not names: the address.
