@@ -1,5 +1,7 @@
-//! The demo behind `cargo xtask lab`: the agent on the lab router, three simulated devices, a
-//! per-device table every few seconds, and the metrics relayed to a loopback port of the host.
+//! The demo behind `cargo xtask lab`: the agent on the lab router, three simulated devices that
+//! get their addresses and hostnames by DHCP and resolve names through the router's dnsmasq, a
+//! per-device table every few seconds (devices and destinations by name), and the metrics relayed
+//! to a loopback port of the host.
 //!
 //! The relay is the only thing in the host's namespace: a TCP listener on loopback whose
 //! connections are re-made from inside the router namespace. No link joins the namespaces.
@@ -17,9 +19,10 @@ use std::{
 };
 
 use crate::{
-    Lab, SERVERS_V4, SERVERS_V6, TCP_SINK_PORT, TCP_SOURCE_PORT, UDP_SINK_PORT,
+    Lab, OUTSIDE_RESOLVER_V4, ROUTER_LAN_V4, RecordType, TCP_SINK_PORT, TCP_SOURCE_PORT,
+    UDP_SINK_PORT,
     agent::{AGENT_LISTEN, Agent, Scrape},
-    netns, tcp_download, tcp_upload, udp_send,
+    dns_lookup, netns, tcp_download, tcp_upload, udp_send,
 };
 
 /// What the demo does.
@@ -32,8 +35,8 @@ pub struct DemoOptions {
     pub table_every: Duration,
 }
 
-/// The phone's telemetry server, its "phone home" destination.
-pub const TELEMETRY: IpAddr = IpAddr::V4(SERVERS_V4[3]);
+/// The name the phone phones home to.
+pub const TELEMETRY: &str = "telemetry.vendor.example";
 
 /// Runs the demo until `stop` is set or the duration passes; removes everything it made.
 pub fn run(options: &DemoOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
@@ -52,14 +55,19 @@ pub fn run(options: &DemoOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
             format!("cannot listen on {}: {e}", options.listen),
         )
     })?;
-    println!("creating the lab (router, WAN, phone, laptop, camera)...");
-    let lab = Lab::new();
+    println!("creating the lab (router with dnsmasq, WAN, phone, laptop, camera)...");
+    let lab = Lab::builder()
+        .dhcp(true)
+        .hostname("phone", "redmi-note-12")
+        .hostname("camera", "ipcam-7f3a")
+        .build();
     let servers = lab.start_servers(2_000_000);
-    let config = lab
-        .devices()
-        .iter()
-        .map(|d| format!("\"{}\" = \"{}\"\n", d.mac_string(), d.name))
-        .fold("[devices]\n".to_owned(), |acc, line| acc + &line);
+    // The phone and the camera are named from the DHCP lease file, the laptop by the config.
+    let config = format!(
+        "[[leases]]\nformat = \"dnsmasq\"\npath = \"{}\"\n\n[devices]\n\"{}\" = {{ name = \"work-laptop\", group = \"work\" }}\n",
+        lab.lease_file().display(),
+        lab.device("laptop").mac_string()
+    );
     let agent = Agent::start_with_poll(&lab, &config, &[], "1s");
     let relay = start_relay(relay_listener, lab.router_ns().to_owned(), stop.clone());
     println!(
@@ -94,6 +102,15 @@ pub fn run(options: &DemoOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
     Ok(())
 }
 
+/// Resolves `name` through the router from namespace `ns`, as the device's stub resolver would.
+fn resolve(ns: &str, name: &str, qtype: RecordType) -> Option<IpAddr> {
+    dns_lookup(ns, IpAddr::V4(ROUTER_LAN_V4), name, qtype, false)
+        .ok()?
+        .addresses()
+        .first()
+        .copied()
+}
+
 /// Three devices, each in its own thread, each loop bounded by `stop`.
 fn start_devices(lab: &Lab, stop: Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
     let phone = lab.device("phone").ns.clone();
@@ -111,13 +128,19 @@ fn start_devices(lab: &Lab, stop: Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
         })
     };
     vec![
-        // The phone phones home: a burst to its telemetry server every 5 s.
+        // The phone phones home: a burst to its telemetry server every 5 s, after asking an
+        // outside resolver behind the router's back (reported as resolver bypass).
         every(
             Duration::from_secs(5),
             stop.clone(),
             Box::new(move || {
-                udp_send(&phone, SocketAddr::new(TELEMETRY, UDP_SINK_PORT), 1200, 40);
-                tcp_upload(&phone, SocketAddr::new(TELEMETRY, TCP_SINK_PORT), 64 * 1024);
+                let outside = IpAddr::V4(OUTSIDE_RESOLVER_V4);
+                let _ = dns_lookup(&phone, outside, "updates.vendor.example", RecordType::A, false);
+                let Some(to) = resolve(&phone, TELEMETRY, RecordType::A) else {
+                    return;
+                };
+                udp_send(&phone, SocketAddr::new(to, UDP_SINK_PORT), 1200, 40);
+                tcp_upload(&phone, SocketAddr::new(to, TCP_SINK_PORT), 64 * 1024);
             }),
         ),
         // The laptop downloads, over IPv4 and IPv6 in turn.
@@ -127,26 +150,24 @@ fn start_devices(lab: &Lab, stop: Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
             Box::new({
                 let mut v6 = false;
                 move || {
-                    let from = if v6 {
-                        IpAddr::V6(SERVERS_V6[1])
-                    } else {
-                        IpAddr::V4(SERVERS_V4[1])
-                    };
+                    let qtype = if v6 { RecordType::AAAA } else { RecordType::A };
                     v6 = !v6;
-                    tcp_download(&laptop, SocketAddr::new(from, TCP_SOURCE_PORT), 2_000_000);
+                    // A name behind two CNAMEs.
+                    if let Some(from) = resolve(&laptop, "cdn.vendor.example", qtype) {
+                        tcp_download(&laptop, SocketAddr::new(from, TCP_SOURCE_PORT), 2_000_000);
+                    }
                 }
             }),
         ),
-        // The camera uploads steadily, to its cloud over IPv6.
+        // The camera uploads steadily, to its cloud under a multi-label public suffix.
         every(
             Duration::from_secs(1),
             stop,
             Box::new(move || {
-                tcp_upload(
-                    &camera,
-                    SocketAddr::new(IpAddr::V6(SERVERS_V6[2]), TCP_SINK_PORT),
-                    256 * 1024,
-                );
+                let cloud = "api.camera-cloud.example.com.au";
+                if let Some(to) = resolve(&camera, cloud, RecordType::A) {
+                    tcp_upload(&camera, SocketAddr::new(to, TCP_SINK_PORT), 256 * 1024);
+                }
             }),
         ),
     ]
@@ -159,7 +180,7 @@ fn print_table(lab: &Lab, s: &Scrape, elapsed: Duration) {
         elapsed.as_secs()
     ));
     out.push_str(&format!(
-        "{:<8} {:<18} {:>12} {:>12}  {}\n",
+        "{:<14} {:<18} {:>10} {:>10}  {}\n",
         "device", "mac", "egress", "ingress", "top destination (egress)"
     ));
     for d in lab.devices() {
@@ -183,9 +204,22 @@ fn print_table(lab: &Lab, s: &Scrape, elapsed: Duration) {
             .filter(|(bytes, _)| **bytes > 0)
             .map(|(bytes, dest)| format!("{dest} ({})", human(*bytes)))
             .unwrap_or_default();
+        let name = s
+            .matching("egress_device_info", &[("mac", &mac)])
+            .next()
+            .map_or(d.name.clone(), |info| info.labels["device"].clone());
+        let bypass: u64 = s
+            .matching("egress_resolver_bypass_total", &[("mac", &mac)])
+            .map(|m| m.value as u64)
+            .sum();
+        let top = if bypass > 0 {
+            format!("{top}; bypassed the router's resolver {bypass}x")
+        } else {
+            top
+        };
         out.push_str(&format!(
-            "{:<8} {:<18} {:>12} {:>12}  {}\n",
-            d.name,
+            "{:<14} {:<18} {:>10} {:>10}  {}\n",
+            name,
             mac,
             human(total("egress")),
             human(total("ingress")),
