@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod loader;
 pub mod mac;
 pub mod metrics;
+pub mod neighbours;
 pub mod poller;
 pub mod prefixes;
 pub mod server;
