@@ -2,8 +2,8 @@
 //! answers for which IP address on which interface, as `ip neigh` shows it.
 //!
 //! It is read with one rtnetlink dump (`RTM_GETNEIGH` with `NLM_F_DUMP`) over a blocking socket
-//! of the calling thread's network namespace; no async runtime is involved. Every receive is
-//! bounded by [`TIMEOUT`], so a dump that the kernel never finishes is an error, not a hang.
+//! of the calling thread's network namespace; no async runtime is involved. Each dump is bounded
+//! by [`TIMEOUT`], so one that the kernel never finishes is an error, not a hang.
 
 use std::io;
 use std::net::IpAddr;
@@ -13,10 +13,10 @@ use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
     NetlinkPayload,
 };
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
 use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
@@ -52,13 +52,14 @@ const RECEIVE_BUFFER: usize = 64 * 1024;
 /// the answers to this one request, so any number will do.
 const SEQUENCE: u32 = 1;
 
-/// Every entry with a link-layer address (skip entries without NDA_LLADDR, or with a 0/multicast
-/// MAC, NUD_FAILED/NUD_INCOMPLETE/NUD_NOARP entries). `reachable` is true for
-/// NUD_REACHABLE|NUD_PERMANENT|NUD_DELAY|NUD_PROBE, false for NUD_STALE.
+/// Every IPv4 (ARP) and IPv6 (ND) entry of the calling thread's network namespace, on every
+/// interface, that has a unicast Ethernet address (`NDA_LLADDR`, neither all-zero nor a group
+/// address) and a usable state: `reachable` is true for `NUD_REACHABLE`, `NUD_PERMANENT`,
+/// `NUD_DELAY` and `NUD_PROBE` entries, false for `NUD_STALE` ones; `NUD_INCOMPLETE`,
+/// `NUD_FAILED` and `NUD_NOARP` (and `NUD_NONE`) entries are left out.
 ///
-/// Covers IPv4 and IPv6, every interface of the calling thread's network namespace. Errors are
-/// `io::Error`s whose message starts with "netlink neighbour dump:" and says what failed; a dump
-/// that does not finish within [`TIMEOUT`] fails with `io::ErrorKind::TimedOut`.
+/// Errors are `io::Error`s whose message starts with "netlink neighbour dump:" and says what
+/// failed; a dump that does not finish within [`TIMEOUT`] fails with `io::ErrorKind::TimedOut`.
 pub fn dump() -> io::Result<Vec<Neighbour>> {
     let mut attempt = 1;
     loop {
@@ -195,15 +196,23 @@ fn read_datagram(datagram: &[u8], dump: &mut Dump) -> io::Result<bool> {
 /// unicast Ethernet address in a usable state (see [`reachability`]).
 fn decode(message: &NeighbourMessage) -> Option<Neighbour> {
     let reachable = reachability(message.header.state)?;
-    let addr = message.attributes.iter().find_map(|attribute| match attribute {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
-        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
-        _ => None,
-    })?;
-    let mac = message.attributes.iter().find_map(|attribute| match attribute {
-        NeighbourAttribute::LinkLayerAddress(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
-        _ => None,
-    })?;
+    let addr = message
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+            _ => None,
+        })?;
+    let mac = message
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            NeighbourAttribute::LinkLayerAddress(bytes) => {
+                <[u8; 6]>::try_from(bytes.as_slice()).ok()
+            }
+            _ => None,
+        })?;
     let mac = MacAddr(mac);
     if mac.0 == [0; 6] || mac.is_multicast() {
         return None;
@@ -269,6 +278,7 @@ mod tests {
     use std::num::NonZeroI32;
 
     use netlink_packet_core::{DoneMessage, ErrorMessage, NLM_F_MULTIPART as NLM_F_MULTI};
+    use netlink_packet_route::AddressFamily;
 
     use super::*;
 
@@ -389,8 +399,18 @@ mod tests {
             // No NDA_DST.
             entry(3, NeighbourState::Reachable, None, Some(&MAC)),
             // Not Ethernet: an IPoIB hardware address, a GRE tunnel's IPv4 "link-layer" one.
-            entry(3, NeighbourState::Reachable, Some(V4.into()), Some(&[1; 20])),
-            entry(3, NeighbourState::Reachable, Some(V4.into()), Some(&[192, 0, 2, 1])),
+            entry(
+                3,
+                NeighbourState::Reachable,
+                Some(V4.into()),
+                Some(&[1; 20]),
+            ),
+            entry(
+                3,
+                NeighbourState::Reachable,
+                Some(V4.into()),
+                Some(&[192, 0, 2, 1]),
+            ),
             // All-zero and group MACs.
             entry(3, NeighbourState::Permanent, Some(V4.into()), Some(&[0; 6])),
             entry(
@@ -434,9 +454,19 @@ mod tests {
     fn reads_a_dump_over_several_datagrams() {
         let mut dump = Dump::default();
         let first = [
-            new_neighbour(entry(3, NeighbourState::Reachable, Some(V4.into()), Some(&MAC))),
+            new_neighbour(entry(
+                3,
+                NeighbourState::Reachable,
+                Some(V4.into()),
+                Some(&MAC),
+            )),
             // Skipped, but read past.
-            new_neighbour(entry(3, NeighbourState::Failed, Some(V4.into()), Some(&MAC))),
+            new_neighbour(entry(
+                3,
+                NeighbourState::Failed,
+                Some(V4.into()),
+                Some(&MAC),
+            )),
             new_neighbour(entry(4, NeighbourState::Stale, Some(V6.into()), Some(&MAC))),
         ]
         .concat();
@@ -501,11 +531,19 @@ mod tests {
 
     #[test]
     fn rejects_malformed_datagrams() {
-        let whole = new_neighbour(entry(3, NeighbourState::Reachable, Some(V4.into()), Some(&MAC)));
+        let whole = new_neighbour(entry(
+            3,
+            NeighbourState::Reachable,
+            Some(V4.into()),
+            Some(&MAC),
+        ));
         // Cut short: the header claims more than there is.
         let err = read_datagram(&whole[..whole.len() - 2], &mut Dump::default()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert!(err.to_string().starts_with("netlink neighbour dump: "), "{err}");
+        assert!(
+            err.to_string().starts_with("netlink neighbour dump: "),
+            "{err}"
+        );
         // Less than a netlink header.
         let err = read_datagram(&whole[..10], &mut Dump::default()).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);

@@ -276,6 +276,88 @@ fn kill_all_in(names: &[String]) {
     }
 }
 
+/// Sysctls that make a namespace quiet and immediate:
+/// * no duplicate address detection: addresses, link-local ones included, are usable at once
+///   instead of after a second or so of "tentative";
+/// * no router solicitations: there is no router advertiser, they would only be noise;
+/// * MLD and IGMP reports, which every interface sends (twice) when it comes up, repeated after
+///   10 ms instead of up to a second, so they are over when `Lab::build` returns;
+/// * unprivileged ICMP sockets allowed, for [`crate::ping`].
+///
+/// Set on `all` and `default` before any interface exists, so every interface created in the
+/// namespace inherits them.
+pub(crate) fn quiet_settings() -> Vec<(String, String)> {
+    let mut settings = Vec::new();
+    for conf in ["all", "default"] {
+        for (key, value) in [
+            ("accept_dad", "0"),
+            ("router_solicitations", "0"),
+            ("mldv1_unsolicited_report_interval", "10"),
+            ("mldv2_unsolicited_report_interval", "10"),
+        ] {
+            settings.push((format!("net/ipv6/conf/{conf}/{key}"), value.to_owned()));
+        }
+        for (key, value) in [
+            ("igmpv2_unsolicited_report_interval", "10"),
+            ("igmpv3_unsolicited_report_interval", "10"),
+        ] {
+            settings.push((format!("net/ipv4/conf/{conf}/{key}"), value.to_owned()));
+        }
+    }
+    settings.push(("net/ipv4/ping_group_range".into(), "0 2147483647".into()));
+    settings
+}
+
+/// Bare namespaces for a test that needs a few linked namespaces rather than a whole
+/// [`crate::Lab`]: created empty (only `lo`, down) with [`quiet_settings`], and removed on drop,
+/// with whatever runs in them, also when the test panics.
+///
+/// Their names are `egl-{pid}-{n}-{name}`, so that [`cleanup_stale`] also finds them.
+#[derive(Debug)]
+pub struct Namespaces {
+    /// `egl-{pid}-{n}`, the prefix of the names.
+    id: String,
+    names: Vec<String>,
+}
+
+impl Namespaces {
+    /// Creates one namespace per entry of `names` (short words such as "a", "b"); panics, after
+    /// removing those it made, if one cannot be made, or if not root.
+    #[track_caller]
+    pub fn new(names: &[&str]) -> Namespaces {
+        require_root("creating network namespaces");
+        cleanup_stale_once();
+        let id = unique_lab_id();
+        // Made before the namespaces exist: if creation fails halfway, `Drop` removes those that
+        // were made (and only complains about the others).
+        let namespaces = Namespaces {
+            names: names.iter().map(|name| format!("{id}-{name}")).collect(),
+            id,
+        };
+        create(&namespaces.names);
+        for ns in &namespaces.names {
+            sysctls(ns, &quiet_settings());
+        }
+        namespaces
+    }
+
+    /// The full name of the namespace created as `name`; panics if there is none.
+    pub fn name(&self, name: &str) -> &str {
+        let full = format!("{}-{name}", self.id);
+        self.names
+            .iter()
+            .find(|n| **n == full)
+            .unwrap_or_else(|| panic!("no namespace {name:?} among {:?}", self.names))
+    }
+}
+
+impl Drop for Namespaces {
+    /// Never panics: it also runs while a failed test unwinds.
+    fn drop(&mut self) {
+        destroy(&self.names);
+    }
+}
+
 /// The names of all namespaces `ip netns list` shows.
 pub fn list() -> Vec<String> {
     let out = Command::new("ip")

@@ -635,7 +635,7 @@ impl Lab {
         self.created.clone_from(&names);
         netns::create(&names);
         for ns in &names {
-            sysctls(ns, &quiet_settings());
+            sysctls(ns, &netns::quiet_settings());
         }
     }
 
@@ -872,38 +872,6 @@ fn lan_v6_prefix() -> Ipv6Addr {
 
 /// How long after setup the lab waits for the interfaces' initial multicast reports to pass.
 const SETTLE: Duration = Duration::from_millis(60);
-
-/// Sysctls that make a namespace quiet and immediate:
-/// * no duplicate address detection: addresses, link-local ones included, are usable at once
-///   instead of after a second or so of "tentative";
-/// * no router solicitations: there is no router advertiser, they would only be noise;
-/// * MLD and IGMP reports, which every interface sends (twice) when it comes up, repeated after
-///   10 ms instead of up to a second, so they are over when `build` returns;
-/// * unprivileged ICMP sockets allowed, for [`crate::ping`].
-///
-/// Set on `all` and `default` before any interface exists, so every interface created in the
-/// namespace inherits them.
-fn quiet_settings() -> Vec<(String, String)> {
-    let mut settings = Vec::new();
-    for conf in ["all", "default"] {
-        for (key, value) in [
-            ("accept_dad", "0"),
-            ("router_solicitations", "0"),
-            ("mldv1_unsolicited_report_interval", "10"),
-            ("mldv2_unsolicited_report_interval", "10"),
-        ] {
-            settings.push((format!("net/ipv6/conf/{conf}/{key}"), value.to_owned()));
-        }
-        for (key, value) in [
-            ("igmpv2_unsolicited_report_interval", "10"),
-            ("igmpv3_unsolicited_report_interval", "10"),
-        ] {
-            settings.push((format!("net/ipv4/conf/{conf}/{key}"), value.to_owned()));
-        }
-    }
-    settings.push(("net/ipv4/ping_group_range".into(), "0 2147483647".into()));
-    settings
-}
 
 /// IPv4 masquerade on the uplink; IPv6 is routed as is.
 fn router_ruleset() -> String {
