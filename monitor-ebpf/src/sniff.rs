@@ -24,7 +24,13 @@ const TLS_CLIENT_HELLO: u8 = 0x01;
 /// Looks at one parsed IP packet; `counted` says it went to a destination outside the network
 /// (so queries and handshakes to the router itself are never copied).
 #[inline(always)]
-pub fn sniff(ctx: &TcContext, packet: &Packet, direction: u8, counted: bool, stats: &mut KernelStats) {
+pub fn sniff(
+    ctx: &TcContext,
+    packet: &Packet,
+    direction: u8,
+    counted: bool,
+    stats: &mut KernelStats,
+) {
     if packet.protocol == 0 || packet.device[0] & 1 != 0 {
         return;
     }

@@ -99,7 +99,9 @@ fn device(state: &State, mac: MacAddr) -> Value {
 
 /// A device's destinations, both directions merged by label.
 pub fn destinations(state: &State, mac: &str) -> Result<Value, ApiError> {
-    let mac: MacAddr = mac.parse().map_err(|e: crate::mac::ParseMacError| ApiError::BadMac(e.to_string()))?;
+    let mac: MacAddr = mac
+        .parse()
+        .map_err(|e: crate::mac::ParseMacError| ApiError::BadMac(e.to_string()))?;
     #[derive(Default)]
     struct Merged {
         addresses: std::collections::BTreeSet<std::net::IpAddr>,
@@ -137,7 +139,8 @@ pub fn destinations(state: &State, mac: &str) -> Result<Value, ApiError> {
                 "last_seen": time(m.last),
             });
             for direction in Direction::ALL {
-                v[direction.as_str()] = count(m.counts.get(&direction).copied().unwrap_or_default());
+                v[direction.as_str()] =
+                    count(m.counts.get(&direction).copied().unwrap_or_default());
             }
             v
         })

@@ -257,10 +257,7 @@ fn lease_mac(lease: &Lease, neighbours: &HashMap<MacAddr, BTreeSet<IpAddr>>) -> 
 /// Lease files are small (one line per device); a file bigger than this is not a lease file.
 const LEASE_FILE_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
-fn read_leases(
-    path: &Path,
-    format: crate::config::LeaseFormat,
-) -> std::io::Result<leases::Leases> {
+fn read_leases(path: &Path, format: crate::config::LeaseFormat) -> std::io::Result<leases::Leases> {
     use std::io::Read;
     let mut text = String::new();
     std::fs::File::open(path)?
@@ -314,10 +311,16 @@ mod tests {
         devices.observe_dhcp_hostname(stranger, "android-1234");
         devices.observe_dhcp_hostname(PHONE, "phone-dhcp");
         devices.refresh_leases();
-        assert_eq!(devices.name(LAPTOP), Some(("work laptop", NameSource::Config)));
+        assert_eq!(
+            devices.name(LAPTOP),
+            Some(("work laptop", NameSource::Config))
+        );
         assert_eq!(devices.group(LAPTOP), Some("work"));
         assert_eq!(devices.name(PHONE), Some(("redmi-note", NameSource::Lease)));
-        assert_eq!(devices.name(stranger), Some(("android-1234", NameSource::Dhcp)));
+        assert_eq!(
+            devices.name(stranger),
+            Some(("android-1234", NameSource::Dhcp))
+        );
         assert_eq!(devices.lease_files()[0].skipped_lines, 1);
         assert!(
             devices
@@ -327,7 +330,11 @@ mod tests {
         // A changed file is read again; an unchanged one is not.
         devices.refresh_leases();
         assert_eq!(devices.lease_files()[0].reads, 1);
-        std::fs::write(&path, "1900000000 00:16:3e:00:00:01 192.168.50.11 renamed *\n").unwrap();
+        std::fs::write(
+            &path,
+            "1900000000 00:16:3e:00:00:01 192.168.50.11 renamed *\n",
+        )
+        .unwrap();
         devices.refresh_leases();
         assert_eq!(devices.name(PHONE), Some(("renamed", NameSource::Lease)));
         // A vanished file keeps the last names.
@@ -341,12 +348,20 @@ mod tests {
     fn addresses_are_bounded_per_device() {
         let mut devices = Devices::default();
         for i in 0..100u32 {
-            let addr = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x50, 0, 0, 0, 0, i as u16));
-            devices.observe_address(PHONE, addr, SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(i)));
+            let addr = IpAddr::V6(std::net::Ipv6Addr::new(
+                0x2001, 0xdb8, 0x50, 0, 0, 0, 0, i as u16,
+            ));
+            devices.observe_address(
+                PHONE,
+                addr,
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(i)),
+            );
         }
         let addrs = devices.addresses(PHONE);
         assert_eq!(addrs.len(), ADDRESSES_PER_DEVICE);
         // The most recent are kept.
-        assert!(addrs.contains(&IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x50, 0, 0, 0, 0, 99))));
+        assert!(addrs.contains(&IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001, 0xdb8, 0x50, 0, 0, 0, 0, 99
+        ))));
     }
 }

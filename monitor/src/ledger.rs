@@ -203,13 +203,16 @@ impl DeviceLedger {
         label: &mut dyn FnMut(IpAddr) -> String,
     ) {
         for (addr, step) in steps {
-            let dest = self.labels.entry(label(addr)).or_insert_with(|| Destination {
-                count: Count::default(),
-                addresses: BTreeSet::new(),
-                first_seen: now,
-                last_seen: now,
-                last_grew: poll,
-            });
+            let dest = self
+                .labels
+                .entry(label(addr))
+                .or_insert_with(|| Destination {
+                    count: Count::default(),
+                    addresses: BTreeSet::new(),
+                    first_seen: now,
+                    last_seen: now,
+                    last_grew: poll,
+                });
             dest.count = dest.count.saturating_add(step);
             dest.last_seen = now;
             dest.last_grew = poll;
@@ -460,11 +463,17 @@ mod tests {
     #[test]
     fn quiet_traffic_is_exact_after_two_polls() {
         let mut ledger = Ledger::default();
-        apply(&mut ledger, &reading(&[(1, 1000, 10), (2, 500, 5)], (1500, 15)));
+        apply(
+            &mut ledger,
+            &reading(&[(1, 1000, 10), (2, 500, 5)], (1500, 15)),
+        );
         // First poll: the device total is not settled yet.
         assert_eq!(ledger.device(&DEV).unwrap().total(), Count::default());
         assert_adds_up(&ledger);
-        apply(&mut ledger, &reading(&[(1, 1000, 10), (2, 500, 5)], (1500, 15)));
+        apply(
+            &mut ledger,
+            &reading(&[(1, 1000, 10), (2, 500, 5)], (1500, 15)),
+        );
         assert_eq!(ledger.device(&DEV).unwrap().total(), Count::new(1500, 15));
         assert_eq!(exported(&ledger, 1), Count::new(1000, 10));
         assert_eq!(exported(&ledger, 2), Count::new(500, 5));
@@ -491,8 +500,14 @@ mod tests {
         assert_eq!(dev.unattributed(), Count::new(300, 2));
         assert_adds_up(&ledger);
         // Flow 1 is re-created from zero with 50 bytes: its counter continues from 1000.
-        apply(&mut ledger, &reading(&[(1, 50, 1), (2, 200, 2)], (1550, 15)));
-        apply(&mut ledger, &reading(&[(1, 50, 1), (2, 200, 2)], (1550, 15)));
+        apply(
+            &mut ledger,
+            &reading(&[(1, 50, 1), (2, 200, 2)], (1550, 15)),
+        );
+        apply(
+            &mut ledger,
+            &reading(&[(1, 50, 1), (2, 200, 2)], (1550, 15)),
+        );
         assert_eq!(exported(&ledger, 1), Count::new(1050, 11));
         assert_eq!(
             ledger.device(&DEV).unwrap().unattributed(),
@@ -526,10 +541,13 @@ mod tests {
         // Destination 5 stays in the kernel and keeps growing; the others are gone.
         for step in 0..ABSENT_POLLS_BEFORE_RETIRING {
             let grown = 500 + 10 * (step + 1);
-            apply(&mut ledger, &reading(
-                &[(5, grown, 5 + step + 1)],
-                (1000 + grown, 10 + 5 + step + 1),
-            ));
+            apply(
+                &mut ledger,
+                &reading(
+                    &[(5, grown, 5 + step + 1)],
+                    (1000 + grown, 10 + 5 + step + 1),
+                ),
+            );
             assert_adds_up(&ledger);
         }
         apply(&mut ledger, &reading(&[(5, 530, 8)], (1530, 18)));
@@ -541,8 +559,14 @@ mod tests {
         assert_adds_up(&ledger);
         let before = ledger.device(&DEV).unwrap().unattributed();
         // A retired destination that comes back is a new kernel entry, counted from zero.
-        apply(&mut ledger, &reading(&[(1, 40, 1), (5, 530, 8)], (1570, 19)));
-        apply(&mut ledger, &reading(&[(1, 40, 1), (5, 530, 8)], (1570, 19)));
+        apply(
+            &mut ledger,
+            &reading(&[(1, 40, 1), (5, 530, 8)], (1570, 19)),
+        );
+        apply(
+            &mut ledger,
+            &reading(&[(1, 40, 1), (5, 530, 8)], (1570, 19)),
+        );
         assert_adds_up(&ledger);
         let dev = ledger.device(&DEV).unwrap();
         assert_eq!(dev.total(), Count::new(1570, 19));
@@ -615,7 +639,10 @@ mod tests {
                     .iter()
                     .map(|(k, c)| (*k, c.bytes, c.packets))
                     .collect();
-                apply(&mut ledger, &reading(&flows, (kernel_total.bytes, kernel_total.packets)));
+                apply(
+                    &mut ledger,
+                    &reading(&flows, (kernel_total.bytes, kernel_total.packets)),
+                );
                 assert_adds_up(&ledger);
                 let dev = ledger.device(&DEV).unwrap();
                 assert!(dev.unattributed().bytes >= previous_unattributed.bytes);

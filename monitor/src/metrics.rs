@@ -369,7 +369,11 @@ impl Collector for StateCollector {
                 .devices
                 .name(mac)
                 .map_or((mac_s.as_str(), "mac"), |(n, s)| (n, s.as_str()));
-            let local = if mac.is_locally_administered() { "true" } else { "false" };
+            let local = if mac.is_locally_administered() {
+                "true"
+            } else {
+                "false"
+            };
             f.device_info.push(
                 &[
                     ("device", name),
@@ -404,8 +408,7 @@ impl Collector for StateCollector {
         }
         let dropped = state.kernel[0].sniff_drops + state.kernel[1].sniff_drops;
         f.sniff_dropped.push(&[], dropped as f64);
-        f.names_held
-            .push(&[], naming.destinations.len() as f64);
+        f.names_held.push(&[], naming.destinations.len() as f64);
         for file in naming.devices.lease_files() {
             let labels = [
                 ("path", file.source.path.to_str().unwrap_or("(not UTF-8)")),

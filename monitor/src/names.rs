@@ -155,7 +155,10 @@ mod tests {
     fn a_dns_name_lasts_its_ttl_plus_the_grace_period() {
         let mut n = names();
         n.bind_dns(PHONE, SERVER, "tracker.ads.example.co.uk", 60, at(0));
-        assert_eq!(name_at(&n, PHONE, SERVER, 69), Some("tracker.ads.example.co.uk"));
+        assert_eq!(
+            name_at(&n, PHONE, SERVER, 69),
+            Some("tracker.ads.example.co.uk")
+        );
         assert_eq!(name_at(&n, PHONE, SERVER, 70), None);
         n.expire(at(70));
         assert!(n.is_empty());
@@ -165,8 +168,17 @@ mod tests {
     fn each_device_has_its_own_name_for_one_address() {
         let mut n = names();
         n.bind_dns(PHONE, SERVER, "tracker.ads.example.co.uk", 300, at(0));
-        n.bind_dns(CAMERA, SERVER, "api.camera-cloud.example.com.au", 300, at(1));
-        assert_eq!(name_at(&n, PHONE, SERVER, 2), Some("tracker.ads.example.co.uk"));
+        n.bind_dns(
+            CAMERA,
+            SERVER,
+            "api.camera-cloud.example.com.au",
+            300,
+            at(1),
+        );
+        assert_eq!(
+            name_at(&n, PHONE, SERVER, 2),
+            Some("tracker.ads.example.co.uk")
+        );
         assert_eq!(
             name_at(&n, CAMERA, SERVER, 2),
             Some("api.camera-cloud.example.com.au")
@@ -181,7 +193,10 @@ mod tests {
         assert_eq!(name_at(&n, PHONE, SERVER, 2), Some("b.example"));
         n.bind_tls(PHONE, SERVER, "c.example", at(3));
         let binding = n.lookup(PHONE, SERVER, at(4)).unwrap();
-        assert_eq!((binding.name.as_str(), binding.source), ("c.example", Source::Tls));
+        assert_eq!(
+            (binding.name.as_str(), binding.source),
+            ("c.example", Source::Tls)
+        );
         assert_eq!(name_at(&n, PHONE, SERVER, 3 + 3599), Some("c.example"));
         assert_eq!(name_at(&n, PHONE, SERVER, 3 + 3600), None);
     }
@@ -191,11 +206,20 @@ mod tests {
         let mut n = names();
         for i in 0..4u8 {
             let addr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, i));
-            n.bind_dns(PHONE, addr, &format!("n{i}.example"), 100 + u32::from(i), at(0));
+            n.bind_dns(
+                PHONE,
+                addr,
+                &format!("n{i}.example"),
+                100 + u32::from(i),
+                at(0),
+            );
         }
         n.bind_dns(PHONE, SERVER, "new.example", 100, at(1));
         assert_eq!(n.len(), 4);
-        assert_eq!(name_at(&n, PHONE, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 0)), 2), None);
+        assert_eq!(
+            name_at(&n, PHONE, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 0)), 2),
+            None
+        );
         assert_eq!(name_at(&n, PHONE, SERVER, 2), Some("new.example"));
         // Re-binding a known address never evicts another.
         n.bind_dns(PHONE, SERVER, "newer.example", 100, at(2));

@@ -165,7 +165,8 @@ impl Naming {
             SNIFF_DHCP => match dhcp::parse_request(payload) {
                 Ok(request) => {
                     if let Some(hostname) = &request.hostname {
-                        self.devices.observe_dhcp_hostname(request.client_mac, hostname);
+                        self.devices
+                            .observe_dhcp_hostname(request.client_mac, hostname);
                     }
                     true
                 }
@@ -286,7 +287,13 @@ mod tests {
         let mut n = naming();
         let now = SystemTime::now();
         for i in 0..40u8 {
-            let r = record(SNIFF_DNS_QUERY, [192, 168, 50, 11], [203, 0, 113, i], 53, &[]);
+            let r = record(
+                SNIFF_DNS_QUERY,
+                [192, 168, 50, 11],
+                [203, 0, 113, i],
+                53,
+                &[],
+            );
             n.handle(&r, now);
         }
         let rows: Vec<_> = n.bypass().collect();
@@ -304,9 +311,18 @@ mod tests {
         assert_eq!(n.stats.malformed, 2);
         // A DNS "answer" of garbage is a parse error of its kind.
         n.handle(
-            &record(SNIFF_DNS_RESPONSE, [192, 168, 50, 1], [192, 168, 50, 11], 40000, b"garbage"),
+            &record(
+                SNIFF_DNS_RESPONSE,
+                [192, 168, 50, 1],
+                [192, 168, 50, 11],
+                40000,
+                b"garbage",
+            ),
             SystemTime::now(),
         );
-        assert_eq!(n.stats.parse_errors[kind_index(SNIFF_DNS_RESPONSE).unwrap()], 1);
+        assert_eq!(
+            n.stats.parse_errors[kind_index(SNIFF_DNS_RESPONSE).unwrap()],
+            1
+        );
     }
 }

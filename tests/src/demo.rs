@@ -135,7 +135,13 @@ fn start_devices(lab: &Lab, stop: Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
             stop.clone(),
             Box::new(move || {
                 let outside = IpAddr::V4(OUTSIDE_RESOLVER_V4);
-                let _ = dns_lookup(&phone, outside, "updates.vendor.example", RecordType::A, false);
+                let _ = dns_lookup(
+                    &phone,
+                    outside,
+                    "updates.vendor.example",
+                    RecordType::A,
+                    false,
+                );
                 let Some(to) = resolve(&phone, TELEMETRY, RecordType::A) else {
                     return;
                 };

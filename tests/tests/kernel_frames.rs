@@ -594,7 +594,11 @@ fn dns_answers_to_a_device_are_copied_even_from_the_router() {
     assert_eq!((h.payload_len, h.captured), (300, 300));
     assert_eq!(data, &answer);
     let s = k.stats(DIRECTION_INGRESS);
-    assert_eq!((s.local, s.sniffed, s.sniff_drops), (1, 1, 0), "still local, not a destination");
+    assert_eq!(
+        (s.local, s.sniffed, s.sniff_drops),
+        (1, 1, 0),
+        "still local, not a destination"
+    );
     // Not from port 53: nothing copied.
     let f = down_v4(&ipv4_udp_to(ROUTER_V4, PHONE_V4, (5353, 40000), &answer));
     k.ingress(&f);
@@ -619,18 +623,44 @@ fn dns_queries_are_copied_only_when_they_leave_the_network() {
     let mut k = Kernel::new();
     k.add_local("192.168.50.0/24");
     let query = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    k.egress(&up_v4(&ipv4_udp_to(PHONE_V4, ROUTER_V4, (40000, 53), &query)));
-    assert!(k.sniffed().is_empty(), "a query to the router's resolver is not a bypass");
-    k.egress(&up_v4(&ipv4_udp_to(PHONE_V4, RESOLVER_V4, (40000, 53), &query)));
+    k.egress(&up_v4(&ipv4_udp_to(
+        PHONE_V4,
+        ROUTER_V4,
+        (40000, 53),
+        &query,
+    )));
+    assert!(
+        k.sniffed().is_empty(),
+        "a query to the router's resolver is not a bypass"
+    );
+    k.egress(&up_v4(&ipv4_udp_to(
+        PHONE_V4,
+        RESOLVER_V4,
+        (40000, 53),
+        &query,
+    )));
     // Twice: the second one takes the known-flow path.
-    k.egress(&up_v4(&ipv4_tcp_to(PHONE_V4, RESOLVER_V4, (40001, 53), &query)));
+    k.egress(&up_v4(&ipv4_tcp_to(
+        PHONE_V4,
+        RESOLVER_V4,
+        (40001, 53),
+        &query,
+    )));
     // A TCP segment without payload (the handshake) is no query.
-    k.egress(&up_v4(&ipv4_tcp_to(PHONE_V4, RESOLVER_V4, (40001, 53), &[])));
+    k.egress(&up_v4(&ipv4_tcp_to(
+        PHONE_V4,
+        RESOLVER_V4,
+        (40001, 53),
+        &[],
+    )));
     let records = k.sniffed();
     assert_eq!(records.len(), 2);
     for (h, data) in &records {
         assert_eq!(h.kind, SNIFF_DNS_QUERY);
-        assert_eq!((v4(&h.src), v4(&h.dst), h.dst_port), (PHONE_V4, RESOLVER_V4, 53));
+        assert_eq!(
+            (v4(&h.src), v4(&h.dst), h.dst_port),
+            (PHONE_V4, RESOLVER_V4, 53)
+        );
         assert!(data.is_empty(), "queries carry no payload");
     }
     assert_eq!((records[0].0.protocol, records[1].0.protocol), (17, 6));
@@ -640,13 +670,32 @@ fn dns_queries_are_copied_only_when_they_leave_the_network() {
 fn client_hellos_are_recognised_by_their_first_bytes() {
     let mut k = Kernel::new();
     let hello = client_hello_like(517);
-    k.egress(&up_v4(&ipv4_tcp_to(PHONE_V4, SERVER_V4, (40000, 443), &hello)));
+    k.egress(&up_v4(&ipv4_tcp_to(
+        PHONE_V4,
+        SERVER_V4,
+        (40000, 443),
+        &hello,
+    )));
     // Application data, an alert and a ServerHello-shaped payload are not copied.
-    for not_hello in [[0x17, 0x03, 0x03, 0, 10, 0x01], [0x15, 0x03, 0x03, 0, 2, 0x01], [0x16, 0x03, 0x03, 0, 10, 0x02]] {
-        k.egress(&up_v4(&ipv4_tcp_to(PHONE_V4, SERVER_V4, (40000, 443), &not_hello)));
+    for not_hello in [
+        [0x17, 0x03, 0x03, 0, 10, 0x01],
+        [0x15, 0x03, 0x03, 0, 2, 0x01],
+        [0x16, 0x03, 0x03, 0, 10, 0x02],
+    ] {
+        k.egress(&up_v4(&ipv4_tcp_to(
+            PHONE_V4,
+            SERVER_V4,
+            (40000, 443),
+            &not_hello,
+        )));
     }
     // Nor a ClientHello the router sends a device (wrong direction).
-    k.ingress(&down_v4(&ipv4_tcp_to(SERVER_V4, PHONE_V4, (443, 40000), &hello)));
+    k.ingress(&down_v4(&ipv4_tcp_to(
+        SERVER_V4,
+        PHONE_V4,
+        (443, 40000),
+        &hello,
+    )));
     let records = k.sniffed();
     assert_eq!(records.len(), 1);
     let (h, data) = &records[0];
@@ -660,7 +709,12 @@ fn dhcp_requests_are_copied_though_broadcast() {
     let mut k = Kernel::new();
     k.add_local("255.255.255.255/32");
     let request: Vec<u8> = vec![1; 300];
-    let ip = ipv4_udp_to(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, (68, 67), &request);
+    let ip = ipv4_udp_to(
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::BROADCAST,
+        (68, 67),
+        &request,
+    );
     k.egress(&frame(DEVICE, [0xff; 6], 0x0800, &ip));
     let records = k.sniffed();
     assert_eq!(records.len(), 1);
@@ -681,5 +735,10 @@ fn a_full_ring_drops_records_and_counts_them_but_never_the_bytes() {
     let s = k.stats(DIRECTION_INGRESS);
     assert_eq!((s.counted, s.sniffed, s.sniff_drops), (5, 1, 4));
     assert_eq!(k.sniffed().len(), 1);
-    assert_counts(k.flow(DIRECTION_INGRESS, IpAddr::V4(RESOLVER_V4)), 5 * 128, 5, "resolver");
+    assert_counts(
+        k.flow(DIRECTION_INGRESS, IpAddr::V4(RESOLVER_V4)),
+        5 * 128,
+        5,
+        "resolver",
+    );
 }

@@ -96,16 +96,27 @@ fn devices_are_named_from_the_real_lease_file_and_renames_are_followed() {
     };
     let p = info(&phone.mac_string());
     assert_eq!(
-        (p["device"].as_str(), p["name_source"].as_str(), p["locally_administered"].as_str()),
+        (
+            p["device"].as_str(),
+            p["name_source"].as_str(),
+            p["locally_administered"].as_str()
+        ),
         ("redmi-note-12", "lease", "false")
     );
     let l = info(&lab.device("laptop").mac_string());
     assert_eq!(
-        (l["device"].as_str(), l["name_source"].as_str(), l["group"].as_str()),
+        (
+            l["device"].as_str(),
+            l["name_source"].as_str(),
+            l["group"].as_str()
+        ),
         ("work laptop", "config", "work"),
         "the configuration wins over the lease"
     );
-    assert_eq!(info(&lab.device("camera").mac_string())["device"], "ipcam-7f3a");
+    assert_eq!(
+        info(&lab.device("camera").mac_string())["device"],
+        "ipcam-7f3a"
+    );
     assert_eq!(
         s.count(
             "egress_device_bytes_total",
@@ -181,10 +192,22 @@ fn traffic_to_a_resolved_server_is_counted_under_the_name_exactly() {
         (unnamed.to_string(), to_unnamed),
     ];
     want.sort();
-    assert_eq!(got, want, "exact bytes under each name; DNS to the router is not a destination");
-    assert!(s.count("egress_monitor_sniff_records_total", &[("kind", "dns_response")]) >= 2);
+    assert_eq!(
+        got, want,
+        "exact bytes under each name; DNS to the router is not a destination"
+    );
+    assert!(
+        s.count(
+            "egress_monitor_sniff_records_total",
+            &[("kind", "dns_response")]
+        ) >= 2
+    );
     assert_eq!(s.sum("egress_monitor_sniff_parse_errors_total", &[]), 0);
-    assert_eq!(s.sum("egress_resolver_bypass_total", &[]), 0, "the router's resolver is no bypass");
+    assert_eq!(
+        s.sum("egress_resolver_bypass_total", &[]),
+        0,
+        "the router's resolver is no bypass"
+    );
 }
 
 #[test]
@@ -195,7 +218,10 @@ fn two_devices_naming_one_server_differently_each_get_their_own_name() {
     let agent = Agent::start(&lab, "", &[]);
     let phone_addr = resolve(&lab, "phone", "tracker.ads.example.co.uk");
     let camera_addr = resolve(&lab, "camera", "api.camera-cloud.example.com.au");
-    assert_eq!(phone_addr, camera_addr, "the zone gives both names one address");
+    assert_eq!(
+        phone_addr, camera_addr,
+        "the zone gives both names one address"
+    );
     let phone_sent = send(&lab, "phone", phone_addr, 4);
     let camera_sent = send(&lab, "camera", camera_addr, 6);
     let s = agent.settled();
@@ -242,7 +268,11 @@ fn a_name_is_dropped_after_its_ttl_and_the_grace_period() {
     std::thread::sleep(Duration::from_secs(u64::from(SHORT_TTL) + 2));
     let unnamed = send(&lab, "phone", addr, 5);
     let s = agent.settled();
-    assert_eq!(egress_bytes(&s, &mac, "vendor.example"), named, "no byte moves");
+    assert_eq!(
+        egress_bytes(&s, &mac, "vendor.example"),
+        named,
+        "no byte moves"
+    );
     assert_eq!(egress_bytes(&s, &mac, &addr.to_string()), unnamed);
     assert_eq!(s.value("egress_monitor_destination_names", &[]), Some(0.0));
 }
@@ -261,7 +291,11 @@ fn a_server_contacted_by_address_is_named_from_the_client_hello() {
         "hidden-tracker.example.net",
         2000,
     );
-    assert!(outcome.handshake, "TLS handshake failed: {}", outcome.output);
+    assert!(
+        outcome.handshake,
+        "TLS handshake failed: {}",
+        outcome.output
+    );
     let wan = lab.wan_count(server);
     let s = agent.settled();
     let mac = lab.device("phone").mac_string();
@@ -275,7 +309,10 @@ fn a_server_contacted_by_address_is_named_from_the_client_hello() {
         vec![("hidden-tracker.example.net".to_owned(), wan.tx_bytes)]
     );
     assert_eq!(
-        s.count("egress_monitor_sniff_records_total", &[("kind", "tls_client_hello")]),
+        s.count(
+            "egress_monitor_sniff_records_total",
+            &[("kind", "tls_client_hello")]
+        ),
         1
     );
 }
@@ -289,7 +326,13 @@ fn a_device_that_goes_around_the_router_resolver_is_reported() {
     let phone = lab.device("phone");
     let resolver = IpAddr::V4(OUTSIDE_RESOLVER_V4);
     // Plain DNS to the outside resolver; its answer still names the destination.
-    let addr = dns_query(&phone.ns, resolver, "updates.vendor.example", RecordType::A, false)[0];
+    let addr = dns_query(
+        &phone.ns,
+        resolver,
+        "updates.vendor.example",
+        RecordType::A,
+        false,
+    )[0];
     let sent = send(&lab, "phone", addr, 2);
     // DNS over TLS, and DNS over HTTPS to a listed resolver.
     let _dot = lab.start_tls_server(resolver, 853);
@@ -317,7 +360,10 @@ fn a_device_that_goes_around_the_router_resolver_is_reported() {
         ),
         0
     );
-    assert_eq!(egress_bytes(&s, &phone.mac_string(), "updates.vendor.example"), sent);
+    assert_eq!(
+        egress_bytes(&s, &phone.mac_string(), "updates.vendor.example"),
+        sent
+    );
 }
 
 #[test]
@@ -332,7 +378,11 @@ fn a_burst_of_dns_answers_overflows_the_ring_but_bytes_stay_exact() {
     let answers = dns_burst(
         &lab.device("phone").ns,
         router(),
-        &["telemetry.vendor.example", "cdn.vendor.example", "tracker.ads.example.co.uk"],
+        &[
+            "telemetry.vendor.example",
+            "cdn.vendor.example",
+            "tracker.ads.example.co.uk",
+        ],
         500,
     );
     let unnamed = send(&lab, "phone", IpAddr::V4(SERVERS_V4[4]), 10);
@@ -340,16 +390,28 @@ fn a_burst_of_dns_answers_overflows_the_ring_but_bytes_stay_exact() {
     agent.child().signal(libc::SIGCONT);
     let s = agent.settled();
     let dropped = s.count("egress_monitor_sniff_dropped_total", &[]);
-    let copied = s.count("egress_monitor_sniff_records_total", &[("kind", "dns_response")]);
+    let copied = s.count(
+        "egress_monitor_sniff_records_total",
+        &[("kind", "dns_response")],
+    );
     assert!(answers > 100, "the burst got {answers} answers");
-    assert!(dropped > 0, "a stalled agent with a 64 KiB ring must drop records");
-    assert!(copied + dropped >= answers as u64, "{copied} copied + {dropped} dropped < {answers}");
+    assert!(
+        dropped > 0,
+        "a stalled agent with a 64 KiB ring must drop records"
+    );
+    assert!(
+        copied + dropped >= answers as u64,
+        "{copied} copied + {dropped} dropped < {answers}"
+    );
     assert!(copied > 0 && copied < 40, "{copied} records fit in 64 KiB");
     // Names from the records that made it (the burst resolved telemetry.vendor.example first).
     assert_eq!(egress_bytes(&s, &mac, "vendor.example"), named);
     assert_eq!(egress_bytes(&s, &mac, &SERVERS_V4[4].to_string()), unnamed);
     assert_eq!(
-        s.count("egress_device_bytes_total", &[("mac", &mac), ("direction", "egress")]),
+        s.count(
+            "egress_device_bytes_total",
+            &[("mac", &mac), ("direction", "egress")]
+        ),
         named + unnamed
     );
 }

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, SystemTime};
 
-
 use super::{clean_device_name, parse_hex_bytes};
 use crate::mac::MacAddr;
 
