@@ -296,10 +296,10 @@ pub(crate) mod tests {
         // dhcproto's eager decoder debug-asserts on these lengths (found by the property tests:
         // rapid commit with a value). Only the options used here are decoded.
         for options in [
-            &[80, 1, 0][..],       // rapid commit must be empty
-            &[81, 0][..],          // client FQDN needs 3 bytes
-            &[151, 0][..],         // bulk lease query status needs 1
-            &[93, 2, 0, 0][..],    // client network interface needs 3
+            &[80, 1, 0][..],    // rapid commit must be empty
+            &[81, 0][..],       // client FQDN needs 3 bytes
+            &[151, 0][..],      // bulk lease query status needs 1
+            &[93, 2, 0, 0][..], // client network interface needs 3
         ] {
             let got = parse_request(&with_options(&[&[53, 1, 1], options].concat())).unwrap();
             assert_eq!(got.message_type, Some(MessageType::Discover), "{options:?}");

@@ -916,6 +916,9 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) const DNSMASQ_LEASES: &str = include_str!("../../tests/fixtures/dnsmasq.leases");
+    pub(crate) const ISC_LEASES: &str = include_str!("../../tests/fixtures/dhcpd.leases");
+    pub(crate) const KEA4_LEASES: &str = include_str!("../../tests/fixtures/kea-leases4.csv");
+    pub(crate) const KEA6_LEASES: &str = include_str!("../../tests/fixtures/kea-leases6.csv");
 
     fn mac(s: &str) -> Option<MacAddr> {
         Some(s.parse().unwrap())
@@ -973,21 +976,76 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn reads_a_real_dnsmasq_lease_file() {
-        let leases = parse(LeaseFormat::Dnsmasq, DNSMASQ_LEASES);
-        assert_eq!(
-            leases,
-            Leases {
-                leases: vec![lease(
-                    mac("00:00:5e:00:53:01"),
-                    ip("192.0.2.101"),
+    fn reads_real_lease_files() {
+        // Written by the servers themselves for one udhcpc client (DHCPv4, MAC 00:00:5e:00:53:01,
+        // "my-phone") and one DHCPv6 client (DUID-LL of the same MAC, FQDN "my-laptop"); see
+        // tests/fixtures/README.md.
+        let phone = mac("00:00:5e:00:53:01");
+        let cases = [
+            (
+                LeaseFormat::Dnsmasq,
+                DNSMASQ_LEASES,
+                vec![
+                    lease(
+                        phone,
+                        ip("192.0.2.101"),
+                        Some("my-phone"),
+                        at(1_795_814_086),
+                        true,
+                    ),
+                    lease(
+                        phone,
+                        ip("2001:db8::195"),
+                        Some("my-laptop"),
+                        at(1_795_814_086),
+                        true,
+                    ),
+                ],
+            ),
+            (
+                LeaseFormat::IscDhcpd,
+                ISC_LEASES,
+                vec![lease(
+                    phone,
+                    ip("192.0.2.100"),
                     Some("my-phone"),
-                    at(1_795_813_266),
-                    true
+                    at(1_795_814_089),
+                    true,
                 )],
-                skipped: vec![],
-            }
-        );
+            ),
+            (
+                LeaseFormat::KeaCsv,
+                KEA4_LEASES,
+                vec![lease(
+                    phone,
+                    ip("192.0.2.100"),
+                    Some("my-phone"),
+                    at(1_795_814_092),
+                    true,
+                )],
+            ),
+            (
+                LeaseFormat::KeaCsv,
+                KEA6_LEASES,
+                vec![lease(
+                    phone,
+                    ip("2001:db8::100"),
+                    Some("my-laptop"),
+                    at(1_795_814_093),
+                    true,
+                )],
+            ),
+        ];
+        for (format, text, want) in cases {
+            assert_eq!(
+                parse(format, text),
+                Leases {
+                    leases: want,
+                    skipped: vec![]
+                },
+                "{format}"
+            );
+        }
     }
 
     #[test]
