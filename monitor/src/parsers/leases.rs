@@ -414,39 +414,41 @@ fn parse_odhcpd_leases(text: &str) -> Leases {
     out
 }
 
-/// Keeps the last lease per address, in the order each address first appeared.
+/// Keeps the last lease per address, in the order each address first appeared. Replacing and
+/// deleting are O(1), so a long log of updates costs linear time.
 #[derive(Default)]
 struct LastPerAddress {
-    leases: Leases,
+    /// One slot per address; `None` once deleted.
+    slots: Vec<Option<Lease>>,
     index: HashMap<IpAddr, usize>,
+    /// Skipped lines; `leases` is filled from `slots` by [`LastPerAddress::finish`].
+    out: Leases,
 }
 
 impl LastPerAddress {
-    fn put(&mut self, line: usize, lease: Lease) {
-        if let Some(addr) = lease.addr
-            && let Some(&i) = self.index.get(&addr)
-        {
-            self.leases.leases[i] = lease;
-            return;
-        }
-        let addr = lease.addr;
-        self.leases.push(line, lease);
-        if let Some(addr) = addr
-            && self.leases.leases.len() <= MAX_LEASES
-        {
-            self.index.insert(addr, self.leases.leases.len() - 1);
+    /// Records `lease` as the current one for `key` (its address, or its prefix).
+    fn put(&mut self, line: usize, key: IpAddr, lease: Lease) {
+        if let Some(&i) = self.index.get(&key) {
+            self.slots[i] = Some(lease);
+        } else if self.slots.len() < MAX_LEASES {
+            self.index.insert(key, self.slots.len());
+            self.slots.push(Some(lease));
+        } else {
+            self.out
+                .skip(line, format!("more than {MAX_LEASES} leases"));
         }
     }
 
-    fn remove(&mut self, addr: IpAddr) {
-        if let Some(i) = self.index.remove(&addr) {
-            self.leases.leases.remove(i);
-            for j in self.index.values_mut() {
-                if *j > i {
-                    *j -= 1;
-                }
-            }
+    fn remove(&mut self, key: IpAddr) {
+        if let Some(i) = self.index.remove(&key) {
+            self.slots[i] = None;
         }
+    }
+
+    fn finish(mut self) -> Leases {
+        self.out.leases = self.slots.into_iter().flatten().collect();
+        self.out.skipped.sort_by_key(|s| s.line);
+        self.out
     }
 }
 
@@ -649,16 +651,15 @@ fn parse_isc(text: &str) -> Leases {
     let mut table = LastPerAddress::default();
     if let Some(line) = open_string {
         table
-            .leases
+            .out
             .skip(line, "string not closed before the end of the file");
     }
     let mut pos = 0;
-    let statements = isc_statements(&tokens, &mut pos, 0, &mut table.leases).unwrap_or_default();
+    let statements = isc_statements(&tokens, &mut pos, 0, &mut table.out).unwrap_or_default();
     for statement in &statements {
         isc_declaration(statement, &mut table);
     }
-    table.leases.skipped.sort_by_key(|s| s.line);
-    table.leases
+    table.finish()
 }
 
 /// Reads one top-level declaration of an ISC lease file into the table.
@@ -670,7 +671,7 @@ fn isc_declaration(statement: &Statement, table: &mut LastPerAddress) {
         Some("lease") => {
             let Some(addr) = statement.word(1).and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
                 let shown = statement.word(1).unwrap_or_default();
-                table.leases.skip(
+                table.out.skip(
                     statement.line,
                     format!("lease {} is not an IPv4 address", quote(shown)),
                 );
@@ -678,10 +679,8 @@ fn isc_declaration(statement: &Statement, table: &mut LastPerAddress) {
             };
             let mut lease = isc_lease_fields(block);
             lease.addr = Some(IpAddr::V4(addr));
-            if let Some(mac) = isc_hardware(block) {
-                lease.mac = Some(mac);
-            }
-            table.put(statement.line, lease);
+            lease.mac = isc_hardware(block);
+            table.put(statement.line, IpAddr::V4(addr), lease);
         }
         Some("ia-na" | "ia-ta") => {
             let mac = match statement.words.get(1) {
@@ -694,7 +693,7 @@ fn isc_declaration(statement: &Statement, table: &mut LastPerAddress) {
                 };
                 let Some(addr) = inner.word(1).and_then(|a| a.parse::<IpAddr>().ok()) else {
                     let shown = inner.word(1).unwrap_or_default();
-                    table.leases.skip(
+                    table.out.skip(
                         inner.line,
                         format!("iaaddr {} is not an address", quote(shown)),
                     );
@@ -703,7 +702,7 @@ fn isc_declaration(statement: &Statement, table: &mut LastPerAddress) {
                 let mut lease = isc_lease_fields(block);
                 lease.addr = Some(addr);
                 lease.mac = mac;
-                table.put(inner.line, lease);
+                table.put(inner.line, addr, lease);
             }
         }
         _ => {}
@@ -803,12 +802,12 @@ fn parse_kea(text: &str) -> Leases {
         if line.starts_with("address,") {
             columns = KeaColumns::from_header(line);
             if columns.is_none() {
-                table.leases.skip(n, "header without an address column");
+                table.out.skip(n, "header without an address column");
             }
             continue;
         }
         let Some(cols) = &columns else {
-            table.leases.skip(n, "row before the header line");
+            table.out.skip(n, "row before the header line");
             continue;
         };
         let fields: Vec<&str> = line.split(',').take(cols.count + 1).collect();
@@ -816,7 +815,7 @@ fn parse_kea(text: &str) -> Leases {
         let address = field(Some(cols.address));
         let Ok(addr) = address.parse::<IpAddr>() else {
             table
-                .leases
+                .out
                 .skip(n, format!("{} is not an IP address", quote(address)));
             continue;
         };
@@ -836,24 +835,19 @@ fn parse_kea(text: &str) -> Leases {
                 parse_hex_bytes(field(cols.duid), MAX_DUID_LEN).and_then(|d| mac_from_duid(&d))
             });
         let state = field(cols.state);
+        // A delegated prefix (lease_type 2) is keyed by its address so that later rows still
+        // supersede it, but it names no single host.
         let prefix = field(cols.lease_type) == "2";
-        let mut lease = Lease {
+        let lease = Lease {
             mac,
-            addr: Some(addr),
+            addr: (!prefix).then_some(addr),
             hostname: clean_device_name(&kea_unescape(field(cols.hostname))),
             expires,
             active: state.is_empty() || state == "0",
         };
-        table.put(n, lease.clone());
-        if prefix {
-            // Keyed by the prefix so later rows still supersede it, but not a host address.
-            if let Some(&i) = table.index.get(&addr) {
-                lease.addr = None;
-                table.leases.leases[i] = lease;
-            }
-        }
+        table.put(n, addr, lease);
     }
-    table.leases
+    table.finish()
 }
 
 /// Column positions from a Kea CSV header.
@@ -1520,6 +1514,35 @@ address,duid,valid_lifetime,expire,subnet_id,pref_lifetime,lease_type,iaid,prefi
             let got = parse(format, &text);
             assert_eq!(got.skipped.len(), MAX_SKIPPED, "{format}");
         }
+    }
+
+    #[test]
+    fn lease_count_is_capped_and_logs_are_linear() {
+        let n = MAX_LEASES + 3;
+        let addr = |i: usize| format!("2001:db8::{:x}:{:x}", i >> 16, i & 0xffff);
+        let dnsmasq: String = (0..n)
+            .map(|i| format!("0 00:00:5e:00:53:01 {} * *\n", addr(i)))
+            .collect();
+        let got = parse(LeaseFormat::Dnsmasq, &dnsmasq);
+        assert_eq!(got.leases.len(), MAX_LEASES);
+        assert_eq!(got.skipped.len(), 3);
+        assert_eq!(
+            got.skipped[0],
+            skipped(MAX_LEASES + 1, "more than 65536 leases")
+        );
+
+        // A Kea log that adds and deletes every address: deletions must not cost a scan each.
+        let mut kea = String::from("address,hwaddr,valid_lifetime,expire,hostname,state\n");
+        for i in 0..n {
+            kea.push_str(&format!("{},,3600,1795813266,,0\n", addr(i)));
+        }
+        for i in (0..n).step_by(2) {
+            kea.push_str(&format!("{},,0,1795813266,,0\n", addr(i)));
+        }
+        let got = parse(LeaseFormat::KeaCsv, &kea);
+        assert_eq!(got.leases.len(), MAX_LEASES / 2);
+        assert_eq!(got.leases[0].addr, ip("2001:db8::0:1"));
+        assert_eq!(got.skipped.len(), 3);
     }
 
     #[test]
