@@ -44,6 +44,9 @@ const DHCP_FIXTURES: &[&[u8]] = &[DISCOVER, REQUEST, OFFER];
 /// Realistic text of every lease format, to be cut and damaged.
 const LEASE_TEXTS: &[(LeaseFormat, &str)] = &[
     (LeaseFormat::Dnsmasq, leases::tests::DNSMASQ_LEASES),
+    (LeaseFormat::IscDhcpd, leases::tests::ISC_LEASES),
+    (LeaseFormat::KeaCsv, leases::tests::KEA4_LEASES),
+    (LeaseFormat::KeaCsv, leases::tests::KEA6_LEASES),
     (
         LeaseFormat::Dnsmasq,
         "0 00:00:5e:00:53:03 192.0.2.103 printer 01:00:00:5e:00:53:03\n\

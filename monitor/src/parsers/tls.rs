@@ -1,13 +1,13 @@
 //! The server name (SNI) in a TLS ClientHello: the destination's name for devices that resolve
 //! names themselves (DNS over HTTPS, hard-coded resolvers), whose DNS answers the router never sees.
 //!
-//! Parsing is tls-parser's. The kernel copies at most the first 2048 bytes of a connection's first
-//! payload, and a ClientHello with a post-quantum key share is larger than that; since the
-//! server_name extension usually comes early, a record cut short still names its server when
-//! the extension lies wholly inside the captured bytes. For that case the record and handshake
-//! headers are read here (4 bytes each), tls-parser's `parse_tls_handshake_client_hello` parses
-//! the fixed fields, and its `parse_tls_extension` parses the extensions one at a time until the
-//! bytes run out.
+//! Parsing is tls-parser's. A capture may hold only the first bytes of a connection (2048, say),
+//! and a ClientHello with a post-quantum key share is larger than that; since the server_name
+//! extension usually comes early, a record cut short still names its server when the extension
+//! lies wholly inside the captured bytes. For that case the record header (5 bytes, with
+//! tls-parser's `parse_tls_record_header`) and the handshake header (type and 24-bit length) are
+//! read here, tls-parser's `parse_tls_handshake_client_hello` parses the fixed fields, and its
+//! `parse_tls_extension` parses the extensions one at a time until the bytes run out.
 
 use tls_parser::{
     MAX_RECORD_LEN, SNIType, TlsExtension, TlsMessage, TlsMessageHandshake, TlsRecordType,
