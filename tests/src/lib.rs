@@ -30,11 +30,13 @@
 //! Everything needs root; without it, building a lab panics with a message saying so.
 
 pub mod agent;
+pub mod bench;
 mod counters;
 pub mod demo;
 mod dhcp;
 pub mod dns;
 mod dnsmasq;
+pub mod frames;
 pub mod netns;
 mod process;
 mod scratch;

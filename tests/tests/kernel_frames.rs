@@ -8,7 +8,10 @@ use aya::{
     maps::{LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
-use egress_lab::require_root;
+use egress_lab::{
+    frames::{ethernet, frame, ipv4_tcp, ipv4_udp, ipv6_hbh_tcp, ipv6_udp, with_tags},
+    require_root,
+};
 use monitor::loader::{self, MapSizes};
 use monitor_common::{
     Counters, DEVICES_MAP, DIRECTION_EGRESS, DIRECTION_INGRESS, DeviceKey, FAMILY_V4, FAMILY_V6,
@@ -154,97 +157,6 @@ fn skb_context(gso_segs: u32) -> [u8; 192] {
     let mut ctx = [0u8; 192];
     ctx[164..168].copy_from_slice(&gso_segs.to_ne_bytes());
     ctx
-}
-
-// ---- frame builders: explicit bytes, so every test says exactly what it feeds the kernel ----
-
-fn ethernet(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f
-}
-
-/// Inserts VLAN tags after the MAC addresses: each (TPID, VID).
-fn with_tags(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
-    let mut f = frame[..12].to_vec();
-    for (tpid, vid) in tags {
-        f.extend_from_slice(&tpid.to_be_bytes());
-        f.extend_from_slice(&vid.to_be_bytes());
-    }
-    f.extend_from_slice(&frame[12..]);
-    f
-}
-
-/// IPv4 + UDP with `options` bytes of IP options (a multiple of 4) and `payload` bytes.
-fn ipv4_udp(src: Ipv4Addr, dst: Ipv4Addr, options: usize, payload: usize) -> Vec<u8> {
-    let ihl = 20 + options;
-    let total = ihl + 8 + payload;
-    let mut p = vec![0x40 | (ihl / 4) as u8, 0];
-    p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend(std::iter::repeat_n(1u8, options)); // NOP options
-    p.extend_from_slice(&[0x30, 0x39, 0x23, 0x28]);
-    p.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend(std::iter::repeat_n(0xabu8, payload));
-    p
-}
-
-/// IPv4 + TCP with a `tcp_header`-byte TCP header (20..=60) and `payload` bytes.
-fn ipv4_tcp(src: Ipv4Addr, dst: Ipv4Addr, tcp_header: usize, payload: usize) -> Vec<u8> {
-    let total = 20 + tcp_header + payload;
-    let mut p = vec![0x45, 0];
-    p.extend_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend(tcp(tcp_header, payload));
-    p
-}
-
-fn tcp(header: usize, payload: usize) -> Vec<u8> {
-    let mut t = vec![0x30, 0x39, 0x23, 0x29, 0, 0, 0, 1, 0, 0, 0, 0];
-    t.push(((header / 4) as u8) << 4);
-    t.extend_from_slice(&[0x10, 0xff, 0xff, 0, 0, 0, 0]);
-    t.extend(std::iter::repeat_n(1u8, header - 20)); // NOP options
-    t.extend(std::iter::repeat_n(0xcdu8, payload));
-    t
-}
-
-/// IPv6 + UDP with `payload` bytes.
-fn ipv6_udp(src: Ipv6Addr, dst: Ipv6Addr, payload: usize) -> Vec<u8> {
-    let mut p = vec![0x60, 0, 0, 0];
-    p.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-    p.extend_from_slice(&[17, 64]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&[0x30, 0x39, 0x23, 0x28]);
-    p.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend(std::iter::repeat_n(0xabu8, payload));
-    p
-}
-
-/// IPv6 + hop-by-hop (8 bytes) + TCP.
-fn ipv6_hbh_tcp(src: Ipv6Addr, dst: Ipv6Addr, tcp_header: usize, payload: usize) -> Vec<u8> {
-    let mut p = vec![0x60, 0, 0, 0];
-    p.extend_from_slice(&((8 + tcp_header + payload) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 64]);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]); // next = TCP, len 0 (8 bytes), PadN
-    p.extend(tcp(tcp_header, payload));
-    p
-}
-
-fn frame(src: [u8; 6], dst: [u8; 6], ethertype: u16, ip: &[u8]) -> Vec<u8> {
-    let mut f = ethernet(dst, src, ethertype);
-    f.extend_from_slice(ip);
-    f
 }
 
 fn up_v4(ip: &[u8]) -> Vec<u8> {
