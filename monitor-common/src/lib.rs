@@ -6,8 +6,15 @@
 
 /// Name of the LRU per-CPU hash map of (device, direction, remote address) -> [`Counters`].
 pub const FLOWS_MAP: &str = "FLOWS";
-/// Name of the per-CPU hash map of (device, direction) -> [`Counters`]: exact device totals.
+/// Name of the per-CPU hash map of (device, direction) -> [`Counters`]: device totals counted
+/// before the agent gave the device a slot in [`DEVICE_TOTALS_MAP`].
 pub const DEVICES_MAP: &str = "DEVICES";
+/// Name of the hash map of (device, direction) -> slot in [`DEVICE_TOTALS_MAP`], written by the
+/// agent (the only allocator, so the kernel needs no atomics).
+pub const DEVICE_SLOTS_MAP: &str = "DEVICE_SLOTS";
+/// Name of the per-CPU array of [`Counters`] indexed by device slot: device totals after the
+/// slot was given. A device's exact total is its [`DEVICES_MAP`] value plus its slot's value.
+pub const DEVICE_TOTALS_MAP: &str = "DEVICE_TOTALS";
 /// Name of the per-CPU array of [`KernelStats`], indexed by direction.
 pub const STATS_MAP: &str = "STATS";
 /// Name of the LPM trie of local IPv4 prefixes (key data `[u8; 4]`, value `u8`).
@@ -19,7 +26,8 @@ pub const SNIFF_MAP: &str = "SNIFF";
 
 /// Default capacity of [`FLOWS_MAP`]; the agent resizes it from its configuration at load time.
 pub const DEFAULT_FLOW_ENTRIES: u32 = 65_536;
-/// Default capacity of [`DEVICES_MAP`] (one entry per device and direction).
+/// Default capacity of [`DEVICES_MAP`], [`DEVICE_SLOTS_MAP`] and [`DEVICE_TOTALS_MAP`] (one
+/// entry per device and direction).
 pub const DEFAULT_DEVICE_ENTRIES: u32 = 4_096;
 /// Capacity of each local-prefix trie.
 pub const LOCAL_PREFIX_ENTRIES: u32 = 1_024;
@@ -120,6 +128,20 @@ pub struct SniffEvent {
     pub data: [u8; SNIFF_DATA_MAX],
 }
 
+/// A flow's per-CPU counts, and where its device's total lives, so that a packet of a known
+/// flow costs one hash lookup: the device total is then an array slot, whose lookup the
+/// verifier inlines.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    pub bytes: u64,
+    pub packets: u64,
+    /// The device's slot in [`DEVICE_TOTALS_MAP`] plus one; 0 when this CPU has not learnt it
+    /// yet (a per-CPU value starts zeroed on the other CPUs).
+    pub device_slot: u32,
+    pub pad: u32,
+}
+
 /// Per-CPU byte and packet counts. Bytes are IP-layer bytes as on the wire; a GSO/GRO
 /// super-packet counts as the segments it stands for.
 #[repr(C)]
@@ -199,6 +221,7 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::DeviceKey {}
     unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::KernelStats {}
     unsafe impl aya::Pod for super::SniffHeader {}
 }
@@ -207,6 +230,7 @@ mod user {
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 24);
 const _: () = assert!(core::mem::size_of::<DeviceKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
 const _: () = assert!(core::mem::size_of::<KernelStats>() == 88);
 const _: () = assert!(core::mem::size_of::<SniffHeader>() == 64);
 const _: () = assert!(core::mem::size_of::<SniffEvent>() == 64 + SNIFF_DATA_MAX);

@@ -1,15 +1,20 @@
 //! Per-packet accounting: the device total first, then the (device, remote) detail.
 //!
+//! A packet of a known flow costs one hash lookup: the flow entry remembers its device's slot
+//! in the `DEVICE_TOTALS` array (learnt once per flow and CPU from `DEVICE_SLOTS`), and an
+//! array lookup is inlined by the verifier. Until the agent has given a new device a slot (at
+//! its next poll), the device's total goes to the `DEVICES` hash; the agent adds both.
+//!
 //! A byte goes into its device total before its flow, so at every instant the flows of a
 //! device hold no byte its total lacks. The agent does not rely on reading both at one instant:
 //! it settles each total a poll later, after reading the flows again (see its ledger).
 
 use aya_ebpf::{bindings::BPF_ANY, programs::TcContext};
 use aya_log_ebpf::warn;
-use monitor_common::{Counters, DeviceKey, FAMILY_V4, FlowKey, KernelStats};
+use monitor_common::{Counters, DeviceKey, FAMILY_V4, FlowKey, FlowValue, KernelStats};
 
 use crate::{
-    maps::{DEVICES, FLOWS, LOCAL_V4, LOCAL_V6, STATS},
+    maps::{DEVICE_SLOTS, DEVICE_TOTALS, DEVICES, FLOWS, LOCAL_V4, LOCAL_V6, STATS},
     parse::{Packet, Parsed, parse},
     sniff::sniff,
 };
@@ -55,12 +60,12 @@ fn count(ctx: &TcContext, packet: &Packet, direction: u8, stats: &mut KernelStat
     };
     // A flow already in the map is known not to be local: one lookup, no trie walk.
     if let Some(flow) = FLOWS.get_ptr_mut(key) {
-        if !add_to_device(packet, direction) {
+        // SAFETY: per-CPU value of this CPU; TC programs do not nest on one CPU.
+        let flow = unsafe { &mut *flow };
+        if !add_to_device(packet, direction, &mut flow.device_slot) {
             device_map_full(ctx, packet, stats);
             return false;
         }
-        // SAFETY: per-CPU value of this CPU; see above.
-        let flow = unsafe { &mut *flow };
         flow.bytes += packet.bytes;
         flow.packets += packet.packets;
         stats.counted += 1;
@@ -70,14 +75,17 @@ fn count(ctx: &TcContext, packet: &Packet, direction: u8, stats: &mut KernelStat
         stats.local += 1;
         return false;
     }
-    if !add_to_device(packet, direction) {
+    let mut device_slot = 0;
+    if !add_to_device(packet, direction, &mut device_slot) {
         device_map_full(ctx, packet, stats);
         return false;
     }
     stats.counted += 1;
-    let value = Counters {
+    let value = FlowValue {
         bytes: packet.bytes,
         packets: packet.packets,
+        device_slot,
+        pad: 0,
     };
     // On a per-CPU map an update writes only this CPU's slot, so BPF_ANY is right even when
     // another CPU creates the same key at the same moment.
@@ -103,14 +111,35 @@ fn device_map_full(ctx: &TcContext, packet: &Packet, stats: &mut KernelStats) {
     stats.device_update_errors += 1;
 }
 
-/// Adds the packet to its device's total; false when the device map is full.
+/// Adds the packet to its device's total; false when the device map is full. `slot` is the
+/// flow's cached slot (plus one; 0 = not learnt), filled in when the agent has given one.
 #[inline(always)]
-fn add_to_device(packet: &Packet, direction: u8) -> bool {
+fn add_to_device(packet: &Packet, direction: u8, slot: &mut u32) -> bool {
+    if *slot != 0
+        && let Some(total) = DEVICE_TOTALS.get_ptr_mut(*slot - 1)
+    {
+        // SAFETY: per-CPU value of this CPU.
+        let total = unsafe { &mut *total };
+        total.bytes += packet.bytes;
+        total.packets += packet.packets;
+        return true;
+    }
     let key = DeviceKey {
         mac: packet.device,
         direction,
         pad: 0,
     };
+    // SAFETY: a plain u32 read from a map value.
+    if let Some(given) = unsafe { DEVICE_SLOTS.get(&key) }
+        && let Some(total) = DEVICE_TOTALS.get_ptr_mut(*given)
+    {
+        *slot = *given + 1;
+        // SAFETY: per-CPU value of this CPU.
+        let total = unsafe { &mut *total };
+        total.bytes += packet.bytes;
+        total.packets += packet.packets;
+        return true;
+    }
     if let Some(total) = DEVICES.get_ptr_mut(key) {
         // SAFETY: per-CPU value of this CPU.
         let total = unsafe { &mut *total };

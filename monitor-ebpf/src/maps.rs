@@ -3,23 +3,34 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LpmTrie, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use monitor_common::{
     Counters, DEFAULT_DEVICE_ENTRIES, DEFAULT_FLOW_ENTRIES, DEFAULT_SNIFF_RING_BYTES, DIRECTIONS,
-    DeviceKey, FlowKey, KernelStats, LOCAL_PREFIX_ENTRIES,
+    DeviceKey, FlowKey, FlowValue, KernelStats, LOCAL_PREFIX_ENTRIES,
 };
 
 /// (device, direction, remote) -> counts. LRU bounds memory whatever the devices do; what it
-/// evicts still shows in [`DEVICES`], so the agent reports it as unattributed.
+/// evicts still shows in the device totals, so the agent reports it as unattributed.
 #[map]
-pub static FLOWS: LruPerCpuHashMap<FlowKey, Counters> =
+pub static FLOWS: LruPerCpuHashMap<FlowKey, FlowValue> =
     LruPerCpuHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
 
-/// (device, direction) -> exact totals. Not LRU: a device total must never be lost.
+/// (device, direction) -> totals, until the agent gives the device a slot. Not LRU: a device
+/// total must never be lost.
 #[map]
 pub static DEVICES: PerCpuHashMap<DeviceKey, Counters> =
     PerCpuHashMap::with_max_entries(DEFAULT_DEVICE_ENTRIES, 0);
+
+/// (device, direction) -> slot in [`DEVICE_TOTALS`], written by the agent.
+#[map]
+pub static DEVICE_SLOTS: HashMap<DeviceKey, u32> =
+    HashMap::with_max_entries(DEFAULT_DEVICE_ENTRIES, 0);
+
+/// Device totals by slot, once the agent gave one.
+#[map]
+pub static DEVICE_TOTALS: PerCpuArray<Counters> =
+    PerCpuArray::with_max_entries(DEFAULT_DEVICE_ENTRIES, 0);
 
 /// Per-direction statistics of what the programs saw.
 #[map]

@@ -61,9 +61,17 @@ pub fn sniff(
 }
 
 /// The first bytes of a TLS record carrying a ClientHello: type, version major, and the
-/// handshake type after the 5-byte record header.
+/// handshake type after the 5-byte record header. Read in place when the payload is in the
+/// linear data (a few nanoseconds); through the helper otherwise (paged payload).
 #[inline(always)]
 fn is_client_hello(ctx: &TcContext, packet: &Packet) -> bool {
+    let start = ctx.data() + packet.payload_off as usize;
+    if start + 8 <= ctx.data_end() {
+        let p = start as *const u8;
+        // SAFETY: the 8 bytes at `p` lie within the linear packet data (checked above).
+        let (kind, major, handshake) = unsafe { (*p, *p.add(1), *p.add(5)) };
+        return kind == TLS_HANDSHAKE && major == TLS_MAJOR && handshake == TLS_CLIENT_HELLO;
+    }
     let mut head = [0u8; 8];
     // SAFETY: `head` is 8 writable bytes; the helper bounds-checks the packet side.
     let ret = unsafe {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod device_totals;
 pub mod devices;
 pub mod ledger;
 pub mod loader;

@@ -9,15 +9,15 @@ use std::{io, path::Path};
 use crate::config::AttachPolicy;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType,
         tc::{self, TcAttachOptions},
     },
 };
 use monitor_common::{
-    Counters, DEVICES_MAP, DeviceKey, FLOWS_MAP, FlowKey, KernelStats, LOCAL_V4_MAP, LOCAL_V6_MAP,
-    SNIFF_MAP, STATS_MAP,
+    Counters, DEVICE_SLOTS_MAP, DEVICE_TOTALS_MAP, DEVICES_MAP, DeviceKey, FLOWS_MAP, FlowKey,
+    FlowValue, KernelStats, LOCAL_V4_MAP, LOCAL_V6_MAP, SNIFF_MAP, STATS_MAP,
 };
 
 /// The eBPF object built by build.rs from the `monitor-ebpf` crate.
@@ -67,8 +67,12 @@ impl AttachMode {
 
 /// The maps the agent reads and writes, taken out of the loaded object.
 pub struct KernelMaps {
-    pub flows: PerCpuHashMap<MapData, FlowKey, Counters>,
+    pub flows: PerCpuHashMap<MapData, FlowKey, FlowValue>,
+    /// Device totals counted before the device had a slot.
     pub devices: PerCpuHashMap<MapData, DeviceKey, Counters>,
+    /// Device -> slot in `device_totals`; the agent writes it.
+    pub device_slots: HashMap<MapData, DeviceKey, u32>,
+    pub device_totals: PerCpuArray<MapData, Counters>,
     pub stats: PerCpuArray<MapData, KernelStats>,
     pub local_v4: LpmTrie<MapData, [u8; 4], u8>,
     pub local_v6: LpmTrie<MapData, [u8; 16], u8>,
@@ -128,6 +132,8 @@ pub fn load(sizes: &MapSizes) -> Result<Ebpf, LoadError> {
     EbpfLoader::new()
         .map_max_entries(FLOWS_MAP, sizes.flows)
         .map_max_entries(DEVICES_MAP, sizes.devices)
+        .map_max_entries(DEVICE_SLOTS_MAP, sizes.devices)
+        .map_max_entries(DEVICE_TOTALS_MAP, sizes.devices)
         .map_max_entries(SNIFF_MAP, sizes.sniff_ring_bytes)
         .load(EBPF_OBJECT)
         .map_err(|e| classify(&e, LoadError::Load))
@@ -266,6 +272,8 @@ pub fn take_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, LoadError> {
     Ok(KernelMaps {
         flows: take(ebpf, FLOWS_MAP)?,
         devices: take(ebpf, DEVICES_MAP)?,
+        device_slots: take(ebpf, DEVICE_SLOTS_MAP)?,
+        device_totals: take(ebpf, DEVICE_TOTALS_MAP)?,
         stats: take(ebpf, STATS_MAP)?,
         local_v4: take(ebpf, LOCAL_V4_MAP)?,
         local_v6: take(ebpf, LOCAL_V6_MAP)?,

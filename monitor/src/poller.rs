@@ -15,10 +15,11 @@ use std::{
 
 use aya::maps::MapError;
 use ipnet::IpNet;
-use monitor_common::{Counters, FAMILY_V4, FAMILY_V6, FlowKey, KernelStats};
+use monitor_common::{FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, KernelStats};
 
 use crate::{
     config::AttachPolicy,
+    device_totals::DeviceTotals,
     ledger::{Count, DeviceId, Direction, Reading},
     loader::{self, Attachment, KernelMaps, Loaded},
     mac::MacAddr,
@@ -65,11 +66,15 @@ pub fn run(
     let KernelMaps {
         flows,
         devices,
+        device_slots,
+        device_totals,
         stats,
         local_v4,
         local_v6,
         sniff,
     } = maps;
+    let mut devices =
+        DeviceTotals::new(devices, device_slots, device_totals, config.device_capacity);
     // Copied packets are read as they arrive, on their own thread.
     let sniff_stop = Arc::new(AtomicBool::new(false));
     let sniffer = {
@@ -117,7 +122,7 @@ pub fn run(
             }
             state.naming.devices.refresh_leases();
         }
-        match read(&flows, &devices, &stats, config.flow_capacity) {
+        match read(&flows, &mut devices, &stats, config.flow_capacity) {
             Ok((reading, kernel, flow_entries, device_entries)) => {
                 let now = SystemTime::now();
                 let mut state = shared.write().expect("state lock");
@@ -213,14 +218,13 @@ fn sync_prefixes(local: &mut LocalPrefixMaps, config: &PollerConfig) -> anyhow::
     Ok(())
 }
 
-type Flows = aya::maps::PerCpuHashMap<aya::maps::MapData, FlowKey, Counters>;
-type Devices = aya::maps::PerCpuHashMap<aya::maps::MapData, monitor_common::DeviceKey, Counters>;
+type Flows = aya::maps::PerCpuHashMap<aya::maps::MapData, FlowKey, FlowValue>;
 type Stats = aya::maps::PerCpuArray<aya::maps::MapData, KernelStats>;
 
 /// Reads the three maps: flows first, then devices (see the ledger for why the order matters).
 fn read(
     flows: &Flows,
-    devices: &Devices,
+    devices: &mut DeviceTotals,
     stats: &Stats,
     flow_capacity: u32,
 ) -> Result<(Reading, [KernelStats; 2], u64, u64), MapError> {
@@ -232,7 +236,10 @@ fn read(
         let key = key?;
         match flows.get(&key, 0) {
             Ok(values) => {
-                flow_values.insert(key, sum(values.iter()));
+                let c = values.iter().fold(Count::default(), |acc, v| {
+                    Count::new(acc.bytes + v.bytes, acc.packets + v.packets)
+                });
+                flow_values.insert(key, c);
             }
             // Evicted between the walk and the read.
             Err(MapError::KeyNotFound) => {}
@@ -251,16 +258,18 @@ fn read(
             reading.flows.push((device, addr, *count));
         }
     }
-    for entry in devices.iter() {
-        let (key, values) = entry?;
+    let device_reading = devices.read()?;
+    for (key, total) in &device_reading.totals {
         if let Some(direction) = Direction::from_kernel(key.direction) {
             let device = DeviceId {
                 mac: MacAddr(key.mac),
                 direction,
             };
-            reading.devices.push((device, sum(values.iter())));
+            reading.devices.push((device, *total));
         }
     }
+    // New devices get their slot now; their next packets take the fast path.
+    devices.assign(&device_reading.without_slot)?;
     let mut kernel = [KernelStats::default(); 2];
     for (direction, slot) in kernel.iter_mut().enumerate() {
         let values = stats.get(&(direction as u32), 0)?;
@@ -270,11 +279,6 @@ fn read(
     }
     let device_entries = reading.devices.len() as u64;
     Ok((reading, kernel, flow_values.len() as u64, device_entries))
-}
-
-fn sum<'a>(values: impl Iterator<Item = &'a Counters>) -> Count {
-    let c = values.fold(Counters::default(), |acc, c| acc.merged(c));
-    Count::new(c.bytes, c.packets)
 }
 
 /// The remote address of a flow key, or None for a family the kernel never writes.

@@ -91,4 +91,3 @@ pub fn frame(src: [u8; 6], dst: [u8; 6], ethertype: u16, ip: &[u8]) -> Vec<u8> {
     f.extend_from_slice(ip);
     f
 }
-

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::{
     Ebpf,
-    maps::{LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf, lpm_trie::Key},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use egress_lab::{
@@ -14,9 +14,10 @@ use egress_lab::{
 };
 use monitor::loader::{self, MapSizes};
 use monitor_common::{
-    Counters, DEVICES_MAP, DIRECTION_EGRESS, DIRECTION_INGRESS, DeviceKey, FAMILY_V4, FAMILY_V6,
-    FLOWS_MAP, FlowKey, KernelStats, LOCAL_V4_MAP, LOCAL_V6_MAP, SNIFF_DATA_MAX, SNIFF_DHCP,
-    SNIFF_DNS_QUERY, SNIFF_DNS_RESPONSE, SNIFF_MAP, SNIFF_TLS_HELLO, STATS_MAP, SniffHeader,
+    Counters, DEVICE_SLOTS_MAP, DEVICE_TOTALS_MAP, DEVICES_MAP, DIRECTION_EGRESS,
+    DIRECTION_INGRESS, DeviceKey, FAMILY_V4, FAMILY_V6, FLOWS_MAP, FlowKey, FlowValue, KernelStats,
+    LOCAL_V4_MAP, LOCAL_V6_MAP, SNIFF_DATA_MAX, SNIFF_DHCP, SNIFF_DNS_QUERY, SNIFF_DNS_RESPONSE,
+    SNIFF_MAP, SNIFF_TLS_HELLO, STATS_MAP, SniffHeader,
 };
 
 const DEVICE: [u8; 6] = [0x00, 0x16, 0x3e, 0x00, 0x00, 0x01];
@@ -115,19 +116,37 @@ impl Kernel {
             .fold(KernelStats::default(), KernelStats::merged)
     }
 
+    /// The device's total in the hash (before the agent gives it a slot).
     fn device(&self, direction: u8) -> Counters {
         let map: PerCpuHashMap<_, DeviceKey, Counters> =
             PerCpuHashMap::try_from(self.ebpf.map(DEVICES_MAP).unwrap()).unwrap();
-        let key = DeviceKey {
-            mac: DEVICE,
-            direction,
-            pad: 0,
-        };
-        map.get(&key, 0).map(|v| sum(v.iter())).unwrap_or_default()
+        map.get(&device_key(direction), 0)
+            .map(|v| sum(v.iter()))
+            .unwrap_or_default()
+    }
+
+    /// Gives the device a slot in DEVICE_TOTALS, as the agent does.
+    fn give_slot(&mut self, direction: u8, slot: u32) {
+        let mut map: HashMap<_, DeviceKey, u32> =
+            HashMap::try_from(self.ebpf.map_mut(DEVICE_SLOTS_MAP).unwrap()).unwrap();
+        map.insert(device_key(direction), slot, 0).unwrap();
+    }
+
+    /// The total at a device slot.
+    fn slot_total(&self, slot: u32) -> Counters {
+        let map: PerCpuArray<_, Counters> =
+            PerCpuArray::try_from(self.ebpf.map(DEVICE_TOTALS_MAP).unwrap()).unwrap();
+        sum(map.get(&slot, 0).unwrap().iter())
     }
 
     fn flow(&self, direction: u8, remote: IpAddr) -> Counters {
-        let map: PerCpuHashMap<_, FlowKey, Counters> =
+        let (c, _) = self.flow_value(direction, remote);
+        c
+    }
+
+    /// A flow's counts and the device slot (plus one) its entry caches, per CPU.
+    fn flow_value(&self, direction: u8, remote: IpAddr) -> (Counters, Vec<u32>) {
+        let map: PerCpuHashMap<_, FlowKey, FlowValue> =
             PerCpuHashMap::try_from(self.ebpf.map(FLOWS_MAP).unwrap()).unwrap();
         let (family, addr) = match remote {
             IpAddr::V4(a) => {
@@ -143,7 +162,26 @@ impl Kernel {
             family,
             addr,
         };
-        map.get(&key, 0).map(|v| sum(v.iter())).unwrap_or_default()
+        match map.get(&key, 0) {
+            Ok(values) => (
+                values.iter().fold(Counters::default(), |acc, v| {
+                    acc.merged(&Counters {
+                        bytes: v.bytes,
+                        packets: v.packets,
+                    })
+                }),
+                values.iter().map(|v| v.device_slot).collect(),
+            ),
+            Err(_) => (Counters::default(), Vec::new()),
+        }
+    }
+}
+
+fn device_key(direction: u8) -> DeviceKey {
+    DeviceKey {
+        mac: DEVICE,
+        direction,
+        pad: 0,
     }
 }
 
@@ -652,5 +690,56 @@ fn a_full_ring_drops_records_and_counts_them_but_never_the_bytes() {
         5 * 128,
         5,
         "resolver",
+    );
+}
+
+#[test]
+fn once_the_device_has_a_slot_its_total_goes_there_and_flows_cache_it() {
+    let mut k = Kernel::new();
+    let f = up_v4(&ipv4_udp(PHONE_V4, SERVER_V4, 0, 100));
+    let bytes = 20 + 8 + 100;
+    k.egress(&f);
+    assert_counts(
+        k.device(DIRECTION_EGRESS),
+        bytes,
+        1,
+        "before a slot: the hash",
+    );
+    k.give_slot(DIRECTION_EGRESS, 7);
+    for _ in 0..3 {
+        k.egress(&f);
+    }
+    // The same flow learns the slot; the hash stops growing.
+    assert_counts(k.device(DIRECTION_EGRESS), bytes, 1, "hash part");
+    assert_counts(k.slot_total(7), 3 * bytes, 3, "slot part");
+    let (flow, slots) = k.flow_value(DIRECTION_EGRESS, IpAddr::V4(SERVER_V4));
+    assert_counts(flow, 4 * bytes, 4, "flow");
+    assert!(
+        slots.contains(&8),
+        "the flow caches slot 7 (+1) on the CPU that ran it: {slots:?}"
+    );
+    // A new flow of the same device goes to the slot too.
+    let other = up_v6(&ipv6_udp(PHONE_V6, SERVER_V6, 100));
+    k.egress(&other);
+    assert_counts(
+        k.slot_total(7),
+        3 * bytes + 40 + 8 + 100,
+        4,
+        "slot part after a new flow",
+    );
+    // A slot beyond the array is ignored: the hash keeps counting, nothing is lost.
+    k.give_slot(DIRECTION_INGRESS, 1 << 30);
+    let down = frame(
+        ROUTER,
+        DEVICE,
+        0x0800,
+        &ipv4_udp(SERVER_V4, PHONE_V4, 0, 100),
+    );
+    k.ingress(&down);
+    assert_counts(
+        k.device(DIRECTION_INGRESS),
+        bytes,
+        1,
+        "out-of-range slot: the hash",
     );
 }

@@ -10,11 +10,14 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::{
     Ebpf,
-    maps::{LpmTrie, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, lpm_trie::Key},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use monitor::loader::{self, MapSizes};
-use monitor_common::{DEFAULT_SNIFF_RING_BYTES, LOCAL_V4_MAP};
+use monitor_common::{
+    DEFAULT_SNIFF_RING_BYTES, DEVICE_SLOTS_MAP, DIRECTION_EGRESS, DIRECTION_INGRESS, DeviceKey,
+    LOCAL_V4_MAP,
+};
 
 use crate::frames::{frame, ipv4_tcp, ipv4_udp, ipv6_udp, with_tags};
 
@@ -104,6 +107,20 @@ impl Programs {
                 .expect("an LPM trie");
         trie.insert(&Key::new(24, [192, 168, 50, 0]), 1, 0)
             .expect("insert a local prefix");
+        // The device has its slot, as the agent gives one at its first poll.
+        let mut slots: HashMap<_, DeviceKey, u32> =
+            HashMap::try_from(ebpf.map_mut(DEVICE_SLOTS_MAP).expect("DEVICE_SLOTS map"))
+                .expect("a hash map");
+        for direction in [DIRECTION_EGRESS, DIRECTION_INGRESS] {
+            let key = DeviceKey {
+                mac: DEVICE,
+                direction,
+                pad: 0,
+            };
+            slots
+                .insert(key, u32::from(direction), 0)
+                .expect("give the device a slot");
+        }
         Self { ebpf }
     }
 
@@ -191,7 +208,12 @@ pub fn run(o: &KernelOptions) -> KernelReport {
     let v4_tcp = up(&ipv4_tcp(PHONE_V4, SERVER_V4, 32, 1400), 0x0800);
     let v6 = up(&ipv6_udp(PHONE_V6, SERVER_V6, 64), 0x86dd);
     let vlan = with_tags(&v4, &[(0x8100, 100)]);
-    let down = frame(ROUTER, DEVICE, 0x0800, &ipv4_udp(SERVER_V4, PHONE_V4, 0, 64));
+    let down = frame(
+        ROUTER,
+        DEVICE,
+        0x0800,
+        &ipv4_udp(SERVER_V4, PHONE_V4, 0, 64),
+    );
     let local = up(
         &ipv4_udp(PHONE_V4, Ipv4Addr::new(192, 168, 50, 12), 0, 64),
         0x0800,
@@ -203,7 +225,13 @@ pub fn run(o: &KernelOptions) -> KernelReport {
     };
     let mut cases = vec![
         measure(&mut p, "known flow, IPv4 UDP (egress)", egress, &v4, o),
-        measure(&mut p, "known flow, IPv4 TCP 1400 B (egress)", egress, &v4_tcp, o),
+        measure(
+            &mut p,
+            "known flow, IPv4 TCP 1400 B (egress)",
+            egress,
+            &v4_tcp,
+            o,
+        ),
         measure(&mut p, "known flow, IPv6 UDP (egress)", egress, &v6, o),
         measure(&mut p, "known flow, IPv4 802.1Q (egress)", egress, &vlan, o),
         measure(
@@ -231,7 +259,9 @@ impl KernelReport {
             "BPF_PROG_TEST_RUN, {} runs per call, median of {} alternating rounds of the real program and the empty classifier `noop` on the same frame. Churn: {} new destinations into a full {}-entry LRU map, one call each.\n\n",
             self.options.repeat, self.options.rounds, self.options.churn_flows, CHURN_MAP_ENTRIES
         ));
-        out.push_str("| case | ns/packet | empty classifier | over empty |\n|---|---:|---:|---:|\n");
+        out.push_str(
+            "| case | ns/packet | empty classifier | over empty |\n|---|---:|---:|---:|\n",
+        );
         for c in &self.cases {
             out.push_str(&format!(
                 "| {} | {:.1} | {:.1} | **{:.1}** |\n",
