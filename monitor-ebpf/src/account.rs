@@ -130,7 +130,7 @@ fn add_to_device(packet: &Packet, direction: u8, slot: &mut u32) -> bool {
         pad: 0,
     };
     // SAFETY: a plain u32 read from a map value.
-    if let Some(given) = unsafe { DEVICE_SLOTS.get(&key) }
+    if let Some(given) = unsafe { DEVICE_SLOTS.get(key) }
         && let Some(total) = DEVICE_TOTALS.get_ptr_mut(*given)
     {
         *slot = *given + 1;

@@ -9,7 +9,7 @@ use aya::{
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
 use egress_lab::{
-    frames::{ethernet, frame, ipv4_tcp, ipv4_udp, ipv6_hbh_tcp, ipv6_udp, with_tags},
+    frames::{frame, ipv4_tcp, ipv4_udp, ipv6_hbh_tcp, ipv6_udp, with_tags},
     require_root,
 };
 use monitor::loader::{self, MapSizes};
