@@ -1,6 +1,7 @@
 //! Developer tasks for egress-monitor, run as `cargo xtask <command>` (an alias in
 //! `.cargo/config.toml`), so that building and testing need no tool but cargo.
 
+mod bench;
 mod build;
 mod cmd;
 mod lab;
@@ -28,6 +29,8 @@ enum Command {
     Test(test::Args),
     /// The demo: the agent on a virtual router with three simulated devices (needs root).
     Lab(lab::Args),
+    /// Measure the cost per packet and per flow, write docs/benchmarks.md (needs root).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Lab(args) => lab::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the README's (and CI's) one command for lints and every test.
 //!
-//! Order: setup, fmt, clippy (fail fast, cheapest first), build the agent, `cargo test`, then a
-//! check that no test left a lab network namespace behind.
+//! Order: setup, fmt, clippy (fail fast, cheapest first), build the agent, `cargo test`, a check
+//! that no test left a lab network namespace behind, and the quick benchmark (so that
+//! `cargo xtask bench` cannot rot).
 
 use std::{
     ffi::OsString,
@@ -23,7 +24,7 @@ use crate::{
 const NETNS_PREFIX: &str = "egl-";
 
 /// The variable through which the integration tests find the agent binary they run.
-const AGENT_BIN_VAR: &str = "EGRESS_MONITOR_BIN";
+pub const AGENT_BIN_VAR: &str = "EGRESS_MONITOR_BIN";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -87,7 +88,11 @@ fn run_phases(args: &Args, phases: &mut Phases, tally: &mut Option<Tally>) -> Re
     // Checked even when tests failed: a failing test is the likeliest to leave a namespace.
     let leftovers = phases.run("netns check", check_no_leftover_namespaces);
     tests?;
-    leftovers
+    leftovers?;
+    phases.run("bench (quick)", || {
+        crate::bench::run_bench(&toolchain, &agent, true, None)
+    })?;
+    phases.run("netns check (bench)", check_no_leftover_namespaces)
 }
 
 /// Adds a toolchain component (rustfmt, clippy) when its cargo subcommand is missing: a

@@ -1,0 +1,108 @@
+//! The benchmark runner behind `cargo xtask bench`: the kernel programs under
+//! BPF_PROG_TEST_RUN, the agent's poll and exposition, and the CPU a lab router spends per
+//! forwarded packet with egress-monitor and with the alternatives. Prints each table and writes
+//! the results page.
+//!
+//! `egress-bench [--quick] [--out FILE] [--command TEXT]`; needs root, and the agent binary in
+//! `EGRESS_MONITOR_BIN` for the end-to-end part.
+
+use std::{path::PathBuf, process::Command, time::Instant};
+
+use egress_lab::bench::{
+    agent::{self, AgentBenchOptions},
+    e2e::{self, E2eOptions},
+    kernel::{self, KernelOptions},
+};
+
+struct Args {
+    quick: bool,
+    out: Option<PathBuf>,
+    command: String,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        quick: false,
+        out: None,
+        command: "cargo xtask bench".to_owned(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => args.quick = true,
+            "--out" => args.out = Some(it.next().expect("--out needs a file").into()),
+            "--command" => args.command = it.next().expect("--command needs a text"),
+            other => panic!("unknown argument {other:?}: use --quick, --out FILE, --command TEXT"),
+        }
+    }
+    args
+}
+
+/// One line of a command's output, or "unknown".
+fn first_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::trim).map(str::to_owned))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Machine, kernel, commit: what a reader needs to compare figures.
+fn environment() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown".to_owned(), |m| m.trim().to_owned());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .map_or("unknown".to_owned(), |m| m.trim().to_owned());
+    let commit = first_line("git", &["rev-parse", "--short=12", "HEAD"]);
+    let dirty = !first_line("git", &["status", "--porcelain", "--untracked-files=no"])
+        .eq("unknown");
+    format!(
+        "| | |\n|---|---|\n| machine | {model}, {cpus} CPUs, {memory} |\n| kernel | {} |\n| commit | {commit}{} |\n| date | {} |\n",
+        first_line("uname", &["-r"]),
+        if dirty { " (with uncommitted changes)" } else { "" },
+        first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    )
+}
+
+fn main() {
+    let args = args();
+    let started = Instant::now();
+    let (k, a, e) = if args.quick {
+        (KernelOptions::quick(), AgentBenchOptions::quick(), E2eOptions::quick())
+    } else {
+        (KernelOptions::full(), AgentBenchOptions::full(), E2eOptions::full())
+    };
+    println!("== kernel programs (BPF_PROG_TEST_RUN)");
+    let kernel = kernel::run(&k);
+    print!("{}", kernel.text());
+    println!("\n== agent (poll, /metrics, memory)");
+    let agent = agent::run(&a);
+    print!("{}", agent.text());
+    println!("\n== end to end (lab router CPU per forwarded packet)");
+    let e2e = e2e::run(&e);
+    print!("{}", e2e.text());
+    let page = format!(
+        "# Benchmarks\n\nWhat counting every packet costs, measured by `{}`{}. Rerun it to refresh this page; the figures are from one run on the machine below, not from a test.\n\n{}\n## Kernel programs, per packet\n\n{}\n## Agent\n\n{}\n## End to end: the router's CPU per forwarded packet\n\n{}",
+        args.command,
+        if args.quick { " (quick variant: tiny repeat counts, not representative)" } else { "" },
+        environment(),
+        kernel.markdown(),
+        agent.markdown(),
+        e2e.markdown(),
+    );
+    if let Some(out) = &args.out {
+        std::fs::write(out, page).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
+        println!("\nwrote {} ({:.0} s)", out.display(), started.elapsed().as_secs_f64());
+    }
+}
