@@ -45,6 +45,11 @@ impl DeviceTotals {
         }
     }
 
+    /// The hash part, for benchmarks and tests that write totals as the kernel would.
+    pub fn hash_mut(&mut self) -> &mut PerCpuHashMap<MapData, DeviceKey, Counters> {
+        &mut self.hash
+    }
+
     /// Reads every device's total: its hash part plus its slot part.
     pub fn read(&self) -> Result<DeviceReading, MapError> {
         let mut totals: BTreeMap<DeviceKey, Count> = BTreeMap::new();

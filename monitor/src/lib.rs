@@ -5,6 +5,7 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod collect;
 pub mod config;
 pub mod device_totals;
 pub mod devices;

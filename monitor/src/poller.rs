@@ -1,10 +1,8 @@
 //! The poll loop: every `poll_interval`, refresh the local prefixes, read the kernel maps,
-//! settle them into the ledger and publish. It runs on its own thread because reading a map is
-//! one blocking syscall per key, which has no place on the async runtime.
+//! settle them into the ledger and publish. It runs on its own thread because reading the maps
+//! (see `collect`) takes blocking syscalls, which have no place on the async runtime.
 
 use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -13,16 +11,13 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use aya::maps::MapError;
 use ipnet::IpNet;
-use monitor_common::{FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, KernelStats};
 
 use crate::{
+    collect::{self, Collected, CounterMaps},
     config::AttachPolicy,
     device_totals::DeviceTotals,
-    ledger::{Count, DeviceId, Direction, Reading},
     loader::{self, Attachment, KernelMaps, Loaded},
-    mac::MacAddr,
     metrics::SelfMetrics,
     prefixes::{self, LocalPrefixMaps},
     state::{MapUsage, Shared, State},
@@ -122,8 +117,25 @@ pub fn run(
             }
             state.naming.devices.refresh_leases();
         }
-        match read(&flows, &mut devices, &stats, config.flow_capacity) {
-            Ok((reading, kernel, flow_entries, device_entries)) => {
+        let counter_maps = CounterMaps {
+            flows: &flows,
+            devices: &devices,
+            stats: &stats,
+        };
+        let collected = collect::read(&counter_maps, config.flow_capacity);
+        if let Ok(c) = &collected
+            && let Err(e) = devices.assign(&c.devices_without_slot)
+        {
+            tracing::warn!(error = %e, "could not give new devices their slot");
+        }
+        match collected {
+            Ok(Collected {
+                reading,
+                kernel,
+                flow_entries,
+                device_entries,
+                ..
+            }) => {
                 let now = SystemTime::now();
                 let mut state = shared.write().expect("state lock");
                 let State { ledger, naming, .. } = &mut *state;
@@ -216,104 +228,4 @@ fn sync_prefixes(local: &mut LocalPrefixMaps, config: &PollerConfig) -> anyhow::
         tracing::info!(prefixes = ?wanted, "local prefixes updated");
     }
     Ok(())
-}
-
-type Flows = aya::maps::PerCpuHashMap<aya::maps::MapData, FlowKey, FlowValue>;
-type Stats = aya::maps::PerCpuArray<aya::maps::MapData, KernelStats>;
-
-/// Reads the three maps: flows first, then devices (see the ledger for why the order matters).
-fn read(
-    flows: &Flows,
-    devices: &mut DeviceTotals,
-    stats: &Stats,
-    flow_capacity: u32,
-) -> Result<(Reading, [KernelStats; 2], u64, u64), MapError> {
-    let mut flow_values: HashMap<FlowKey, Count> = HashMap::new();
-    // Walking a hash map while the kernel deletes from it can restart from the first key, so
-    // the walk is bounded and keys are deduplicated.
-    let limit = 2 * flow_capacity as usize + 16;
-    for key in flows.keys().take(limit) {
-        let key = key?;
-        match flows.get(&key, 0) {
-            Ok(values) => {
-                let c = values.iter().fold(Count::default(), |acc, v| {
-                    Count::new(acc.bytes + v.bytes, acc.packets + v.packets)
-                });
-                flow_values.insert(key, c);
-            }
-            // Evicted between the walk and the read.
-            Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let mut reading = Reading::default();
-    for (key, count) in &flow_values {
-        if let (Some(direction), Some(addr)) =
-            (Direction::from_kernel(key.direction), remote_address(key))
-        {
-            let device = DeviceId {
-                mac: MacAddr(key.mac),
-                direction,
-            };
-            reading.flows.push((device, addr, *count));
-        }
-    }
-    let device_reading = devices.read()?;
-    for (key, total) in &device_reading.totals {
-        if let Some(direction) = Direction::from_kernel(key.direction) {
-            let device = DeviceId {
-                mac: MacAddr(key.mac),
-                direction,
-            };
-            reading.devices.push((device, *total));
-        }
-    }
-    // New devices get their slot now; their next packets take the fast path.
-    devices.assign(&device_reading.without_slot)?;
-    let mut kernel = [KernelStats::default(); 2];
-    for (direction, slot) in kernel.iter_mut().enumerate() {
-        let values = stats.get(&(direction as u32), 0)?;
-        *slot = values
-            .iter()
-            .fold(KernelStats::default(), KernelStats::merged);
-    }
-    let device_entries = reading.devices.len() as u64;
-    Ok((reading, kernel, flow_values.len() as u64, device_entries))
-}
-
-/// The remote address of a flow key, or None for a family the kernel never writes.
-pub fn remote_address(key: &FlowKey) -> Option<IpAddr> {
-    match key.family {
-        FAMILY_V4 => {
-            let [a, b, c, d, ..] = key.addr;
-            Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)))
-        }
-        FAMILY_V6 => Some(IpAddr::V6(Ipv6Addr::from(key.addr))),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flow_keys_decode_to_canonical_addresses() {
-        let mut key = FlowKey {
-            mac: [0; 6],
-            direction: 0,
-            family: FAMILY_V4,
-            addr: [0; 16],
-        };
-        key.addr[..4].copy_from_slice(&[192, 0, 2, 10]);
-        assert_eq!(remote_address(&key).unwrap().to_string(), "192.0.2.10");
-        key.family = FAMILY_V6;
-        key.addr = "2001:db8:0:0:0:0:0:10"
-            .parse::<Ipv6Addr>()
-            .unwrap()
-            .octets();
-        assert_eq!(remote_address(&key).unwrap().to_string(), "2001:db8::10");
-        key.family = 9;
-        assert_eq!(remote_address(&key), None);
-    }
 }

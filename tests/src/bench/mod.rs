@@ -1,4 +1,10 @@
-//! `cargo xtask bench`: what counting costs, measured. Each part returns a report that prints
-//! to the terminal and renders a section of `docs/benchmarks.md`.
+//! `cargo xtask bench`: what counting costs, measured on the machine it runs on. Each part has
+//! a `run` returning a report that prints as plain text and renders a section of
+//! `docs/benchmarks.md`.
+//!
+//! * [`kernel`]: the programs per packet under BPF_PROG_TEST_RUN, beside an empty classifier.
+//! * [`agent`]: the agent's own work with large maps, without packets: reading the kernel maps
+//!   (key by key and in batches), a whole poll into the ledger, `/metrics` rendering, memory.
 
+pub mod agent;
 pub mod kernel;

@@ -65,12 +65,16 @@ fn environment() -> String {
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .map_or("unknown".to_owned(), |m| m.trim().to_owned());
     let commit = first_line("git", &["rev-parse", "--short=12", "HEAD"]);
-    let dirty = !first_line("git", &["status", "--porcelain", "--untracked-files=no"])
-        .eq("unknown");
+    let dirty =
+        !first_line("git", &["status", "--porcelain", "--untracked-files=no"]).eq("unknown");
     format!(
         "| | |\n|---|---|\n| machine | {model}, {cpus} CPUs, {memory} |\n| kernel | {} |\n| commit | {commit}{} |\n| date | {} |\n",
         first_line("uname", &["-r"]),
-        if dirty { " (with uncommitted changes)" } else { "" },
+        if dirty {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        },
         first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
     )
 }
@@ -79,9 +83,17 @@ fn main() {
     let args = args();
     let started = Instant::now();
     let (k, a, e) = if args.quick {
-        (KernelOptions::quick(), AgentBenchOptions::quick(), E2eOptions::quick())
+        (
+            KernelOptions::quick(),
+            AgentBenchOptions::quick(),
+            E2eOptions::quick(),
+        )
     } else {
-        (KernelOptions::full(), AgentBenchOptions::full(), E2eOptions::full())
+        (
+            KernelOptions::full(),
+            AgentBenchOptions::full(),
+            E2eOptions::full(),
+        )
     };
     println!("== kernel programs (BPF_PROG_TEST_RUN)");
     let kernel = kernel::run(&k);
@@ -95,7 +107,11 @@ fn main() {
     let page = format!(
         "# Benchmarks\n\nWhat counting every packet costs, measured by `{}`{}. Rerun it to refresh this page; the figures are from one run on the machine below, not from a test.\n\n{}\n## Kernel programs, per packet\n\n{}\n## Agent\n\n{}\n## End to end: the router's CPU per forwarded packet\n\n{}",
         args.command,
-        if args.quick { " (quick variant: tiny repeat counts, not representative)" } else { "" },
+        if args.quick {
+            " (quick variant: tiny repeat counts, not representative)"
+        } else {
+            ""
+        },
         environment(),
         kernel.markdown(),
         agent.markdown(),
@@ -103,6 +119,10 @@ fn main() {
     );
     if let Some(out) = &args.out {
         std::fs::write(out, page).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
-        println!("\nwrote {} ({:.0} s)", out.display(), started.elapsed().as_secs_f64());
+        println!(
+            "\nwrote {} ({:.0} s)",
+            out.display(),
+            started.elapsed().as_secs_f64()
+        );
     }
 }
