@@ -5,6 +5,9 @@
 //! * [`kernel`]: the programs per packet under BPF_PROG_TEST_RUN, beside an empty classifier.
 //! * [`agent`]: the agent's own work with large maps, without packets: reading the kernel maps
 //!   (key by key and in batches), a whole poll into the ledger, `/metrics` rendering, memory.
+//! * [`e2e`]: the CPU a lab router spends per forwarded packet with egress-monitor and with the
+//!   alternatives (tcpdump, an nftables dynamic set, conntrack accounting).
 
 pub mod agent;
+pub mod e2e;
 pub mod kernel;
