@@ -24,11 +24,7 @@
 //! whose every byte is exported are forgotten, and the longest idle labels are retired, what
 //! they held moving into `unattributed`.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-    time::SystemTime,
-};
+use std::{collections::BTreeMap, net::IpAddr, time::SystemTime};
 
 use crate::mac::MacAddr;
 
@@ -119,8 +115,10 @@ const ADDRESSES_PER_LABEL: usize = 16;
 #[derive(Debug, Clone)]
 pub struct Destination {
     pub count: Count,
-    /// Addresses whose bytes went to this label (at most [`ADDRESSES_PER_LABEL`], the first).
-    pub addresses: BTreeSet<IpAddr>,
+    /// Addresses whose bytes went to this label (at most [`ADDRESSES_PER_LABEL`], the first),
+    /// sorted. A boxed slice, not a set: most labels have one address, and a B-tree node for
+    /// it would cost a few hundred bytes per destination.
+    pub addresses: Box<[IpAddr]>,
     pub first_seen: SystemTime,
     pub last_seen: SystemTime,
     /// The last poll at which it grew: retirement takes the longest idle first.
@@ -208,7 +206,7 @@ impl DeviceLedger {
                 .entry(label(addr))
                 .or_insert_with(|| Destination {
                     count: Count::default(),
-                    addresses: BTreeSet::new(),
+                    addresses: Box::default(),
                     first_seen: now,
                     last_seen: now,
                     last_grew: poll,
@@ -216,8 +214,13 @@ impl DeviceLedger {
             dest.count = dest.count.saturating_add(step);
             dest.last_seen = now;
             dest.last_grew = poll;
-            if dest.addresses.len() < ADDRESSES_PER_LABEL {
-                dest.addresses.insert(addr);
+            if dest.addresses.len() < ADDRESSES_PER_LABEL
+                && let Err(at) = dest.addresses.binary_search(&addr)
+            {
+                // Exactly sized: a label gains an address rarely, and it is read on every scrape.
+                let mut grown = std::mem::take(&mut dest.addresses).into_vec();
+                grown.insert(at, addr);
+                dest.addresses = grown.into_boxed_slice();
             }
         }
     }

@@ -1,13 +1,15 @@
-//! The Prometheus exposition. Traffic and kernel statistics are read from the shared state at
-//! scrape time by a custom collector (they mirror totals kept elsewhere, which the client
-//! library's own counters cannot do); the agent's own measurements are ordinary metrics.
+//! The Prometheus exposition. Traffic and kernel statistics are written from the shared state
+//! at scrape time straight into the text format (they mirror totals kept elsewhere, which the
+//! client library's own counters cannot do; and building a protobuf object per sample first
+//! took most of the time and memory of a scrape with 100k series); the agent's own
+//! measurements are ordinary metrics of the client library, appended after them.
 
 use std::sync::Arc;
 
+use std::fmt::Write as _;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
-    core::{Collector, Desc},
-    proto::{self, LabelPair, MetricFamily, MetricType},
 };
 
 use crate::{
@@ -30,6 +32,7 @@ pub struct SelfMetrics {
 /// The registry and everything in it.
 pub struct Metrics {
     registry: Registry,
+    shared: Shared,
     pub self_metrics: SelfMetrics,
 }
 
@@ -62,13 +65,14 @@ impl Metrics {
         registry.register(Box::new(poll_duration.clone()))?;
         registry.register(Box::new(polls.clone()))?;
         registry.register(Box::new(poll_errors.clone()))?;
-        registry.register(Box::new(StateCollector::new(shared)?))?;
+
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(Self {
             registry,
+            shared,
             self_metrics: SelfMetrics {
                 poll_duration,
                 polls,
@@ -79,19 +83,18 @@ impl Metrics {
 
     /// The text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
-        let mut out = Vec::with_capacity(64 * 1024);
+        let mut text = {
+            let state = self.shared.read().expect("state lock");
+            state_families(&state)
+        };
+        let mut out = Vec::with_capacity(16 * 1024);
         let families = self.registry.gather();
         TextEncoder::new()
             .encode(&families, &mut out)
             .expect("encoding to memory cannot fail");
-        String::from_utf8(out).expect("the text format is UTF-8")
+        text.push_str(std::str::from_utf8(&out).expect("the text format is UTF-8"));
+        text
     }
-}
-
-/// Families built from the shared state at each scrape.
-struct StateCollector {
-    shared: Shared,
-    descs: Vec<Desc>,
 }
 
 /// Every family the collector emits, by name, so that filling them reads like the exposition.
@@ -123,7 +126,7 @@ struct Families {
 
 impl Families {
     fn new() -> Self {
-        use MetricType::{COUNTER, GAUGE};
+        use MetricType::{Counter as COUNTER, Gauge as GAUGE};
         Self {
             device_bytes: Family::new(
                 "egress_device_bytes_total",
@@ -243,8 +246,9 @@ impl Families {
         }
     }
 
-    fn into_vec(self) -> Vec<MetricFamily> {
-        [
+    /// The exposition of every family with samples, in order.
+    fn into_text(self) -> String {
+        let families = [
             self.device_bytes,
             self.device_packets,
             self.destination_bytes,
@@ -268,77 +272,90 @@ impl Families {
             self.local_prefixes,
             self.interface_attached,
             self.last_poll,
-        ]
-        .into_iter()
-        .map(|f| f.family)
-        .collect()
+        ];
+        // Room for the client library's families too, so appending them does not copy this.
+        let size = families.iter().map(|f| f.body.len() + 256).sum::<usize>() + 32 * 1024;
+        let mut out = String::with_capacity(size);
+        // Each family's lines are freed once copied: a scrape holds the text about once.
+        for f in families.into_iter().filter(|f| !f.body.is_empty()) {
+            let kind = match f.kind {
+                MetricType::Counter => "counter",
+                MetricType::Gauge => "gauge",
+            };
+            let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(f.help));
+            let _ = writeln!(out, "# TYPE {} {kind}", f.name);
+            out.push_str(&f.body);
+        }
+        out
     }
 }
 
-impl StateCollector {
-    fn new(shared: Shared) -> prometheus::Result<Self> {
-        let descs = Families::new()
-            .into_vec()
-            .iter()
-            .map(|f| {
-                Desc::new(
-                    f.name().to_owned(),
-                    f.help().to_owned(),
-                    vec![],
-                    Default::default(),
-                )
-            })
-            .collect::<prometheus::Result<_>>()?;
-        Ok(Self { shared, descs })
-    }
+/// The two kinds of family the state has.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MetricType {
+    Counter,
+    Gauge,
 }
 
-/// Accumulates the samples of one family.
+/// Accumulates the samples of one family, as lines of the text format.
 struct Family {
-    family: MetricFamily,
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    body: String,
 }
 
 impl Family {
-    fn new(name: &str, help: &str, kind: MetricType) -> Self {
-        let mut family = MetricFamily::default();
-        family.set_name(name.to_owned());
-        family.set_help(help.to_owned());
-        family.set_field_type(kind);
-        Self { family }
+    fn new(name: &'static str, help: &'static str, kind: MetricType) -> Self {
+        Self {
+            name,
+            help,
+            kind,
+            body: String::new(),
+        }
     }
 
     fn push(&mut self, labels: &[(&str, &str)], value: f64) {
-        let pairs = labels
-            .iter()
-            .map(|(k, v)| {
-                let mut pair = LabelPair::default();
-                pair.set_name((*k).to_owned());
-                pair.set_value((*v).to_owned());
-                pair
-            })
-            .collect();
-        let mut metric = proto::Metric::from_label(pairs);
-        if self.family.get_field_type() == MetricType::COUNTER {
-            let mut counter = proto::Counter::default();
-            counter.set_value(value);
-            metric.set_counter(counter);
-        } else {
-            let mut gauge = proto::Gauge::default();
-            gauge.set_value(value);
-            metric.set_gauge(gauge);
+        self.body.push_str(self.name);
+        if !labels.is_empty() {
+            self.body.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.body.push(',');
+                }
+                self.body.push_str(k);
+                self.body.push_str("=\"");
+                escape_label_value(&mut self.body, v);
+                self.body.push('"');
+            }
+            self.body.push('}');
         }
-        self.family.mut_metric().push(metric);
+        // Integral values print without a fraction or exponent, exactly up to 2^53.
+        let _ = writeln!(self.body, " {value}");
     }
 }
 
-impl Collector for StateCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
+/// A label value in the text format: backslash, double quote and line feed escaped.
+fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
     }
+}
 
-    fn collect(&self) -> Vec<MetricFamily> {
+/// A HELP text: backslash and line feed escaped.
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// The families built from the state, in the text format.
+fn state_families(state: &crate::state::State) -> String {
+    {
         let mut f = Families::new();
-        let state = self.shared.read().expect("state lock");
         let naming = &state.naming;
         for (id, device) in state.ledger.devices() {
             let mac = id.mac.to_string();
@@ -458,12 +475,66 @@ impl Collector for StateCollector {
                 .map_or(0.0, |d| d.as_secs_f64());
             f.last_poll.push(&[], secs);
         }
-        f.into_vec()
-            .into_iter()
-            .filter(|f| !f.get_metric().is_empty())
-            .collect()
+        f.into_text()
     }
 }
 
 /// Shared handle for the HTTP layer.
 pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::{IpAddr, Ipv4Addr},
+        sync::{Arc, RwLock},
+        time::SystemTime,
+    };
+
+    use super::*;
+    use crate::{
+        config::Config,
+        ledger::{DeviceId, Reading},
+        mac::MacAddr,
+        state::State,
+    };
+
+    #[test]
+    fn state_renders_as_text_with_escaped_labels_and_exact_integers() {
+        let config = Config::from_toml_str(
+            "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = 'say \"hi\" \\ now'\n",
+            None,
+            &Default::default(),
+        )
+        .unwrap();
+        let mut state = State::new(&config);
+        let device = DeviceId {
+            mac: MacAddr([0, 0x16, 0x3e, 0, 0, 1]),
+            direction: Direction::Egress,
+        };
+        let big = (1u64 << 53) - 1;
+        let reading = Reading {
+            flows: vec![(
+                device,
+                IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+                Count::new(big, 3),
+            )],
+            devices: vec![(device, Count::new(big, 3))],
+        };
+        for _ in 0..2 {
+            state
+                .ledger
+                .apply(&reading, SystemTime::now(), &mut |_, a| a.to_string());
+        }
+        let metrics = Metrics::new(Arc::new(RwLock::new(state))).unwrap();
+        let text = metrics.render();
+        let want = format!(
+            "egress_destination_bytes_total{{device=\"say \\\"hi\\\" \\\\ now\",mac=\"00:16:3e:00:00:01\",direction=\"egress\",destination=\"192.0.2.10\"}} {big}\n"
+        );
+        assert!(text.contains(&want), "{text}");
+        assert!(text.contains("# TYPE egress_device_bytes_total counter\n"));
+        // Families without samples are left out; the client library's own come after.
+        assert!(!text.contains("egress_resolver_bypass_total"));
+        let state_part = text.find("egress_device_bytes_total").unwrap();
+        assert!(text.find("egress_monitor_polls_total").unwrap() > state_part);
+    }
+}
