@@ -99,10 +99,6 @@ impl Metrics {
 
 /// Every family the collector emits, by name, so that filling them reads like the exposition.
 struct Families {
-    device_bytes: Family,
-    device_packets: Family,
-    destination_bytes: Family,
-    destination_packets: Family,
     device_info: Family,
     resolver_bypass: Family,
     build_info: Family,
@@ -128,26 +124,6 @@ impl Families {
     fn new() -> Self {
         use MetricType::{Counter as COUNTER, Gauge as GAUGE};
         Self {
-            device_bytes: Family::new(
-                "egress_device_bytes_total",
-                "IP-layer bytes a LAN device sent out of the network (egress) or received from outside (ingress).",
-                COUNTER,
-            ),
-            device_packets: Family::new(
-                "egress_device_packets_total",
-                "IP packets a LAN device sent out of the network (egress) or received from outside (ingress); a GSO/GRO super-packet counts as its segments.",
-                COUNTER,
-            ),
-            destination_bytes: Family::new(
-                "egress_destination_bytes_total",
-                "IP-layer bytes between a LAN device and one remote destination; destination=\"unattributed\" holds what the device total has beyond its listed destinations.",
-                COUNTER,
-            ),
-            destination_packets: Family::new(
-                "egress_destination_packets_total",
-                "IP packets between a LAN device and one remote destination; destination=\"unattributed\" holds what the device total has beyond its listed destinations.",
-                COUNTER,
-            ),
             device_info: Family::new(
                 "egress_device_info",
                 "One series per known device: its name, where the name comes from (config, lease, dhcp, or mac when none), its group, and whether its MAC is locally administered (randomised); always 1.",
@@ -246,13 +222,9 @@ impl Families {
         }
     }
 
-    /// The exposition of every family with samples, in order.
-    fn into_text(self) -> String {
+    /// Appends the exposition of every family with samples, in order.
+    fn write_into(self, out: &mut String) {
         let families = [
-            self.device_bytes,
-            self.device_packets,
-            self.destination_bytes,
-            self.destination_packets,
             self.device_info,
             self.resolver_bypass,
             self.build_info,
@@ -273,10 +245,6 @@ impl Families {
             self.interface_attached,
             self.last_poll,
         ];
-        // Room for the client library's families too, so appending them does not copy this.
-        let size = families.iter().map(|f| f.body.len() + 256).sum::<usize>() + 32 * 1024;
-        let mut out = String::with_capacity(size);
-        // Each family's lines are freed once copied: a scrape holds the text about once.
         for f in families.into_iter().filter(|f| !f.body.is_empty()) {
             let kind = match f.kind {
                 MetricType::Counter => "counter",
@@ -286,7 +254,6 @@ impl Families {
             let _ = writeln!(out, "# TYPE {} {kind}", f.name);
             out.push_str(&f.body);
         }
-        out
     }
 }
 
@@ -316,22 +283,47 @@ impl Family {
     }
 
     fn push(&mut self, labels: &[(&str, &str)], value: f64) {
-        self.body.push_str(self.name);
-        if !labels.is_empty() {
-            self.body.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.body.push(',');
-                }
-                self.body.push_str(k);
-                self.body.push_str("=\"");
-                escape_label_value(&mut self.body, v);
-                self.body.push('"');
+        write_sample(&mut self.body, self.name, labels, value);
+    }
+}
+
+/// One sample line of the text format.
+fn write_sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
             }
-            self.body.push('}');
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_label_value(out, v);
+            out.push('"');
         }
-        // Integral values print without a fraction or exponent, exactly up to 2^53.
-        let _ = writeln!(self.body, " {value}");
+        out.push('}');
+    }
+    // Integral values print without a fraction or exponent, exactly up to 2^53.
+    let _ = writeln!(out, " {value}");
+}
+
+/// A family written straight into the exposition: the traffic families are most of a scrape
+/// (two lines per destination), so they are never held twice.
+fn write_family(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    samples: impl FnOnce(&mut dyn FnMut(&[(&str, &str)], f64)),
+) {
+    let header_at = out.len();
+    let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let body_at = out.len();
+    samples(&mut |labels, value| write_sample(out, name, labels, value));
+    if out.len() == body_at {
+        // No samples: no family.
+        out.truncate(header_at);
     }
 }
 
@@ -352,32 +344,89 @@ fn escape_help(help: &str) -> String {
     help.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
+const DEVICE_BYTES_HELP: &str = "IP-layer bytes a LAN device sent out of the network (egress) or received from outside (ingress).";
+const DEVICE_PACKETS_HELP: &str = "IP packets a LAN device sent out of the network (egress) or received from outside (ingress); a GSO/GRO super-packet counts as its segments.";
+const DESTINATION_BYTES_HELP: &str = "IP-layer bytes between a LAN device and one remote destination; destination=\"unattributed\" holds what the device total has beyond its listed destinations.";
+const DESTINATION_PACKETS_HELP: &str = "IP packets between a LAN device and one remote destination; destination=\"unattributed\" holds what the device total has beyond its listed destinations.";
+
+/// The traffic families: one pass over the ledger per family, written straight into `out`.
+fn traffic_families(out: &mut String, state: &crate::state::State) {
+    // (device label, mac label, direction, ledger) per device and direction.
+    let devices: Vec<(String, String, Direction, &crate::ledger::DeviceLedger)> = state
+        .ledger
+        .devices()
+        .map(|(id, ledger)| {
+            let mac = id.mac.to_string();
+            let name = state
+                .naming
+                .devices
+                .name(id.mac)
+                .map_or_else(|| mac.clone(), |(n, _)| n.to_owned());
+            (name, mac, id.direction, ledger)
+        })
+        .collect();
+    let bytes: fn(Count) -> u64 = |c| c.bytes;
+    let packets: fn(Count) -> u64 = |c| c.packets;
+    for (family, help, field) in [
+        ("egress_device_bytes_total", DEVICE_BYTES_HELP, bytes),
+        ("egress_device_packets_total", DEVICE_PACKETS_HELP, packets),
+    ] {
+        write_family(out, family, help, "counter", |push| {
+            for (name, mac, direction, ledger) in &devices {
+                let labels = [
+                    ("device", name.as_str()),
+                    ("mac", mac.as_str()),
+                    ("direction", direction.as_str()),
+                ];
+                push(&labels, field(ledger.total()) as f64);
+            }
+        });
+    }
+    for (family, help, field) in [
+        (
+            "egress_destination_bytes_total",
+            DESTINATION_BYTES_HELP,
+            bytes,
+        ),
+        (
+            "egress_destination_packets_total",
+            DESTINATION_PACKETS_HELP,
+            packets,
+        ),
+    ] {
+        write_family(out, family, help, "counter", |push| {
+            for (name, mac, direction, ledger) in &devices {
+                let mut one = |destination: &str, count: Count| {
+                    let labels = [
+                        ("device", name.as_str()),
+                        ("mac", mac.as_str()),
+                        ("direction", direction.as_str()),
+                        ("destination", destination),
+                    ];
+                    push(&labels, field(count) as f64);
+                };
+                for (label, destination) in ledger.destinations() {
+                    one(label, destination.count);
+                }
+                one(UNATTRIBUTED, ledger.unattributed());
+            }
+        });
+    }
+}
+
 /// The families built from the state, in the text format.
 fn state_families(state: &crate::state::State) -> String {
+    // Room for the traffic lines (about 160 bytes each) and the rest, so nothing is copied.
+    let lines: usize = state
+        .ledger
+        .devices()
+        .map(|(_, d)| 2 * (d.tracked_labels() + 2))
+        .sum();
+    let mut out = String::with_capacity(lines * 160 + 64 * 1024);
+    traffic_families(&mut out, state);
     {
         let mut f = Families::new();
         let naming = &state.naming;
-        for (id, device) in state.ledger.devices() {
-            let mac = id.mac.to_string();
-            let name = naming.devices.name(id.mac).map_or(mac.as_str(), |(n, _)| n);
-            let base = [
-                ("device", name),
-                ("mac", mac.as_str()),
-                ("direction", id.direction.as_str()),
-            ];
-            let total = device.total();
-            f.device_bytes.push(&base, total.bytes as f64);
-            f.device_packets.push(&base, total.packets as f64);
-            let mut push_destination = |destination: &str, count: Count| {
-                let labels = [base[0], base[1], base[2], ("destination", destination)];
-                f.destination_bytes.push(&labels, count.bytes as f64);
-                f.destination_packets.push(&labels, count.packets as f64);
-            };
-            for (label, destination) in device.destinations() {
-                push_destination(label, destination.count);
-            }
-            push_destination(UNATTRIBUTED, device.unattributed());
-        }
         let mut known = naming.devices.known();
         known.extend(state.ledger.devices().map(|(id, _)| id.mac));
         for mac in known {
@@ -475,8 +524,9 @@ fn state_families(state: &crate::state::State) -> String {
                 .map_or(0.0, |d| d.as_secs_f64());
             f.last_poll.push(&[], secs);
         }
-        f.into_text()
+        f.write_into(&mut out);
     }
+    out
 }
 
 /// Shared handle for the HTTP layer.

@@ -43,14 +43,3 @@ fn quick_bench_measures_every_variant() {
     );
     println!("{}", report.text());
 }
-
-/// The full bench behind the published numbers (minutes): run it with
-/// `cargo test --release -p egress-lab --test bench_e2e -- --ignored --nocapture` and a release
-/// agent in `EGRESS_MONITOR_BIN`, or through `cargo xtask bench`.
-#[test]
-#[ignore = "takes minutes; run it explicitly"]
-fn full_bench() {
-    let report = run(&E2eOptions::full());
-    println!("{}", report.text());
-    println!("{}", report.markdown());
-}
