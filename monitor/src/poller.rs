@@ -101,7 +101,11 @@ pub fn run(
         let neighbours = if neighbours_read.is_none_or(|t| t.elapsed() >= NEIGHBOUR_REFRESH) {
             neighbours_read = Some(Instant::now());
             match crate::neighbours::dump() {
-                Ok(n) => Some(n),
+                // Only the LAN's neighbours are devices: the WAN gateway is not.
+                Ok(mut n) => {
+                    n.retain(|n| attachments.iter().any(|a| a.ifindex == Some(n.ifindex)));
+                    Some(n)
+                }
                 Err(e) => {
                     tracing::debug!("neighbour table: {e}");
                     None

@@ -84,6 +84,9 @@ fn devices_are_named_from_the_real_lease_file_and_renames_are_followed() {
         "[[leases]]\nformat = \"dnsmasq\"\npath = \"{}\"\n\n[devices]\n\"00:16:3e:00:00:02\" = {{ name = \"work laptop\", group = \"work\" }}\n",
         lab.lease_file().display()
     );
+    // Traffic before the agent starts puts the WAN gateway in the router's neighbour table,
+    // which the agent reads at its first poll: it must not become a device.
+    send(&lab, "phone", IpAddr::V4(SERVERS_V4[1]), 1);
     let agent = Agent::start(&lab, &config, &[]);
     let phone = lab.device("phone");
     let sent = send(&lab, "phone", IpAddr::V4(SERVERS_V4[0]), 5);
@@ -129,6 +132,16 @@ fn devices_are_named_from_the_real_lease_file_and_renames_are_followed() {
     let (status, body) = agent.get("/api/devices").expect("GET /api/devices");
     assert_eq!(status, 200, "{body}");
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    // Exactly the LAN's devices: not the WAN gateway the router also has as a neighbour.
+    let mut listed: Vec<&str> = json["devices"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|d| d["mac"].as_str().expect("a MAC"))
+        .collect();
+    listed.sort_unstable();
+    let lab_macs: Vec<String> = lab.devices().iter().map(|d| d.mac_string()).collect();
+    assert_eq!(listed, lab_macs, "{body}");
     let device = json["devices"]
         .as_array()
         .expect("a list")
