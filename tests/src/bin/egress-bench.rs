@@ -105,7 +105,7 @@ fn main() {
     let e2e = e2e::run(&e);
     print!("{}", e2e.text());
     let page = format!(
-        "# Benchmarks\n\nWhat counting every packet costs, measured by `{}`{}. Rerun it to refresh this page; the figures are from one run on the machine below, not from a test.\n\n{}\n## Kernel programs, per packet\n\n{}\n## Agent\n\n{}\n## End to end: the router's CPU per forwarded packet\n\n{}",
+        "# Benchmarks\n\nWhat counting every packet costs, measured by `{}`{}. Rerun it to refresh this page; the figures are from one run on the machine below, not from a test.\n\n{}\n## Kernel programs, per packet\n\n{}\n## Agent\n\n{}\n{}",
         args.command,
         if args.quick {
             " (quick variant: tiny repeat counts, not representative)"
