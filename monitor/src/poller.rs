@@ -12,11 +12,13 @@ use std::{
 };
 
 use ipnet::IpNet;
+use monitor_common::KernelStats;
 
 use crate::{
     collect::{self, Collected, CounterMaps},
     config::AttachPolicy,
     device_totals::DeviceTotals,
+    ledger::Reading,
     loader::{self, Attachment, KernelMaps, Loaded},
     metrics::SelfMetrics,
     prefixes::{self, LocalPrefixMaps},
@@ -140,13 +142,8 @@ pub fn run(
                 device_entries,
                 ..
             }) => {
-                let now = SystemTime::now();
                 let mut state = shared.write().expect("state lock");
-                let State { ledger, naming, .. } = &mut *state;
-                // Bytes read now are labelled with the names valid now; see `ledger`.
-                ledger.apply(&reading, now, &mut |mac, addr| naming.label(mac, addr, now));
-                naming.destinations.expire(now);
-                state.kernel = kernel;
+                publish(&mut state, &reading, kernel, SystemTime::now());
                 state.flows = MapUsage {
                     entries: flow_entries,
                     capacity: config.flow_capacity.into(),
@@ -156,7 +153,6 @@ pub fn run(
                     capacity: config.device_capacity.into(),
                 };
                 state.local_prefixes = local.counts();
-                state.last_poll = Some(now);
             }
             Err(e) => {
                 metrics.poll_errors.with_label_values(&["read_maps"]).inc();
@@ -183,6 +179,16 @@ pub fn run(
     drop(kernel_log);
     drop(ebpf);
     tracing::info!("detached from the LAN interfaces");
+}
+
+/// Settles one poll's reading into the state: bytes read now are labelled with the names
+/// valid now (see `ledger`), then expired names are dropped.
+pub fn publish(state: &mut State, reading: &Reading, kernel: [KernelStats; 2], now: SystemTime) {
+    let State { ledger, naming, .. } = state;
+    ledger.apply(reading, now, &mut |mac, addr| naming.label(mac, addr, now));
+    naming.destinations.expire(now);
+    state.kernel = kernel;
+    state.last_poll = Some(now);
 }
 
 /// Notices a LAN interface that was deleted (its TC programs went with it) or re-created under

@@ -38,6 +38,7 @@ use monitor::{
     loader::{self, MapSizes},
     mac::MacAddr,
     metrics::Metrics,
+    poller,
     state::State,
 };
 use monitor_common::{
@@ -359,15 +360,10 @@ fn poll(maps: &CounterMaps<'_>, capacity: u32, shared: &RwLock<State>) -> Durati
             device_entries,
             ..
         } = collect::read(maps, capacity).unwrap_or_else(|e| panic!("reading the maps: {e}"));
-        let now = SystemTime::now();
         let mut state = shared.write().expect("state lock");
-        let State { ledger, naming, .. } = &mut *state;
-        ledger.apply(&reading, now, &mut |mac, addr| naming.label(mac, addr, now));
-        naming.destinations.expire(now);
-        state.kernel = kernel;
+        poller::publish(&mut state, &reading, kernel, SystemTime::now());
         state.flows.entries = flow_entries;
         state.devices.entries = device_entries;
-        state.last_poll = Some(now);
     })
     .0
 }
