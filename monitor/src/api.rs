@@ -119,7 +119,7 @@ pub fn destinations(state: &State, mac: &str) -> Result<Value, ApiError> {
         found = true;
         unattributed.insert(direction.as_str().to_owned(), count(ledger.unattributed()));
         for (label, d) in ledger.destinations() {
-            let m = merged.entry(label.to_owned()).or_default();
+            let m = merged.entry(label.to_string()).or_default();
             m.addresses.extend(d.addresses.iter().copied());
             m.counts.insert(direction, d.count);
             m.first = Some(m.first.map_or(d.first_seen, |x| x.min(d.first_seen)));

@@ -108,6 +108,24 @@ pub struct Reading {
 /// when it is read again.
 const ABSENT_POLLS_BEFORE_RETIRING: u64 = 3;
 
+/// The `destination` label of exported bytes: the remote address, or a name the device
+/// resolved for it. An address stays an address (no string is made of it until a scrape), so a
+/// poll that labels 100k addresses allocates nothing for them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Label {
+    Addr(IpAddr),
+    Name(Box<str>),
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Label::Addr(addr) => addr.fmt(f),
+            Label::Name(name) => f.write_str(name),
+        }
+    }
+}
+
 /// Addresses remembered per label, for the API: a CDN name may stand for many.
 const ADDRESSES_PER_LABEL: usize = 16;
 
@@ -153,7 +171,7 @@ pub struct DeviceLedger {
     /// What retired labels held: part of `unattributed()`.
     retired_labels: Count,
     flows: BTreeMap<IpAddr, FlowLedger>,
-    labels: BTreeMap<String, Destination>,
+    labels: BTreeMap<Label, Destination>,
     /// When the total first and last grew.
     first_seen: Option<SystemTime>,
     last_seen: Option<SystemTime>,
@@ -173,8 +191,8 @@ impl DeviceLedger {
     }
 
     /// Exported destinations by label; those with nothing settled yet are not there.
-    pub fn destinations(&self) -> impl Iterator<Item = (&str, &Destination)> + '_ {
-        self.labels.iter().map(|(label, d)| (label.as_str(), d))
+    pub fn destinations(&self) -> impl Iterator<Item = (&Label, &Destination)> + '_ {
+        self.labels.iter()
     }
 
     /// Number of addresses kept in memory for this device.
@@ -198,7 +216,7 @@ impl DeviceLedger {
         steps: Vec<(IpAddr, Count)>,
         now: SystemTime,
         poll: u64,
-        label: &mut dyn FnMut(IpAddr) -> String,
+        label: &mut dyn FnMut(IpAddr) -> Label,
     ) {
         for (addr, step) in steps {
             let dest = self
@@ -303,7 +321,7 @@ impl DeviceLedger {
         if self.labels.len() <= limit {
             return;
         }
-        let mut candidates: Vec<(u64, String)> = self
+        let mut candidates: Vec<(u64, Label)> = self
             .labels
             .iter()
             .filter(|(_, d)| d.last_grew + ABSENT_POLLS_BEFORE_RETIRING <= poll)
@@ -352,7 +370,7 @@ impl Ledger {
         &mut self,
         reading: &Reading,
         now: SystemTime,
-        label: &mut dyn FnMut(MacAddr, IpAddr) -> String,
+        label: &mut dyn FnMut(MacAddr, IpAddr) -> Label,
     ) {
         self.poll += 1;
         let poll = self.poll;
@@ -440,7 +458,7 @@ mod tests {
 
     /// Labels every address by itself, as with `destination_label = "address"`.
     fn apply(ledger: &mut Ledger, reading: &Reading) {
-        ledger.apply(reading, SystemTime::now(), &mut |_, addr| addr.to_string());
+        ledger.apply(reading, SystemTime::now(), &mut |_, addr| Label::Addr(addr));
     }
 
     /// The sum of the destinations and `unattributed` equals the total.
@@ -457,7 +475,7 @@ mod tests {
             .device(&DEV)
             .and_then(|d| {
                 d.destinations()
-                    .find(|(a, _)| *a == ip(last).to_string())
+                    .find(|(a, _)| **a == Label::Addr(ip(last)))
                     .map(|(_, d)| d.count)
             })
             .unwrap_or_default()
@@ -653,7 +671,10 @@ mod tests {
                 previous_unattributed = dev.unattributed();
                 let current: BTreeMap<IpAddr, Count> = dev
                     .destinations()
-                    .map(|(label, d)| (label.parse().expect("an address label"), d.count))
+                    .map(|(label, d)| match label {
+                        Label::Addr(addr) => (*addr, d.count),
+                        Label::Name(_) => unreachable!("only address labels here"),
+                    })
                     .collect();
                 if !retiring {
                     // Without a limit, a listed destination stays listed.

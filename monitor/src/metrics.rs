@@ -395,6 +395,8 @@ fn traffic_families(out: &mut String, state: &crate::state::State) {
         ),
     ] {
         write_family(out, family, help, "counter", |push| {
+            // Address labels are written out here, into one reused buffer.
+            let mut text = String::with_capacity(64);
             for (name, mac, direction, ledger) in &devices {
                 let mut one = |destination: &str, count: Count| {
                     let labels = [
@@ -406,7 +408,9 @@ fn traffic_families(out: &mut String, state: &crate::state::State) {
                     push(&labels, field(count) as f64);
                 };
                 for (label, destination) in ledger.destinations() {
-                    one(label, destination.count);
+                    text.clear();
+                    let _ = write!(text, "{label}");
+                    one(&text, destination.count);
                 }
                 one(UNATTRIBUTED, ledger.unattributed());
             }
@@ -543,7 +547,7 @@ mod tests {
     use super::*;
     use crate::{
         config::Config,
-        ledger::{DeviceId, Reading},
+        ledger::{DeviceId, Label, Reading},
         mac::MacAddr,
         state::State,
     };
@@ -573,7 +577,7 @@ mod tests {
         for _ in 0..2 {
             state
                 .ledger
-                .apply(&reading, SystemTime::now(), &mut |_, a| a.to_string());
+                .apply(&reading, SystemTime::now(), &mut |_, a| Label::Addr(a));
         }
         let metrics = Metrics::new(Arc::new(RwLock::new(state))).unwrap();
         let text = metrics.render();

@@ -16,6 +16,7 @@ use monitor_common::{
 use crate::{
     config::{Config, LabelMode},
     devices::Devices,
+    ledger::Label,
     mac::MacAddr,
     names::DestinationNames,
     parsers::{dhcp, dns, domain, tls},
@@ -104,12 +105,20 @@ impl Naming {
     }
 
     /// The `destination` label of `addr` for the device at `now`.
-    pub fn label(&self, mac: MacAddr, addr: IpAddr, now: SystemTime) -> String {
-        let host = self
-            .destinations
-            .lookup(mac, addr, now)
-            .map(|b| b.name.as_str());
-        domain::destination_label(self.label_mode, host, addr)
+    pub fn label(&self, mac: MacAddr, addr: IpAddr, now: SystemTime) -> Label {
+        if self.label_mode == LabelMode::Address {
+            return Label::Addr(addr);
+        }
+        let Some(binding) = self.destinations.lookup(mac, addr, now) else {
+            return Label::Addr(addr);
+        };
+        let label = domain::destination_label(self.label_mode, Some(&binding.name), addr);
+        // A name that is not one (an IP literal, say) labels as the address.
+        if label.parse::<IpAddr>() == Ok(addr) {
+            Label::Addr(addr)
+        } else {
+            Label::Name(label.into_boxed_str())
+        }
     }
 
     /// Resolver bypass counts: (device, resolver, protocol, count).
