@@ -2,16 +2,24 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, RwLock, mpsc},
+    path::PathBuf,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
 };
 
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    config::Config,
+    baseline,
+    config::{Config, Overrides},
     loader::{self, LoadError, MapSizes},
     metrics::Metrics,
+    policy::{Policy, store},
     poller::{self, PollerConfig},
+    reload::Reloader,
     state::State,
 };
 
@@ -29,12 +37,29 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    State(#[from] store::StoreError),
+    #[error(
+        "another egress-monitor uses the state directory {}: one agent per state directory (set state_dir or --state-dir)",
+        .0.display()
+    )]
+    StateDirInUse(PathBuf),
+    #[error("cannot use the state directory {}: {source}", dir.display())]
+    StateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Runtime(String),
 }
 
-/// Runs the agent until SIGINT or SIGTERM.
-pub fn run(config: Config) -> Result<(), RunError> {
+/// Runs the agent until SIGINT or SIGTERM. `config_path` and `overrides` are read again on
+/// SIGHUP or when the file changes.
+pub fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+) -> Result<(), RunError> {
     // Cheap checks first, so that a typo fails before anything touches the kernel.
     loader::check_interfaces(&config.lan)?;
     let listener = std::net::TcpListener::bind(config.listen).map_err(|source| {
@@ -69,7 +94,27 @@ pub fn run(config: Config) -> Result<(), RunError> {
         );
     }
 
-    let shared = Arc::new(RwLock::new(State::new(&config)));
+    let state_dir_error = |source| RunError::StateDir {
+        dir: config.state_dir.clone(),
+        source,
+    };
+    // Held until the agent exits: one agent per state directory, and `baseline` commands know
+    // to ask it rather than edit the file.
+    let _state_lock = baseline::try_lock(&config.state_dir)
+        .map_err(state_dir_error)?
+        .ok_or_else(|| RunError::StateDirInUse(config.state_dir.clone()))?;
+    let records = store::load(&config.state_dir)?;
+    tracing::info!(
+        dir = %config.state_dir.display(),
+        devices = records.len(),
+        "state read"
+    );
+    let mut state = State::new(&config);
+    state.policy = Policy::new(config.policy.clone(), records);
+    let shared = Arc::new(RwLock::new(state));
+    let _control =
+        crate::control::serve(&config.state_dir, shared.clone()).map_err(state_dir_error)?;
+    let reload_requested = Arc::new(AtomicBool::new(false));
     let metrics =
         Arc::new(Metrics::new(shared.clone()).map_err(|e| RunError::Runtime(e.to_string()))?);
     let (stop_tx, stop_rx) = mpsc::channel();
@@ -80,6 +125,13 @@ pub fn run(config: Config) -> Result<(), RunError> {
         flow_capacity: config.flow_map_entries,
         device_capacity: config.device_map_entries,
         attach: config.attach,
+        reloader: Reloader::new(
+            config_path,
+            overrides,
+            config.clone(),
+            reload_requested.clone(),
+        ),
+        state_dir: config.state_dir.clone(),
     };
     let poller = {
         let shared = shared.clone();
@@ -103,7 +155,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             metrics,
             shared,
             config.poll_interval,
-            shutdown_signal(),
+            shutdown_signal(reload_requested),
         )
         .await
     });
@@ -113,9 +165,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
     served.map_err(|e| RunError::Runtime(format!("HTTP server failed: {e}")))
 }
 
-/// Completes on SIGINT or SIGTERM. SIGHUP, whose default action would kill the agent (a
-/// closed terminal, a careless `reload`), is logged and ignored.
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM. SIGHUP asks the poller to read the configuration again.
+async fn shutdown_signal(reload: Arc<AtomicBool>) {
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
@@ -123,7 +174,10 @@ async fn shutdown_signal() {
         tokio::select! {
             _ = term.recv() => return tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => return tracing::info!("SIGINT: shutting down"),
-            _ = hup.recv() => tracing::info!("SIGHUP ignored: the configuration is read at start"),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reading the configuration again at the next poll");
+                reload.store(true, Ordering::Relaxed);
+            }
         }
     }
 }

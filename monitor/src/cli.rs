@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 
-use crate::config::{Overrides, parse_duration, parse_listen, parse_prefix};
+use crate::config::{Overrides, check_state_dir, parse_duration, parse_listen, parse_prefix};
 
 /// Log filter used when neither `--log-level` nor `RUST_LOG` says otherwise.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -36,9 +36,18 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
     after_help = "Example: egress-monitor --config /etc/egress-monitor.toml --lan br-lan"
 )]
 pub struct Cli {
+    /// Without a command, the agent runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// TOML configuration file; without it, flags and defaults make the whole configuration.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
+
+    /// Directory of the learned baselines (state.toml) and the agent's control socket.
+    /// Overrides `state_dir` [default: /var/lib/egress-monitor].
+    #[arg(long, value_name = "DIR", value_parser = parse_state_dir, global = true)]
+    pub state_dir: Option<PathBuf>,
 
     /// LAN interface to monitor, e.g. br-lan; repeat for several.
     /// Overrides `lan`: the flags replace the file's whole list.
@@ -88,6 +97,64 @@ pub struct Cli {
     pub log_level: Option<String>,
 }
 
+/// Commands besides running the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Show, extend or reset what a device learned. Talks to the running agent (through the
+    /// control socket in the state directory), or edits the state file when none runs.
+    Baseline {
+        #[command(subcommand)]
+        action: BaselineAction,
+    },
+}
+
+/// `egress-monitor baseline ...`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum BaselineAction {
+    /// Show a device's policy, learning period, baseline and the destinations it was seen
+    /// talking to, with when.
+    Show {
+        /// MAC address or name.
+        device: String,
+    },
+    /// Accept a destination into a device's baseline, so that traffic to it is no longer
+    /// unexpected: a domain (with its subdomains), an address or a prefix.
+    Accept {
+        /// MAC address or name.
+        device: String,
+        /// e.g. vendor.example, 192.0.2.7 or 198.51.100.0/24.
+        destination: String,
+    },
+    /// Forget what a device learned and when it saw each destination: it learns again from
+    /// its next traffic, if its policy learns.
+    Forget {
+        /// MAC address or name.
+        device: String,
+    },
+}
+
+impl BaselineAction {
+    /// The request to the agent.
+    pub fn request(&self) -> crate::baseline::Request {
+        use crate::baseline::Request;
+        match self.clone() {
+            BaselineAction::Show { device } => Request::Show { device },
+            BaselineAction::Accept {
+                device,
+                destination,
+            } => Request::Accept {
+                device,
+                destination,
+            },
+            BaselineAction::Forget { device } => Request::Forget { device },
+        }
+    }
+}
+
+fn parse_state_dir(s: &str) -> Result<PathBuf, String> {
+    check_state_dir(s)
+}
+
 impl Cli {
     /// The values given on the command line, to merge over the configuration file.
     pub fn overrides(&self) -> Overrides {
@@ -102,6 +169,7 @@ impl Cli {
             flow_map_entries: self.flow_map_entries,
             attach: self.attach,
             destination_label: self.destination_label,
+            state_dir: self.state_dir.clone(),
         }
     }
 
@@ -172,6 +240,8 @@ mod tests {
             "1024",
             "--destination-label",
             "host",
+            "--state-dir",
+            "/tmp/egress-state",
             "--check-config",
             "--log-level",
             "debug",
@@ -194,6 +264,7 @@ mod tests {
                 flow_map_entries: Some(1024),
                 attach: None,
                 destination_label: Some(crate::config::LabelMode::Host),
+                state_dir: Some("/tmp/egress-state".into()),
             }
         );
     }
@@ -251,9 +322,45 @@ mod tests {
             "`local_prefixes`",
             "`flow_map_entries`",
             "`destination_label`",
+            "`state_dir`",
         ] {
             assert!(help.contains(key), "help does not mention {key}:\n{help}");
         }
+    }
+
+    #[test]
+    fn baseline_commands_parse_with_global_flags() {
+        let cli = parse(&[
+            "baseline",
+            "accept",
+            "camera",
+            "vendor.example",
+            "--state-dir",
+            "/tmp/s",
+        ]);
+        assert_eq!(
+            cli.state_dir.as_deref(),
+            Some(std::path::Path::new("/tmp/s"))
+        );
+        let Some(Command::Baseline { action }) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(
+            action.request(),
+            crate::baseline::Request::Accept {
+                device: "camera".into(),
+                destination: "vendor.example".into()
+            }
+        );
+        assert!(
+            parse_error(&["--state-dir", "relative/dir"])
+                .to_string()
+                .contains("must be absolute")
+        );
+        assert_eq!(
+            parse_error(&["baseline", "show"]).kind(),
+            ErrorKind::MissingRequiredArgument
+        );
     }
 
     #[test]

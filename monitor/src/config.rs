@@ -52,6 +52,12 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 
 use crate::mac::MacAddr;
 
+mod policy;
+pub use policy::{
+    Applies, DEFAULT_MAX_UNEXPECTED_DESTINATIONS, LEARN_RANGE, MAX_UNEXPECTED_DESTINATIONS_RANGE,
+    PolicyConfig, PolicySection,
+};
+
 /// Where `/metrics` and `/healthz` are served unless configured: every address, so Prometheus
 /// on another host can scrape the router.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9750);
@@ -182,7 +188,14 @@ pub struct Config {
     pub leases: Vec<LeaseSource>,
     /// Names the user gave to devices, by MAC address; never a multicast address.
     pub devices: BTreeMap<MacAddr, DeviceConfig>,
+    /// Where the learned baselines (`state.toml`) and the control socket live.
+    pub state_dir: PathBuf,
+    /// What devices may talk to: the `[policy]` table.
+    pub policy: PolicyConfig,
 }
+
+/// Where the agent keeps its state unless told otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/egress-monitor";
 
 /// How a destination is labelled once its name is known (from a DNS answer or a TLS
 /// ClientHello); a destination without a name is always labelled by its address.
@@ -346,6 +359,8 @@ pub struct Overrides {
     pub attach: Option<AttachPolicy>,
     /// `--destination-label`.
     pub destination_label: Option<LabelMode>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Why the configuration could not be loaded. Each variant displays as one line.
@@ -474,6 +489,31 @@ impl Config {
         path_for_messages: Option<&Path>,
         overrides: &Overrides,
     ) -> Result<Config, ConfigError> {
+        Self::parse_with(src, path_for_messages, overrides, true)
+    }
+
+    /// [`Config::load`] for commands that do not touch the network (`baseline`): no LAN
+    /// interface is needed.
+    pub fn load_without_lan(
+        path: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let src = match path {
+            None => String::new(),
+            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        };
+        Self::parse_with(&src, path, overrides, false)
+    }
+
+    fn parse_with(
+        src: &str,
+        path_for_messages: Option<&Path>,
+        overrides: &Overrides,
+        require_lan: bool,
+    ) -> Result<Config, ConfigError> {
         let file = parse_file(src)
             .map_err(|e| ConfigError::in_file(src, path_for_messages, e.span, e.key, e.message))?;
         let file_has_lan = file.lan.is_some();
@@ -493,7 +533,7 @@ impl Config {
                 .collect(),
         };
         let lan = dedup(lan);
-        if lan.is_empty() {
+        if lan.is_empty() && require_lan {
             if overrides.lan.is_none() && file_has_lan {
                 // `lan = []`: point at it, so the user sees which file emptied the list.
                 return Err(ConfigError::in_file(
@@ -527,6 +567,16 @@ impl Config {
                 .collect(),
         };
 
+        let state_dir = match &overrides.state_dir {
+            Some(dir) => check_state_dir(&dir.to_string_lossy())
+                .map_err(|m| ConfigError::flag("--state-dir", m))?,
+            None => file
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        };
+        let policy = policy::resolve(src, file.policy, &file.devices)
+            .map_err(|e| ConfigError::in_file(src, path_for_messages, e.span, e.key, e.message))?;
+
         Ok(Config {
             lan,
             listen: overrides.listen.or(file.listen).unwrap_or(DEFAULT_LISTEN),
@@ -548,6 +598,8 @@ impl Config {
             names: file.names.into_config(),
             leases: file.leases,
             devices: file.devices,
+            state_dir,
+            policy,
         })
     }
 
@@ -588,6 +640,10 @@ impl Config {
                 quoted(self.destination_label.as_str())
             ),
             format!("sniff_ring_bytes = {}", self.sniff_ring_bytes),
+            format!(
+                "state_dir = {}",
+                quoted(&self.state_dir.display().to_string())
+            ),
             String::new(),
             "[names]".to_owned(),
             format!("dns_grace = {}", duration(self.names.dns_grace)),
@@ -623,6 +679,7 @@ impl Config {
             };
             format!("\"{mac}\" = {{ name = {}{group} }}", quoted(&device.name))
         }));
+        self.policy.to_toml(&mut lines);
         lines.join("\n") + "\n"
     }
 }
@@ -658,6 +715,10 @@ struct FileConfig {
     leases: Vec<LeaseSource>,
     #[serde(default, deserialize_with = "de_devices")]
     devices: BTreeMap<MacAddr, DeviceConfig>,
+    #[serde(default, deserialize_with = "de_state_dir")]
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    policy: policy::FilePolicy,
 }
 
 /// The `[names]` table as written.
@@ -871,6 +932,23 @@ fn check_lease_path(s: &str) -> Result<PathBuf, String> {
             "invalid lease file path {s:?}: must be absolute, like \"/tmp/dhcp.leases\""
         ))
     }
+}
+
+const EXPECT_STATE_DIR: &str = "an absolute path like \"/var/lib/egress-monitor\"";
+
+pub(crate) fn check_state_dir(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "invalid state directory {s:?}: must be absolute, like \"/var/lib/egress-monitor\""
+        ))
+    }
+}
+
+fn de_state_dir<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    de_str(d, EXPECT_STATE_DIR, check_state_dir).map(Some)
 }
 
 fn check_poll_interval(interval: Duration) -> Result<Duration, String> {
@@ -1405,6 +1483,7 @@ max_destinations_per_device = 512
 attach = "tcx"
 destination_label = "host"
 sniff_ring_bytes = 4194304
+state_dir = "/var/lib/egress-state"
 
 [names]
 dns_grace = "5m"
@@ -1427,6 +1506,19 @@ path = "/tmp/hosts/odhcpd"
 [devices."00:16:3e:00:00:03"]
 name = "laptop"
 group = "family"
+
+[policy]
+max_unexpected_destinations = 5
+
+[policy.default]
+learn = "7d"
+
+[policy.groups.family]
+deny = ["ads.example", "198.51.100.0/24"]
+
+[policy.devices.phone]
+allow = ["Updates.Vendor.Example.", "192.0.2.7", "2001:db8::/32"]
+learn = "1h"
 "#;
 
     #[test]
@@ -1450,6 +1542,8 @@ group = "family"
             },
             leases: vec![],
             devices: BTreeMap::new(),
+            state_dir: PathBuf::from("/var/lib/egress-monitor"),
+            policy: PolicyConfig::default(),
         };
         assert_eq!(
             load_ok("lan = [\"br-lan\"]\n", &Overrides::default()),
@@ -1526,6 +1620,124 @@ group = "family"
     }
 
     #[test]
+    fn policy_sections_are_resolved_to_devices_and_groups() {
+        let config = load_ok(EXAMPLE, &Overrides::default());
+        let policy = &config.policy;
+        assert_eq!(policy.max_unexpected_destinations, 5);
+        assert_eq!(
+            policy.default.as_ref().unwrap().learn,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        let family = &policy.groups["family"];
+        assert_eq!(
+            family
+                .deny
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["ads.example", "198.51.100.0/24"]
+        );
+        // "phone" names one MAC: the section is stored under it.
+        let phone = &policy.devices[&mac("00:16:3e:00:00:01")];
+        assert_eq!(
+            phone
+                .allow
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["updates.vendor.example", "192.0.2.7", "2001:db8::/32"]
+        );
+        assert_eq!(policy.devices.len(), 1);
+        assert_eq!(config.state_dir, Path::new("/var/lib/egress-state"));
+        // The device's own section wins over its group's and the default.
+        assert!(matches!(
+            policy.applies(mac("00:16:3e:00:00:01"), None),
+            Applies::Device(_)
+        ));
+        assert!(matches!(
+            policy.applies(mac("00:16:3e:00:00:03"), Some("family")),
+            Applies::Group("family", _)
+        ));
+        assert!(matches!(
+            policy.applies(mac("00:16:3e:00:00:09"), None),
+            Applies::Default(_)
+        ));
+    }
+
+    #[test]
+    fn policy_errors_name_the_line_the_key_and_the_reason() {
+        let devices = "lan = [\"br-lan\"]\n[devices]\n\"02:00:00:00:00:01\" = { name = \"cam\", group = \"iot\" }\n\"02:00:00:00:00:02\" = \"cam\"\n";
+        let cases = [
+            (
+                "[policy.devices.camera]\nallow = []\n",
+                "5:17: policy.devices.camera: \"camera\" is neither a MAC address nor the name of a device in [devices]",
+            ),
+            (
+                "[policy.groups.iott]\n",
+                "5:16: policy.groups.iott: no device in [devices] has group \"iott\" (groups: iot)",
+            ),
+            (
+                "[policy.devices.cam]\nallow = [\"vendor.example\", \"*.evil.example\"]\n",
+                "6:28: policy.devices.cam.allow[1]: invalid rule \"*.evil.example\": write \"evil.example\"",
+            ),
+            (
+                "[policy.default]\nlearn = \"7 fortnights\"\n",
+                "6:9: policy.default.learn: invalid duration",
+            ),
+            (
+                "[policy.default]\nlearn = \"0s\"\n",
+                "6:9: policy.default.learn:",
+            ),
+            (
+                "[policy.default]\nallwo = []\n",
+                "6:1: policy.default.allwo: unknown key `allwo`, expected one of `allow`, `deny`, `learn`",
+            ),
+            (
+                "[policy]\nmax_unexpected_destinations = 0\n",
+                "6:31: policy.max_unexpected_destinations: 0 is out of range: from 1 to 10000",
+            ),
+            (
+                "[policy.devices.cam]\n[policy.devices.\"02:00:00:00:00:01\"]\n",
+                "5:17: policy.devices.cam: 02:00:00:00:00:01 has two policy sections",
+            ),
+            (
+                "[policy.devices.\"01:00:5e:00:00:01\"]\n",
+                "multicast address",
+            ),
+        ];
+        for (policy, expected) in cases {
+            let src = format!("{devices}{policy}");
+            let err =
+                Config::from_toml_str(&src, Some(Path::new("/etc/e.toml")), &Overrides::default())
+                    .expect_err(policy)
+                    .to_string();
+            assert!(
+                err.contains(expected),
+                "{policy:?}:\n{err}\nexpected {expected}"
+            );
+            assert!(err.starts_with("/etc/e.toml:"), "{err}");
+        }
+        let err = Config::from_toml_str(
+            "lan = [\"br-lan\"]\nstate_dir = \"var/lib\"\n",
+            None,
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("state_dir: invalid state directory \"var/lib\": must be absolute"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn commands_need_no_lan_interface() {
+        let config = Config::load_without_lan(None, &Overrides::default()).unwrap();
+        assert!(config.lan.is_empty());
+        assert_eq!(config.state_dir, Path::new(DEFAULT_STATE_DIR));
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let flags = Overrides {
             lan: lan(&["eth1"]),
@@ -1535,8 +1747,10 @@ group = "family"
             flow_map_entries: Some(16_777_216),
             attach: Some(AttachPolicy::Clsact),
             destination_label: Some(LabelMode::Address),
+            state_dir: Some("/run/egress".into()),
         };
         let config = load_ok(EXAMPLE, &flags);
+        assert_eq!(config.state_dir, Path::new("/run/egress"));
         assert_eq!(config.attach, AttachPolicy::Clsact);
         assert_eq!(config.destination_label, LabelMode::Address);
         assert_eq!(config.lan, ["eth1"]);
@@ -1625,7 +1839,7 @@ group = "family"
             ),
             (
                 "lan = [\"br-lan\"]\npoll_intervall = \"1s\"\n",
-                "/etc/egress-monitor.toml:2:1: poll_intervall: unknown key `poll_intervall`, expected one of `lan`, `listen`, `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`",
+                "/etc/egress-monitor.toml:2:1: poll_intervall: unknown key `poll_intervall`, expected one of `lan`, `listen`, `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`, `state_dir`, `policy`",
             ),
             (
                 "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = { name = \"tv\", room = \"den\" }\n",
@@ -1747,7 +1961,7 @@ group = "family"
         assert_eq!(
             err.to_string(),
             "line 2, column 1: foo: unknown key `foo`, expected one of `lan`, `listen`, \
-             `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`"
+             `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`, `state_dir`, `policy`"
         );
     }
 
@@ -2057,9 +2271,11 @@ group = "family"
                 "lan = [\"br-lan\"]\nlisten = \"0.0.0.0:9750\"\npoll_interval = \"1s\"\n\
                  local_prefixes = []\nflow_map_entries = 65536\ndevice_map_entries = 4096\n\
                  max_destinations_per_device = 1024\nattach = \"auto\"\n\
-                 destination_label = \"domain\"\nsniff_ring_bytes = 1048576\n\n\
+                 destination_label = \"domain\"\nsniff_ring_bytes = 1048576\n\
+                 state_dir = \"/var/lib/egress-monitor\"\n\n\
                  [names]\ndns_grace = \"1m\"\ntls_ttl = \"1h\"\nmax_names_per_device = 4096\n\
-                 public_resolvers = [\n{resolvers}]\n\n[devices]\n"
+                 public_resolvers = [\n{resolvers}]\n\n[devices]\n\n\
+                 [policy]\nmax_unexpected_destinations = 20\n"
             )
         );
 

@@ -92,6 +92,11 @@ impl Devices {
         }
     }
 
+    /// Names and groups from a reloaded configuration.
+    pub fn set_configured(&mut self, configured: BTreeMap<MacAddr, DeviceConfig>) {
+        self.configured = configured;
+    }
+
     /// Reads again every lease file that changed since the last read. A file that cannot be
     /// read keeps its last leases (a DHCP server rewriting it is not a reason to forget names).
     pub fn refresh_leases(&mut self) {

@@ -217,18 +217,18 @@ impl DeviceLedger {
         now: SystemTime,
         poll: u64,
         label: &mut dyn FnMut(IpAddr) -> Label,
+        observe: &mut dyn FnMut(IpAddr, &Label, Count),
     ) {
         for (addr, step) in steps {
-            let dest = self
-                .labels
-                .entry(label(addr))
-                .or_insert_with(|| Destination {
-                    count: Count::default(),
-                    addresses: Box::default(),
-                    first_seen: now,
-                    last_seen: now,
-                    last_grew: poll,
-                });
+            let label = label(addr);
+            observe(addr, &label, step);
+            let dest = self.labels.entry(label).or_insert_with(|| Destination {
+                count: Count::default(),
+                addresses: Box::default(),
+                first_seen: now,
+                last_seen: now,
+                last_grew: poll,
+            });
             dest.count = dest.count.saturating_add(step);
             dest.last_seen = now;
             dest.last_grew = poll;
@@ -372,6 +372,18 @@ impl Ledger {
         now: SystemTime,
         label: &mut dyn FnMut(MacAddr, IpAddr) -> Label,
     ) {
+        self.apply_observed(reading, now, label, &mut |_, _, _, _| {});
+    }
+
+    /// [`Ledger::apply`], and `observe` sees every address's newly exported bytes with the
+    /// label they went to (the policy judges them there).
+    pub fn apply_observed(
+        &mut self,
+        reading: &Reading,
+        now: SystemTime,
+        label: &mut dyn FnMut(MacAddr, IpAddr) -> Label,
+        observe: &mut dyn FnMut(DeviceId, IpAddr, &Label, Count),
+    ) {
         self.poll += 1;
         let poll = self.poll;
         for (device, addr, raw) in &reading.flows {
@@ -403,7 +415,13 @@ impl Ledger {
         }
         for (id, ledger) in self.devices.iter_mut() {
             let steps = ledger.settle(now);
-            ledger.attribute(steps, now, poll, &mut |addr| label(id.mac, addr));
+            ledger.attribute(
+                steps,
+                now,
+                poll,
+                &mut |addr| label(id.mac, addr),
+                &mut |addr, label, step| observe(*id, addr, label, step),
+            );
             ledger.retire(self.max_destinations, poll);
             ledger.retire_labels(self.max_destinations, poll);
         }

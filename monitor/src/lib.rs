@@ -4,9 +4,11 @@
 
 pub mod api;
 pub mod app;
+pub mod baseline;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod control;
 pub mod device_totals;
 pub mod devices;
 pub mod ledger;
@@ -17,8 +19,10 @@ pub mod names;
 pub mod naming;
 pub mod neighbours;
 pub mod parsers;
+pub mod policy;
 pub mod poller;
 pub mod prefixes;
+pub mod reload;
 pub mod server;
 pub mod sniff;
 pub mod state;

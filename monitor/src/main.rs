@@ -3,7 +3,11 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use monitor::{app, cli::Cli, config::Config};
+use monitor::{
+    app, baseline,
+    cli::{Cli, Command},
+    config::Config,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -11,6 +15,25 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(cli.log_filter()))
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Command::Baseline { action }) = &cli.command {
+        let config = match Config::load_without_lan(cli.config.as_deref(), &cli.overrides()) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("egress-monitor: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        return match baseline::run(&config, &action.request()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("egress-monitor: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref(), &cli.overrides()) {
         Ok(config) => config,
         Err(e) => {
@@ -22,7 +45,7 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    match app::run(config) {
+    match app::run(config, cli.config.clone(), cli.overrides()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("egress-monitor: {e}");

@@ -12,6 +12,8 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
+mod policy;
+
 use crate::{
     ledger::{Count, Direction},
     naming::KINDS,
@@ -245,6 +247,13 @@ impl Families {
             self.interface_attached,
             self.last_poll,
         ];
+        write_families(out, families);
+    }
+}
+
+/// Appends the exposition of every family with samples, in order.
+fn write_families(out: &mut String, families: impl IntoIterator<Item = Family>) {
+    {
         for f in families.into_iter().filter(|f| !f.body.is_empty()) {
             let kind = match f.kind {
                 MetricType::Counter => "counter",
@@ -428,6 +437,7 @@ fn state_families(state: &crate::state::State) -> String {
         .sum();
     let mut out = String::with_capacity(lines * 160 + 64 * 1024);
     traffic_families(&mut out, state);
+    policy::write(&mut out, state);
     {
         let mut f = Families::new();
         let naming = &state.naming;

@@ -21,6 +21,7 @@ use crate::{
     ledger::Reading,
     loader::{self, Attachment, KernelMaps, Loaded},
     metrics::SelfMetrics,
+    policy::Target,
     prefixes::{self, LocalPrefixMaps},
     state::{MapUsage, Shared, State},
 };
@@ -33,6 +34,10 @@ pub struct PollerConfig {
     pub flow_capacity: u32,
     pub device_capacity: u32,
     pub attach: AttachPolicy,
+    /// Reads the configuration again on SIGHUP or when the file changes.
+    pub reloader: crate::reload::Reloader,
+    /// Where the policy's state file is written.
+    pub state_dir: std::path::PathBuf,
 }
 
 /// How often the neighbour table is read (a netlink dump of every entry).
@@ -42,7 +47,7 @@ const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
 /// the programs.
 pub fn run(
     loaded: Loaded,
-    config: PollerConfig,
+    mut config: PollerConfig,
     shared: Shared,
     metrics: SelfMetrics,
     stop: mpsc::Receiver<()>,
@@ -159,6 +164,9 @@ pub fn run(
                 tracing::warn!(error = %e, "could not read the kernel maps");
             }
         }
+        config.reloader.check(&shared);
+        // Failures are logged and counted inside; the next due time retries.
+        let _ = crate::state::save(&shared, &config.state_dir, false);
         metrics
             .poll_duration
             .observe(started.elapsed().as_secs_f64());
@@ -174,6 +182,8 @@ pub fn run(
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    // What changed since the last write, so a restart loses nothing learned.
+    let _ = crate::state::save(&shared, &config.state_dir, true);
     sniff_stop.store(true, Ordering::Relaxed);
     let _ = sniffer.join();
     drop(kernel_log);
@@ -184,8 +194,28 @@ pub fn run(
 /// Settles one poll's reading into the state: bytes read now are labelled with the names
 /// valid now (see `ledger`), then expired names are dropped.
 pub fn publish(state: &mut State, reading: &Reading, kernel: [KernelStats; 2], now: SystemTime) {
-    let State { ledger, naming, .. } = state;
-    ledger.apply(reading, now, &mut |mac, addr| naming.label(mac, addr, now));
+    let State {
+        ledger,
+        naming,
+        policy,
+        ..
+    } = state;
+    let names = &*naming;
+    ledger.apply_observed(
+        reading,
+        now,
+        &mut |mac, addr| names.label(mac, addr, now),
+        &mut |id, addr, label, step| {
+            // The full host name, not the label: a rule may name one host of a domain.
+            let host = names.destinations.lookup(id.mac, addr, now);
+            let target = Target {
+                addr,
+                host: host.map(|b| b.name.as_str()),
+                label,
+            };
+            policy.observe(id, names.devices.group(id.mac), &target, step, now);
+        },
+    );
     naming.destinations.expire(now);
     state.kernel = kernel;
     state.last_poll = Some(now);

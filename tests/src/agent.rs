@@ -63,6 +63,9 @@ impl Agent {
         if !extra_args.contains(&"--lan") {
             args.extend(["--lan".into(), crate::LAN_BRIDGE.into()]);
         }
+        if !extra_args.contains(&"--state-dir") && !config.contains("state_dir") {
+            args.extend(["--state-dir".into(), state_dir(lab).display().to_string()]);
+        }
         args.extend(extra_args.iter().map(|s| s.to_string()));
         let binary = agent_binary();
         let child = lab.spawn_in_router(binary.to_str().expect("UTF-8 path"), &args);
@@ -92,6 +95,13 @@ impl Agent {
     }
 
     /// Its process.
+    /// The configuration file the agent was started with; rewrite it to test reloads.
+    pub fn config_path(&self) -> &std::path::Path {
+        self.config
+            .as_deref()
+            .expect("the agent's configuration file")
+    }
+
     pub fn child(&self) -> &LabChild {
         &self.child
     }
@@ -157,8 +167,12 @@ impl Drop for Agent {
 pub fn run_agent_to_exit(lab: &Lab, args: &[&str], timeout: Duration) -> Output {
     let binary = agent_binary();
     let mut cmd = netns::command(lab.router_ns(), binary.to_str().expect("UTF-8 path"));
-    cmd.args(args)
-        .stdin(std::process::Stdio::null())
+    cmd.args(args);
+    // Never the host's /var/lib: every agent a test starts keeps its state in the lab.
+    if !args.contains(&"--state-dir") {
+        cmd.arg("--state-dir").arg(state_dir(lab));
+    }
+    cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = lab.spawn(&mut cmd);
@@ -206,6 +220,13 @@ pub fn attached_programs(ns: &str, interface: &str) -> Vec<String> {
         );
     }
     names
+}
+
+/// The lab's state directory for its agents (baselines, control socket): in the lab's scratch
+/// directory, so it goes with the lab, and shared by the agents one lab starts in turn, so a
+/// restarted agent finds what the previous one learned.
+pub fn state_dir(lab: &Lab) -> PathBuf {
+    lab.scratch_dir().join("state")
 }
 
 /// Writes a configuration file for one agent of this lab.

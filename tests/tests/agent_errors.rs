@@ -128,6 +128,8 @@ fn run_agent_to_exit_as_nobody(lab: &Lab, bin: &std::path::Path) -> std::process
             "br-lan",
             "--listen",
             "127.0.0.1:9751",
+            "--state-dir",
+            nobody_state_dir(lab).to_str().unwrap(),
         ],
     );
     let _ = std::fs::remove_file(bin);
@@ -164,6 +166,8 @@ fn runs_as_nobody_with_only_cap_bpf_net_admin_and_perfmon() {
         AGENT_LISTEN,
         "--poll-interval",
         "200ms",
+        "--state-dir",
+        nobody_state_dir(&lab).to_str().unwrap(),
     ])
     .stdin(std::process::Stdio::null())
     .stdout(std::process::Stdio::piped())
@@ -210,6 +214,17 @@ fn runs_as_nobody_with_only_cap_bpf_net_admin_and_perfmon() {
 }
 
 /// The checkout may sit where nobody cannot reach (/root): a world-readable copy of `bin`.
+/// A state directory the unprivileged agent may write, inside the lab's scratch directory
+/// (which it may traverse), removed with the lab.
+fn nobody_state_dir(lab: &Lab) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = lab.scratch_dir().join("nobody-state");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(lab.scratch_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
 fn world_readable_copy(lab: &Lab, bin: &std::path::Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let copy = std::env::temp_dir().join(format!("{}-egress-monitor", lab.id()));

@@ -1,0 +1,398 @@
+//! The policy: which destinations each device may talk to, learned baselines, first-seen
+//! tracking, and the traffic that broke the rules. Evaluated in the agent on every poll's newly
+//! exported bytes, with the names the device itself resolved; the kernel only counts.
+//!
+//! A verdict for bytes to a destination, in order: a `deny` rule matches -> unexpected
+//! (`deny:domain`, `deny:cidr`), even while learning; an `allow` rule or the device's baseline
+//! matches -> fine; the device is learning -> the destination joins the baseline; the section
+//! has `allow` rules -> unexpected (`not-allowed`); it learns -> unexpected (`not-in-baseline`);
+//! otherwise (a deny-only section, or none) fine.
+
+mod rule;
+pub mod store;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    time::{Duration, Instant, SystemTime},
+};
+
+pub use rule::{Rule, Target};
+use store::{DeviceRecord, Seen};
+
+use crate::{
+    config::{PolicyConfig, PolicySection},
+    ledger::{Count, DeviceId, Direction, Label},
+    mac::MacAddr,
+};
+
+/// The `rule` label values.
+pub const RULE_NOT_ALLOWED: &str = "not-allowed";
+pub const RULE_NOT_IN_BASELINE: &str = "not-in-baseline";
+pub const RULE_DENY_DOMAIN: &str = "deny:domain";
+pub const RULE_DENY_CIDR: &str = "deny:cidr";
+/// The `destination` label of unexpected traffic beyond the per-device limit.
+pub const OTHER: &str = "other";
+
+/// Destinations remembered per device in the state file; beyond it the least recently seen
+/// (outside the baseline) are forgotten, and would count as new again.
+pub const MAX_SEEN_PER_DEVICE: usize = 10_000;
+/// How long an address that was allowed by its name stays allowed while its name has expired
+/// (a long-lived connection outlives its DNS answer's TTL), measured from its last bytes.
+const STICKY_FOR: Duration = Duration::from_secs(3600);
+/// Addresses remembered that way per device.
+const STICKY_PER_DEVICE: usize = 4096;
+/// Quickest rewrite of the state file after a destination, a baseline entry or a learning
+/// start was added: bounded so a scanning device does not rewrite it every poll.
+const WRITE_AFTER_CHANGE: Duration = Duration::from_secs(5);
+/// Rewrite of the state file when only last-seen times moved.
+const WRITE_LAST_SEEN: Duration = Duration::from_secs(300);
+
+/// Unexpected traffic of one device.
+#[derive(Debug, Default)]
+struct DeviceUnexpected {
+    /// Destinations with their own series; the others are `other`.
+    named: BTreeSet<Label>,
+    /// (direction, destination or None for `other`, rule) -> traffic.
+    counts: BTreeMap<(Direction, Option<Label>, &'static str), Count>,
+}
+
+/// One unexpected series, for the exposition.
+pub struct UnexpectedSeries<'a> {
+    pub mac: MacAddr,
+    pub direction: Direction,
+    /// `None` is `other`.
+    pub destination: Option<&'a Label>,
+    pub rule: &'static str,
+    pub count: Count,
+}
+
+/// How a device stands with the policy, for the exposition and the `baseline` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// The `policy` label: device, group:NAME, default or none.
+    pub policy: String,
+    /// Learning configured: (since, until).
+    pub learning: Option<(SystemTime, SystemTime)>,
+    pub baseline: usize,
+}
+
+/// The policy engine and its persisted state.
+#[derive(Debug, Default)]
+pub struct Policy {
+    config: PolicyConfig,
+    devices: BTreeMap<MacAddr, DeviceRecord>,
+    unexpected: BTreeMap<MacAddr, DeviceUnexpected>,
+    new_destinations: BTreeMap<MacAddr, u64>,
+    /// Per device: addresses allowed by their name, and when they last had bytes.
+    sticky: HashMap<MacAddr, HashMap<IpAddr, SystemTime>>,
+    /// Something other than a last-seen time changed since the last write.
+    changed: bool,
+    /// Last-seen times moved since the last write.
+    touched: bool,
+    last_write: Option<Instant>,
+    /// Counts of reloads and state writes, for the agent's own metrics.
+    pub reloads: [u64; 2],
+    pub last_reload_ok: bool,
+    pub writes: [u64; 2],
+}
+
+/// Index of success and failure in [`Policy::reloads`] and [`Policy::writes`].
+pub const SUCCESS: usize = 0;
+pub const FAILURE: usize = 1;
+
+impl Policy {
+    /// The engine with the state read at start.
+    pub fn new(config: PolicyConfig, devices: BTreeMap<MacAddr, DeviceRecord>) -> Self {
+        Self {
+            config,
+            devices,
+            last_reload_ok: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// A new policy, from a reload: counts and state stay; verdicts remembered under the old
+    /// rules do not.
+    pub fn set_config(&mut self, config: PolicyConfig) {
+        self.config = config;
+        self.sticky.clear();
+    }
+
+    /// Judges one poll's newly exported bytes of a device to a destination.
+    pub fn observe(
+        &mut self,
+        id: DeviceId,
+        group: Option<&str>,
+        target: &Target<'_>,
+        step: Count,
+        now: SystemTime,
+    ) {
+        let mac = id.mac;
+        let applies = self.config.applies(mac, group);
+        let section = applies.section();
+        let record = self.devices.entry(mac).or_default();
+        let learning = learning_now(record, section, now, &mut self.changed);
+        match record.seen.get_mut(target.label) {
+            Some(seen) => {
+                seen.last = now;
+                self.touched = true;
+            }
+            None => {
+                record.seen.insert(
+                    target.label.clone(),
+                    Seen {
+                        first: now,
+                        last: now,
+                    },
+                );
+                self.changed = true;
+                if !learning {
+                    *self.new_destinations.entry(mac).or_default() += 1;
+                }
+                if record.seen.len() > MAX_SEEN_PER_DEVICE {
+                    forget_oldest(record);
+                }
+            }
+        }
+        let Some(section) = section else { return };
+        let rule = match verdict(section, record, target, learning) {
+            Verdict::Fine { by_name } => {
+                if by_name {
+                    remember_sticky(self.sticky.entry(mac).or_default(), target.addr, now);
+                }
+                return;
+            }
+            Verdict::Learn => {
+                if record.baseline.insert(Rule::for_label(target.label)) {
+                    self.changed = true;
+                }
+                if matches!(target.label, Label::Name(_)) {
+                    remember_sticky(self.sticky.entry(mac).or_default(), target.addr, now);
+                }
+                return;
+            }
+            Verdict::Unexpected(rule) => rule,
+        };
+        // A name that expired while its connection lives on: the address keeps the verdict
+        // its name had (only for verdicts that are not deny rules).
+        if target.host.is_none()
+            && !rule.starts_with("deny:")
+            && let Some(last) = self
+                .sticky
+                .get_mut(&mac)
+                .and_then(|s| s.get_mut(&target.addr))
+            && now.duration_since(*last).unwrap_or_default() < STICKY_FOR
+        {
+            *last = now;
+            return;
+        }
+        let limit = self.config.max_unexpected_destinations as usize;
+        let unexpected = self.unexpected.entry(mac).or_default();
+        let destination = if unexpected.named.contains(target.label) {
+            Some(target.label.clone())
+        } else if unexpected.named.len() < limit {
+            unexpected.named.insert(target.label.clone());
+            Some(target.label.clone())
+        } else {
+            None
+        };
+        let count = unexpected
+            .counts
+            .entry((id.direction, destination, rule))
+            .or_default();
+        *count = Count::new(
+            count.bytes.saturating_add(step.bytes),
+            count.packets.saturating_add(step.packets),
+        );
+    }
+
+    /// Every unexpected series.
+    pub fn unexpected(&self) -> impl Iterator<Item = UnexpectedSeries<'_>> {
+        self.unexpected.iter().flat_map(|(mac, u)| {
+            u.counts.iter().map(
+                move |((direction, destination, rule), count)| UnexpectedSeries {
+                    mac: *mac,
+                    direction: *direction,
+                    destination: destination.as_ref(),
+                    rule,
+                    count: *count,
+                },
+            )
+        })
+    }
+
+    /// Destinations seen for the first time by a device that was not learning, since start.
+    pub fn new_destinations(&self, mac: MacAddr) -> u64 {
+        self.new_destinations.get(&mac).copied().unwrap_or(0)
+    }
+
+    /// How a device stands with the policy.
+    pub fn status(&self, mac: MacAddr, group: Option<&str>) -> DeviceStatus {
+        let applies = self.config.applies(mac, group);
+        let record = self.devices.get(&mac);
+        let learning = applies.section().and_then(|s| s.learn).map(|learn| {
+            let since = record
+                .and_then(|r| r.learning_since)
+                .unwrap_or_else(SystemTime::now);
+            (since, since + learn)
+        });
+        DeviceStatus {
+            policy: applies.label(),
+            learning,
+            baseline: record.map_or(0, |r| r.baseline.len()),
+        }
+    }
+
+    /// The persisted record of a device.
+    pub fn record(&self, mac: MacAddr) -> Option<&DeviceRecord> {
+        self.devices.get(&mac)
+    }
+
+    /// Every device with a persisted record.
+    pub fn records(&self) -> &BTreeMap<MacAddr, DeviceRecord> {
+        &self.devices
+    }
+
+    /// Adds a destination to a device's baseline. False if it was there already.
+    pub fn accept(&mut self, mac: MacAddr, rule: Rule) -> bool {
+        let added = self.devices.entry(mac).or_default().baseline.insert(rule);
+        self.changed |= added;
+        added
+    }
+
+    /// Forgets everything learned about a device: it learns again from its next bytes, if its
+    /// policy learns. Its unexpected counters stay (counters never go back).
+    pub fn forget(&mut self, mac: MacAddr) -> bool {
+        self.sticky.remove(&mac);
+        let had = self.devices.remove(&mac).is_some();
+        self.changed |= had;
+        had
+    }
+
+    /// The state file's text when it is due for a write (see [`WRITE_AFTER_CHANGE`]), with the
+    /// devices' current names; `force` writes whatever changed (at shutdown, after a command).
+    pub fn snapshot_if_due(
+        &mut self,
+        now: Instant,
+        force: bool,
+        name: &dyn Fn(MacAddr) -> Option<String>,
+    ) -> Option<String> {
+        let since = self.last_write.map(|t| now.duration_since(t));
+        let due = if force {
+            self.changed || self.touched
+        } else {
+            (self.changed && since.is_none_or(|s| s >= WRITE_AFTER_CHANGE))
+                || (self.touched && since.is_none_or(|s| s >= WRITE_LAST_SEEN))
+        };
+        if !due {
+            return None;
+        }
+        for (mac, record) in self.devices.iter_mut() {
+            if let Some(n) = name(*mac) {
+                record.name = Some(n);
+            }
+        }
+        self.changed = false;
+        self.touched = false;
+        self.last_write = Some(now);
+        Some(store::render(&self.devices))
+    }
+
+    /// The outcome of writing a snapshot: a failed write is retried at the next due time.
+    pub fn wrote(&mut self, ok: bool) {
+        self.writes[if ok { SUCCESS } else { FAILURE }] += 1;
+        if !ok {
+            self.changed = true;
+        }
+    }
+}
+
+enum Verdict {
+    Fine { by_name: bool },
+    Learn,
+    Unexpected(&'static str),
+}
+
+fn verdict(
+    section: &PolicySection,
+    record: &DeviceRecord,
+    target: &Target<'_>,
+    learning: bool,
+) -> Verdict {
+    if let Some(rule) = section.deny.iter().find(|r| r.matches(target)) {
+        return Verdict::Unexpected(match rule {
+            Rule::Domain(_) => RULE_DENY_DOMAIN,
+            Rule::Net(_) => RULE_DENY_CIDR,
+        });
+    }
+    if let Some(rule) = section
+        .allow
+        .iter()
+        .chain(record.baseline.iter())
+        .find(|r| r.matches(target))
+    {
+        return Verdict::Fine {
+            by_name: matches!(rule, Rule::Domain(_)),
+        };
+    }
+    if learning {
+        return Verdict::Learn;
+    }
+    if !section.allow.is_empty() {
+        Verdict::Unexpected(RULE_NOT_ALLOWED)
+    } else if section.learn.is_some() {
+        Verdict::Unexpected(RULE_NOT_IN_BASELINE)
+    } else {
+        Verdict::Fine { by_name: false }
+    }
+}
+
+/// Whether the device learns now; starts its learning at its first sight under a policy that
+/// learns.
+fn learning_now(
+    record: &mut DeviceRecord,
+    section: Option<&PolicySection>,
+    now: SystemTime,
+    changed: &mut bool,
+) -> bool {
+    let Some(learn) = section.and_then(|s| s.learn) else {
+        return false;
+    };
+    let since = *record.learning_since.get_or_insert_with(|| {
+        *changed = true;
+        now
+    });
+    now < since + learn
+}
+
+fn remember_sticky(sticky: &mut HashMap<IpAddr, SystemTime>, addr: IpAddr, now: SystemTime) {
+    if sticky.len() >= STICKY_PER_DEVICE && !sticky.contains_key(&addr) {
+        sticky.retain(|_, last| now.duration_since(*last).unwrap_or_default() < STICKY_FOR);
+        if sticky.len() >= STICKY_PER_DEVICE {
+            return;
+        }
+    }
+    sticky.insert(addr, now);
+}
+
+/// Forgets the least recently seen tenth of a device's destinations, keeping the bound with
+/// one sort per many insertions.
+fn forget_oldest(record: &mut DeviceRecord) {
+    let mut by_age: Vec<(SystemTime, Label)> = record
+        .seen
+        .iter()
+        .map(|(label, seen)| (seen.last, label.clone()))
+        .collect();
+    by_age.sort_unstable();
+    for (_, label) in by_age.into_iter().take(MAX_SEEN_PER_DEVICE / 10) {
+        record.seen.remove(&label);
+    }
+}
+
+#[cfg(test)]
+mod tests;

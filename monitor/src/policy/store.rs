@@ -1,0 +1,356 @@
+//! The state file: per device, when it started learning, its baseline, and when each
+//! destination was first and last seen. TOML, so a person can read it (and fix it); written
+//! to a temporary file, synced and renamed over the old one, so a crash or a power cut leaves
+//! the old or the new file, never half of one.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    fs,
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use serde::Deserialize;
+
+use super::Rule;
+use crate::{ledger::Label, mac::MacAddr};
+
+/// The file inside the state directory.
+pub const STATE_FILE: &str = "state.toml";
+/// The format this agent writes; it reads this one and every older one.
+const VERSION: u32 = 1;
+
+/// When a destination was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub first: SystemTime,
+    pub last: SystemTime,
+}
+
+/// What the state keeps about one device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The device's name when the file was written, for people and for `baseline` commands
+    /// run while the agent is stopped.
+    pub name: Option<String>,
+    /// When the device was first seen under a policy that learns.
+    pub learning_since: Option<SystemTime>,
+    /// Destinations it may talk to beyond its allow rules: learned or accepted.
+    pub baseline: BTreeSet<Rule>,
+    /// Every destination (exported label) it was seen talking to.
+    pub seen: BTreeMap<Label, Seen>,
+}
+
+/// Why the state file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot read the state file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "the state file {}{} is invalid: {message}; fix it, or move it away to start with no \
+         baseline",
+        path.display(),
+        line.map(|l| format!(":{l}")).unwrap_or_default()
+    )]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct FileState {
+    version: u32,
+    #[serde(default)]
+    devices: BTreeMap<String, FileDevice>,
+}
+
+#[derive(Deserialize)]
+struct FileDevice {
+    name: Option<String>,
+    learning_since: Option<toml::value::Datetime>,
+    #[serde(default)]
+    baseline: Vec<String>,
+    #[serde(default)]
+    seen: BTreeMap<String, FileSeen>,
+}
+
+#[derive(Deserialize)]
+struct FileSeen {
+    first: toml::value::Datetime,
+    last: toml::value::Datetime,
+}
+
+/// Reads the state file in `dir`; a missing file is an empty state.
+pub fn load(dir: &Path) -> Result<BTreeMap<MacAddr, DeviceRecord>, StoreError> {
+    let path = dir.join(STATE_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(source) => return Err(StoreError::Read { path, source }),
+    };
+    parse(&text).map_err(|(line, message)| StoreError::Invalid {
+        path,
+        line,
+        message,
+    })
+}
+
+/// Parses the file's text; an error carries its line when known.
+pub fn parse(text: &str) -> Result<BTreeMap<MacAddr, DeviceRecord>, (Option<usize>, String)> {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let file: FileState = toml::from_str(text).map_err(|e| {
+        (
+            e.span().map(|s| line_of(s.start)),
+            e.message().replace('\n', " "),
+        )
+    })?;
+    if file.version > VERSION {
+        return Err((
+            None,
+            format!(
+                "version {} was written by a newer egress-monitor (this one reads up to {VERSION})",
+                file.version
+            ),
+        ));
+    }
+    let mut devices = BTreeMap::new();
+    for (mac_text, device) in file.devices {
+        let at = |what: String| (None, format!("devices.\"{mac_text}\": {what}"));
+        let mac: MacAddr = mac_text
+            .parse()
+            .map_err(|e| at(format!("not a MAC address: {e}")))?;
+        let mut record = DeviceRecord {
+            name: device.name,
+            learning_since: device
+                .learning_since
+                .map(|t| time(&t))
+                .transpose()
+                .map_err(at)?,
+            ..DeviceRecord::default()
+        };
+        for entry in device.baseline {
+            record.baseline.insert(
+                entry
+                    .parse()
+                    .map_err(|e: String| at(format!("baseline: {e}")))?,
+            );
+        }
+        for (label, seen) in device.seen {
+            let seen = Seen {
+                first: time(&seen.first).map_err(at)?,
+                last: time(&seen.last).map_err(at)?,
+            };
+            record.seen.insert(label_from_text(&label), seen);
+        }
+        devices.insert(mac, record);
+    }
+    Ok(devices)
+}
+
+/// Labels are written as text: an address reads back as an address.
+pub fn label_from_text(text: &str) -> Label {
+    match text.parse() {
+        Ok(addr) => Label::Addr(addr),
+        Err(_) => Label::Name(text.into()),
+    }
+}
+
+fn time(t: &toml::value::Datetime) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(&t.to_string())
+        .map_err(|e| format!("invalid time {t}: {e} (expected like 2026-11-27T10:00:00Z)"))
+}
+
+/// RFC 3339 in UTC, to the second: a TOML date-time a person can read.
+pub fn format_time(t: SystemTime) -> String {
+    // Before 1970 cannot happen on a running router; clamp rather than fail a write.
+    let t = t.max(SystemTime::UNIX_EPOCH);
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+        .to_string()
+}
+
+/// The file's text.
+pub fn render(devices: &BTreeMap<MacAddr, DeviceRecord>) -> String {
+    let quoted = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let mut out = String::with_capacity(256 + devices.len() * 512);
+    out.push_str(
+        "# egress-monitor state: when each device started learning, its baseline (what it may\n\
+         # talk to beyond its allow rules) and when each destination was first and last seen.\n\
+         # Written by the agent; change it with `egress-monitor baseline accept|forget`.\n",
+    );
+    let _ = writeln!(out, "version = {VERSION}");
+    for (mac, record) in devices {
+        let _ = writeln!(out, "\n[devices.\"{mac}\"]");
+        if let Some(name) = &record.name {
+            let _ = writeln!(out, "name = {}", quoted(name));
+        }
+        if let Some(since) = record.learning_since {
+            let _ = writeln!(out, "learning_since = {}", format_time(since));
+        }
+        out.push_str("baseline = [");
+        for rule in &record.baseline {
+            let _ = write!(out, "\n    {},", quoted(&rule.to_string()));
+        }
+        out.push_str(if record.baseline.is_empty() {
+            "]\n"
+        } else {
+            "\n]\n"
+        });
+        if !record.seen.is_empty() {
+            let _ = writeln!(out, "\n[devices.\"{mac}\".seen]");
+            for (label, seen) in &record.seen {
+                let _ = writeln!(
+                    out,
+                    "{} = {{ first = {}, last = {} }}",
+                    quoted(&label.to_string()),
+                    format_time(seen.first),
+                    format_time(seen.last)
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Replaces the state file in `dir` with `text`, atomically, creating `dir` if needed.
+pub fn write(dir: &Path, text: &str) -> io::Result<()> {
+    create_dir(dir)?;
+    let path = dir.join(STATE_FILE);
+    let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+    let result = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        // The rename is durable once the directory is synced.
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Creates the state directory, readable by its owner only: the baseline says who talks to
+/// whom.
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000 + secs)
+    }
+
+    fn sample() -> BTreeMap<MacAddr, DeviceRecord> {
+        let mut camera = DeviceRecord {
+            name: Some("camera \"front\"".into()),
+            learning_since: Some(at(0)),
+            ..DeviceRecord::default()
+        };
+        camera.baseline.insert("vendor.example".parse().unwrap());
+        camera.baseline.insert("192.0.2.0/24".parse().unwrap());
+        camera.seen.insert(
+            Label::Name("vendor.example".into()),
+            Seen {
+                first: at(5),
+                last: at(3600),
+            },
+        );
+        camera.seen.insert(
+            Label::Addr("2001:db8::7".parse().unwrap()),
+            Seen {
+                first: at(7),
+                last: at(8),
+            },
+        );
+        let mut devices = BTreeMap::new();
+        devices.insert("02:00:00:00:00:05".parse().unwrap(), camera);
+        devices.insert(
+            "02:00:00:00:00:06".parse().unwrap(),
+            DeviceRecord::default(),
+        );
+        devices
+    }
+
+    #[test]
+    fn state_reads_back_to_the_same_and_is_readable() {
+        let devices = sample();
+        let text = render(&devices);
+        assert_eq!(parse(&text).unwrap(), devices, "{text}");
+        assert!(text.contains("learning_since = 2026-11-18T"), "{text}");
+        assert!(text.contains("    \"vendor.example\",\n"), "{text}");
+        assert!(text.contains("\"2001:db8::7\" = { first = "), "{text}");
+    }
+
+    #[test]
+    fn write_replaces_the_file_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("egress-store-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        assert!(
+            load(&dir).unwrap().is_empty(),
+            "a missing file is an empty state"
+        );
+        write(&dir, &render(&sample())).unwrap();
+        write(&dir, &render(&BTreeMap::new())).unwrap();
+        assert!(load(&dir).unwrap().is_empty());
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [STATE_FILE]);
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_files_name_the_line_and_what_is_wrong() {
+        let cases = [
+            ("version = 1\n[devices.\"x\"]\n", "not a MAC address"),
+            ("version = 2\n", "newer egress-monitor"),
+            ("version = 1\n\n[devices\n", "unclosed table"),
+            (
+                "version = 1\n[devices.\"02:00:00:00:00:01\"]\nbaseline = [\"*.x\"]\n",
+                "baseline: invalid rule",
+            ),
+            (
+                "version = 1\n[devices.\"02:00:00:00:00:01\".seen]\n\"a\" = { first = 1, last = 2 }\n",
+                "",
+            ),
+        ];
+        for (text, expected) in cases {
+            let (line, message) = parse(text).unwrap_err();
+            assert!(message.contains(expected), "{text:?}: {message}");
+            if expected == "unclosed table" {
+                assert_eq!(line, Some(3), "{text:?}: {message}");
+            }
+        }
+        let err = StoreError::Invalid {
+            path: "/var/lib/egress-monitor/state.toml".into(),
+            line: Some(3),
+            message: "x".into(),
+        };
+        assert!(
+            err.to_string()
+                .starts_with("the state file /var/lib/egress-monitor/state.toml:3 is invalid: x")
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! Reloading the configuration without a restart: on SIGHUP, or when the file changes (its
+//! modification time, size or inode: editors replace files), the poller reads it again. A
+//! valid file's policy and device names take effect at once, counts untouched; an invalid one
+//! is rejected with its file, line and reason, and the policy in force stays.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::SystemTime,
+};
+
+use crate::{
+    config::{Config, Overrides},
+    policy::{FAILURE, SUCCESS},
+    state::Shared,
+};
+
+/// What identifies a version of the file.
+type Stamp = (Option<SystemTime>, u64, u64);
+
+/// Watches the configuration file.
+pub struct Reloader {
+    path: Option<PathBuf>,
+    overrides: Overrides,
+    /// Set by the SIGHUP handler.
+    requested: Arc<AtomicBool>,
+    stamp: Option<Stamp>,
+    current: Config,
+}
+
+impl Reloader {
+    pub fn new(
+        path: Option<PathBuf>,
+        overrides: Overrides,
+        current: Config,
+        requested: Arc<AtomicBool>,
+    ) -> Self {
+        let stamp = path.as_deref().and_then(stamp);
+        Self {
+            path,
+            overrides,
+            requested,
+            stamp,
+            current,
+        }
+    }
+
+    /// Reloads if asked to or if the file changed since the last attempt. Returns whether a
+    /// reload was attempted.
+    pub fn check(&mut self, shared: &Shared) -> bool {
+        let asked = self.requested.swap(false, Ordering::Relaxed);
+        let Some(path) = self.path.clone() else {
+            if asked {
+                tracing::info!("SIGHUP: no configuration file to read again (no --config)");
+            }
+            return false;
+        };
+        let now = stamp(&path);
+        if !asked && now == self.stamp {
+            return false;
+        }
+        // A failed attempt is not retried until the file changes again or SIGHUP.
+        self.stamp = now;
+        match Config::load(Some(&path), &self.overrides) {
+            Ok(config) => {
+                let restart = needs_restart(&self.current, &config);
+                if !restart.is_empty() {
+                    tracing::warn!(
+                        keys = restart.join(", "),
+                        "configuration reloaded; these keys take effect at the next restart"
+                    );
+                }
+                let mut state = shared.write().expect("state lock");
+                state.policy.set_config(config.policy.clone());
+                state.naming.devices.set_configured(config.devices.clone());
+                state.policy.reloads[SUCCESS] += 1;
+                state.policy.last_reload_ok = true;
+                drop(state);
+                tracing::info!(
+                    file = %path.display(),
+                    devices = config.policy.devices.len(),
+                    groups = config.policy.groups.len(),
+                    default = config.policy.default.is_some(),
+                    "configuration reloaded: the new policy is in force"
+                );
+                self.current = config;
+            }
+            Err(e) => {
+                let mut state = shared.write().expect("state lock");
+                state.policy.reloads[FAILURE] += 1;
+                state.policy.last_reload_ok = false;
+                drop(state);
+                tracing::error!(
+                    "configuration reload rejected, the previous policy stays in force: {e}"
+                );
+            }
+        }
+        true
+    }
+}
+
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok(), meta.len(), meta.ino()))
+}
+
+/// Keys whose new value the running agent cannot take: kernel maps, sockets, threads.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |key, same: bool| {
+        if !same {
+            keys.push(key);
+        }
+    };
+    check("lan", old.lan == new.lan);
+    check("listen", old.listen == new.listen);
+    check("poll_interval", old.poll_interval == new.poll_interval);
+    check("local_prefixes", old.local_prefixes == new.local_prefixes);
+    check(
+        "flow_map_entries",
+        old.flow_map_entries == new.flow_map_entries,
+    );
+    check(
+        "device_map_entries",
+        old.device_map_entries == new.device_map_entries,
+    );
+    check(
+        "max_destinations_per_device",
+        old.max_destinations_per_device == new.max_destinations_per_device,
+    );
+    check("attach", old.attach == new.attach);
+    check(
+        "destination_label",
+        old.destination_label == new.destination_label,
+    );
+    check(
+        "sniff_ring_bytes",
+        old.sniff_ring_bytes == new.sniff_ring_bytes,
+    );
+    check("names", old.names == new.names);
+    check("leases", old.leases == new.leases);
+    check("state_dir", old.state_dir == new.state_dir);
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::RwLock;
+
+    use super::*;
+    use crate::state::State;
+
+    #[test]
+    fn a_changed_file_is_reloaded_and_a_bad_one_rejected() {
+        let dir = std::env::temp_dir().join(format!("egress-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        let base = "lan = [\"br-lan\"]\n[devices]\n\"02:00:00:00:00:05\" = \"camera\"\n";
+        std::fs::write(&path, base).unwrap();
+        let config = Config::load(Some(&path), &Overrides::default()).unwrap();
+        let shared: Shared = Arc::new(RwLock::new(State::new(&config)));
+        let hup = Arc::new(AtomicBool::new(false));
+        let mut reloader = Reloader::new(
+            Some(path.clone()),
+            Overrides::default(),
+            config,
+            hup.clone(),
+        );
+        assert!(!reloader.check(&shared), "nothing changed");
+
+        let policy = format!("{base}[policy.devices.camera]\nallow = [\"vendor.example\"]\n");
+        std::fs::write(&path, &policy).unwrap();
+        assert!(reloader.check(&shared));
+        {
+            let state = shared.read().unwrap();
+            assert_eq!(state.policy.config().devices.len(), 1);
+            assert_eq!(state.policy.reloads, [1, 0]);
+        }
+        // A typo: rejected, the policy in force stays, and no retry until something changes.
+        std::fs::write(&path, format!("{policy}deny = [\"*.x\"]\n")).unwrap();
+        assert!(reloader.check(&shared));
+        assert!(!reloader.check(&shared));
+        {
+            let state = shared.read().unwrap();
+            assert_eq!(state.policy.config().devices.len(), 1);
+            assert_eq!(state.policy.reloads, [1, 1]);
+            assert!(!state.policy.last_reload_ok);
+        }
+        // SIGHUP tries again even if the file did not change.
+        hup.store(true, Ordering::Relaxed);
+        assert!(reloader.check(&shared));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keys_that_need_a_restart_are_named() {
+        let a = Config::from_toml_str("lan = [\"br-lan\"]", None, &Overrides::default()).unwrap();
+        let b = Config::from_toml_str(
+            "lan = [\"br-lan\", \"wlan0\"]\npoll_interval = \"2s\"\n[policy.default]\nlearn = \"1d\"\n",
+            None,
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(needs_restart(&a, &b), ["lan", "poll_interval"]);
+    }
+}
