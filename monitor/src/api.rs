@@ -82,9 +82,31 @@ fn device(state: &State, mac: MacAddr) -> Value {
             last = Some(last.map_or(l, |x| x.max(l)));
         }
     }
+    let status = state.policy.status(mac, naming.devices.group(mac));
+    let mut unexpected = serde_json::Map::new();
+    for direction in Direction::ALL {
+        let sum = state
+            .policy
+            .unexpected()
+            .filter(|s| s.mac == mac && s.direction == direction)
+            .fold(Count::default(), |a, s| {
+                Count::new(a.bytes + s.count.bytes, a.packets + s.count.packets)
+            });
+        unexpected.insert(direction.as_str().to_owned(), count(sum));
+    }
+    let now = SystemTime::now();
+    let policy = json!({
+        "section": status.policy,
+        "learning": status.learning.map(|(_, until)| now < until),
+        "learning_until": time(status.learning.map(|(_, until)| until)),
+        "baseline": status.baseline,
+        "new_destinations": state.policy.new_destinations(mac),
+        "unexpected": unexpected,
+    });
     json!({
         "mac": mac.to_string(),
         "name": name,
+        "policy": policy,
         "name_source": source,
         "group": naming.devices.group(mac),
         "locally_administered": mac.is_locally_administered(),

@@ -168,6 +168,26 @@ fn an_allow_list_flags_exactly_the_traffic_it_does_not_allow() {
         s.matching("egress_device_learning", &[]).next().is_none(),
         "nobody learns"
     );
+    // The JSON API says the same.
+    let (status, body) = agent.get("/api/devices").expect("GET /api/devices");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let camera = json["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "camera")
+        .unwrap_or_else(|| panic!("no camera in {body}"));
+    let policy = &camera["policy"];
+    assert_eq!(policy["section"], "device", "{policy}");
+    assert_eq!(policy["learning"], serde_json::Value::Null, "{policy}");
+    assert_eq!(policy["new_destinations"], 3, "{policy}");
+    assert_eq!(
+        policy["unexpected"]["egress"]["bytes"],
+        cdn_bytes + direct + beyond,
+        "{policy}"
+    );
+    assert_eq!(policy["unexpected"]["egress"]["packets"], 6, "{policy}");
 }
 
 #[test]
