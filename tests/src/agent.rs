@@ -377,3 +377,30 @@ mod tests {
         assert_eq!(s.count("h_bucket", &[("le", "+Inf")]), 2);
     }
 }
+
+/// Runs `promtool check metrics` on an exposition; (success, what it printed).
+pub fn promtool_check_metrics(text: &str) -> (bool, String) {
+    use std::{
+        io::Write,
+        process::{Command, Stdio},
+    };
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool (Debian package prometheus) must be installed: cargo xtask setup does it",
+        );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    printed.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), printed)
+}

@@ -188,7 +188,7 @@ fn udp_and_tcp_are_counted_exactly_per_device_destination_and_direction() {
     );
 
     // The exposition is clean for promtool, and /healthz is up.
-    let (ok, complaints) = promtool_check_metrics(&s.text);
+    let (ok, complaints) = egress_lab::agent::promtool_check_metrics(&s.text);
     assert!(
         ok && complaints.trim().is_empty(),
         "promtool check metrics:\n{complaints}"
@@ -226,33 +226,6 @@ fn gro_super_packets_towards_devices_count_every_wire_packet() {
         "GRO merged nothing ({frames} frames for {} packets): the test did not exercise it",
         w.tx_packets
     );
-}
-
-/// Runs `promtool check metrics` on an exposition; (success, what it printed).
-fn promtool_check_metrics(text: &str) -> (bool, String) {
-    use std::{
-        io::Write,
-        process::{Command, Stdio},
-    };
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect(
-            "promtool (Debian package prometheus) must be installed: cargo xtask setup does it",
-        );
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let mut printed = String::from_utf8_lossy(&out.stdout).into_owned();
-    printed.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), printed)
 }
 
 /// Sends one UDP datagram from `ns` to `to`; broadcast allowed; link-local scope from eth0.

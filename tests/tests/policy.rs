@@ -168,6 +168,12 @@ fn an_allow_list_flags_exactly_the_traffic_it_does_not_allow() {
         s.matching("egress_device_learning", &[]).next().is_none(),
         "nobody learns"
     );
+    // The new families are clean for promtool too.
+    let (ok, complaints) = egress_lab::agent::promtool_check_metrics(&s.text);
+    assert!(
+        ok && complaints.trim().is_empty(),
+        "promtool check metrics:\n{complaints}"
+    );
     // The JSON API says the same.
     let (status, body) = agent.get("/api/devices").expect("GET /api/devices");
     assert_eq!(status, 200, "{body}");
