@@ -3,15 +3,20 @@
 //! per-device table every few seconds (devices and destinations by name), and the metrics relayed
 //! to a loopback port of the host.
 //!
+//! The camera has a policy: it may only talk to its cloud. Its firmware also phones home to the
+//! vendor's telemetry server, so Prometheus and Alertmanager, running on the router with the
+//! shipped alert rules ([`alerting::shipped_rules`]), raise `EgressUnexpectedDestination`; the
+//! demo prints each alert as it reaches Alertmanager. Without them installed it runs the rest.
+//!
 //! The relay is the only thing in the host's namespace: a TCP listener on loopback whose
 //! connections are re-made from inside the router namespace. No link joins the namespaces.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::{self, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
@@ -22,6 +27,7 @@ use crate::{
     Lab, OUTSIDE_RESOLVER_V4, ROUTER_LAN_V4, RecordType, TCP_SINK_PORT, TCP_SOURCE_PORT,
     UDP_SINK_PORT,
     agent::{AGENT_LISTEN, Agent, Scrape},
+    alerting::{self, Alerting},
     dns_lookup, netns, tcp_download, tcp_upload, udp_send,
 };
 
@@ -35,8 +41,14 @@ pub struct DemoOptions {
     pub table_every: Duration,
 }
 
-/// The name the phone phones home to.
+/// The name the phone, and the camera's firmware, phone home to.
 pub const TELEMETRY: &str = "telemetry.vendor.example";
+/// The camera's cloud, the only name its policy allows.
+pub const CAMERA_CLOUD: &str = "api.camera-cloud.example.com.au";
+/// The alert of the shipped rules for traffic outside a device's policy.
+const UNEXPECTED_ALERT: &str = "EgressUnexpectedDestination";
+/// How often the demo asks Alertmanager for new alerts.
+const ALERT_POLL: Duration = Duration::from_millis(500);
 
 /// Runs the demo until `stop` is set or the duration passes; removes everything it made.
 pub fn run(options: &DemoOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
@@ -63,11 +75,15 @@ pub fn run(options: &DemoOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
         .build();
     let servers = lab.start_servers(2_000_000);
     // The phone and the camera are named from the DHCP lease file, the laptop by the config.
+    // The camera may talk to its cloud only (the name it resolves is a subdomain of the rule).
     let config = format!(
-        "[[leases]]\nformat = \"dnsmasq\"\npath = \"{}\"\n\n[devices]\n\"{}\" = {{ name = \"work-laptop\", group = \"work\" }}\n",
+        "[[leases]]\nformat = \"dnsmasq\"\npath = \"{}\"\n\n[devices]\n\"{}\" = {{ name = \"work-laptop\", group = \"work\" }}\n\n\
+         [policy.devices.\"{}\"]\nallow = [\"camera-cloud.example.com.au\"]\n",
         lab.lease_file().display(),
-        lab.device("laptop").mac_string()
+        lab.device("laptop").mac_string(),
+        lab.device("camera").mac_string()
     );
+    let alerts = start_alerting(&lab);
     let agent = Agent::start_with_poll(&lab, &config, &[], "1s");
     let relay = start_relay(relay_listener, lab.router_ns().to_owned(), stop.clone());
     println!(
@@ -75,10 +91,17 @@ pub fn run(options: &DemoOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
         lab.router_ns(),
         options.listen
     );
-    let drivers = start_devices(&lab, stop.clone());
+    let first_phone_home = Arc::new(OnceLock::new());
+    let drivers = start_devices(&lab, stop.clone(), first_phone_home.clone());
+    let mut watch = alerts.map(|alerting| AlertWatch {
+        alerting,
+        seen: BTreeSet::new(),
+        first_phone_home,
+    });
 
     let started = Instant::now();
     let mut next_table = started + options.table_every;
+    let mut next_alert_poll = started;
     while !stop.load(Ordering::Relaxed) {
         if options.duration.is_some_and(|d| started.elapsed() >= d) {
             break;
@@ -87,15 +110,22 @@ pub fn run(options: &DemoOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
             print_table(&lab, &agent.scrape(), started.elapsed());
             next_table += options.table_every;
         }
+        if let Some(watch) = &mut watch
+            && Instant::now() >= next_alert_poll
+        {
+            watch.print_new();
+            next_alert_poll = Instant::now() + ALERT_POLL;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("stopping: devices, agent, lab...");
+    println!("stopping: devices, agent, alerting, lab...");
     stop.store(true, Ordering::Relaxed);
     for driver in drivers {
         let _ = driver.join();
     }
     let _ = relay.join();
     let status = agent.stop();
+    drop(watch);
     drop(servers);
     drop(lab);
     println!("agent exited with {status}; every namespace of the lab is removed");
@@ -111,11 +141,89 @@ fn resolve(ns: &str, name: &str, qtype: RecordType) -> Option<IpAddr> {
         .copied()
 }
 
-/// Three devices, each in its own thread, each loop bounded by `stop`.
-fn start_devices(lab: &Lab, stop: Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
+/// Prometheus and Alertmanager on the router with the shipped rules; None, after saying why,
+/// when they cannot run (the demo goes on without alerts).
+fn start_alerting(lab: &Lab) -> Option<Alerting> {
+    let missing = alerting::missing_binaries();
+    if !missing.is_empty() {
+        println!(
+            "alerts: off: {} not installed; run `cargo xtask setup` to install Prometheus and \
+             Alertmanager",
+            missing.join(" and ")
+        );
+        return None;
+    }
+    let rules = alerting::shipped_rules();
+    match Alerting::try_start(lab, &rules) {
+        Ok(alerting) => {
+            println!(
+                "alerts: Prometheus ({}) and Alertmanager ({}) in the router namespace, rules {}; \
+                 the camera may only talk to its cloud, and phones home",
+                alerting::PROMETHEUS_LISTEN,
+                alerting::ALERTMANAGER_LISTEN,
+                rules.display()
+            );
+            Some(alerting)
+        }
+        Err(message) => {
+            println!("alerts: off: {message}");
+            None
+        }
+    }
+}
+
+/// Prints each alert once, when it first shows in Alertmanager.
+struct AlertWatch {
+    alerting: Alerting,
+    /// Label sets already printed.
+    seen: BTreeSet<BTreeMap<String, String>>,
+    /// When the camera first sent to its phone-home server.
+    first_phone_home: Arc<OnceLock<Instant>>,
+}
+
+impl AlertWatch {
+    fn print_new(&mut self) {
+        let alerts = match self.alerting.try_alerts() {
+            Ok(alerts) => alerts,
+            Err(message) => {
+                println!("alerts: cannot ask Alertmanager: {message}");
+                return;
+            }
+        };
+        for alert in alerts {
+            if !self.seen.insert(alert.labels.clone()) {
+                continue;
+            }
+            let after = match self.first_phone_home.get() {
+                Some(first) if alert.label("alertname") == UNEXPECTED_ALERT => format!(
+                    ", {:.1} s after the camera's first phone-home packet",
+                    first.elapsed().as_secs_f64()
+                ),
+                _ => String::new(),
+            };
+            println!(
+                "ALERT {}: device {}, destination {}, rule {}{after}",
+                alert.label("alertname"),
+                alert.label("device"),
+                alert.label("destination"),
+                alert.label("rule"),
+            );
+        }
+        let _ = io::stdout().flush();
+    }
+}
+
+/// The devices, each in its own thread, each loop bounded by `stop`. The camera's firmware
+/// records when it first phoned home in `first_phone_home`.
+fn start_devices(
+    lab: &Lab,
+    stop: Arc<AtomicBool>,
+    first_phone_home: Arc<OnceLock<Instant>>,
+) -> Vec<JoinHandle<()>> {
     let phone = lab.device("phone").ns.clone();
     let laptop = lab.device("laptop").ns.clone();
     let camera = lab.device("camera").ns.clone();
+    let firmware = camera.clone();
     let every = |period: Duration, stop: Arc<AtomicBool>, mut work: Box<dyn FnMut() + Send>| {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -168,12 +276,23 @@ fn start_devices(lab: &Lab, stop: Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
         // The camera uploads steadily, to its cloud under a multi-label public suffix.
         every(
             Duration::from_secs(1),
-            stop,
+            stop.clone(),
             Box::new(move || {
-                let cloud = "api.camera-cloud.example.com.au";
-                if let Some(to) = resolve(&camera, cloud, RecordType::A) {
+                if let Some(to) = resolve(&camera, CAMERA_CLOUD, RecordType::A) {
                     tcp_upload(&camera, SocketAddr::new(to, TCP_SINK_PORT), 256 * 1024);
                 }
+            }),
+        ),
+        // Its firmware phones home to the vendor, which its policy does not allow.
+        every(
+            Duration::from_secs(10),
+            stop,
+            Box::new(move || {
+                let Some(to) = resolve(&firmware, TELEMETRY, RecordType::A) else {
+                    return;
+                };
+                first_phone_home.get_or_init(Instant::now);
+                udp_send(&firmware, SocketAddr::new(to, UDP_SINK_PORT), 300, 3);
             }),
         ),
     ]

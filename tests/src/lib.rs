@@ -30,6 +30,7 @@
 //! Everything needs root; without it, building a lab panics with a message saying so.
 
 pub mod agent;
+pub mod alerting;
 #[cfg(feature = "bench")]
 pub mod bench;
 mod counters;

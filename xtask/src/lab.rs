@@ -1,6 +1,7 @@
-//! `cargo xtask lab`: the demo. Builds the agent, then hands over to `egress_lab::demo`, which
-//! creates the lab, starts the agent on its router, drives the devices and prints a table,
-//! until Ctrl-C or `--duration`.
+//! `cargo xtask lab`: the demo. Runs setup (which installs Prometheus and Alertmanager), builds
+//! the agent, then hands over to `egress_lab::demo`, which creates the lab, starts the agent,
+//! Prometheus and Alertmanager on its router, drives the devices and prints a table and each
+//! alert (the camera phones home, against its policy), until Ctrl-C or `--duration`.
 
 use std::{
     net::SocketAddr,

@@ -24,9 +24,9 @@ use crate::cmd::{self, cargo, is_root, on_path, output};
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages whose tools the integration tests call: ip, nft, ethtool, tcpdump, dnsmasq
-/// (DHCP and DNS in the lab), promtool (from prometheus), bpftool, busybox (udhcpc), iperf3,
-/// conntrack and openssl (TLS servers and clients in the lab, whose ClientHellos name
-/// destinations).
+/// (DHCP and DNS in the lab), prometheus (promtool, and the server that evaluates the alert
+/// rules in the lab) and prometheus-alertmanager, bpftool, busybox (udhcpc), iperf3, conntrack
+/// and openssl (TLS servers and clients in the lab, whose ClientHellos name destinations).
 pub const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -34,6 +34,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     "dnsmasq-base",
     "prometheus",
+    "prometheus-alertmanager",
     "bpftool",
     "busybox",
     "iperf3",
@@ -384,8 +385,8 @@ fn apt_install(packages: &[&str]) -> Result<()> {
     result.context("cannot install the packages the tests need")
 }
 
-/// Keeps apt from starting the services of the packages it installs (the prometheus package
-/// ships one): a `policy-rc.d` that denies every start, for the duration of the install.
+/// Keeps apt from starting the services of the packages it installs (both prometheus packages
+/// ship one): a `policy-rc.d` that denies every start, for the duration of the install.
 ///
 /// There is no systemd here, so `invoke-rc.d` would run the SysV init script. An existing
 /// policy-rc.d (Docker images ship one) is left alone.
@@ -424,8 +425,11 @@ impl Drop for NoServiceStarts {
     }
 }
 
-/// Pids of processes named exactly `prometheus` (what `pgrep -x prometheus` lists), read from
-/// /proc so that it works without procps.
+/// Names (`/proc/<pid>/comm`, at most 15 bytes) of the servers the prometheus packages ship.
+const PROMETHEUS_SERVERS: &[&str] = &["prometheus", "prometheus-aler"];
+
+/// Pids of Prometheus and Alertmanager servers (what `pgrep -x prometheus` lists, and the same
+/// for `prometheus-alertmanager`), read from /proc so that it works without procps.
 fn prometheus_pids() -> Vec<u32> {
     let Ok(proc) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -433,13 +437,14 @@ fn prometheus_pids() -> Vec<u32> {
     proc.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.trim() == "prometheus")
+                .is_ok_and(|comm| PROMETHEUS_SERVERS.contains(&comm.trim()))
         })
         .collect()
 }
 
-/// Stops any prometheus server that the install started despite [`NoServiceStarts`]: the tests
-/// start their own, and a stray one would hold port 9090.
+/// Stops any Prometheus or Alertmanager server that the install started despite
+/// [`NoServiceStarts`]: the tests start their own, and a stray one would hold port 9090, or 9093
+/// and Alertmanager's cluster port 9094 on every address.
 fn stop_new_prometheus(before: &[u32]) -> Result<()> {
     let started: Vec<u32> = prometheus_pids()
         .into_iter()
@@ -448,7 +453,7 @@ fn stop_new_prometheus(before: &[u32]) -> Result<()> {
     if started.is_empty() {
         return Ok(());
     }
-    eprintln!("setup: stopping the prometheus server that apt started: pids {started:?}");
+    eprintln!("setup: stopping the prometheus servers that apt started: pids {started:?}");
     for &pid in &started {
         let pid = libc::pid_t::try_from(pid).context("pid out of range")?;
         // SAFETY: kill(2) only sends a signal; it touches no memory of ours. A process that
@@ -462,7 +467,7 @@ fn stop_new_prometheus(before: &[u32]) -> Result<()> {
         }
         thread::sleep(Duration::from_millis(100));
     }
-    bail!("prometheus (pids {started:?}) started by apt-get did not stop on SIGTERM")
+    bail!("prometheus servers (pids {started:?}) started by apt-get did not stop on SIGTERM")
 }
 
 /// Mounts bpffs at /sys/fs/bpf if it is not there (root only).
