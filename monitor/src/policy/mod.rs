@@ -12,13 +12,12 @@ mod rule;
 pub mod store;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    net::IpAddr,
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant, SystemTime},
 };
 
 pub use rule::{Rule, Target};
-use store::{DeviceRecord, Seen};
+use store::{DeviceRecord, RememberedName, Seen};
 
 use crate::{
     config::{PolicyConfig, PolicySection},
@@ -37,11 +36,13 @@ pub const OTHER: &str = "other";
 /// Destinations remembered per device in the state file; beyond it the least recently seen
 /// (outside the baseline) are forgotten, and would count as new again.
 pub const MAX_SEEN_PER_DEVICE: usize = 10_000;
-/// How long an address that was allowed by its name stays allowed while its name has expired
-/// (a long-lived connection outlives its DNS answer's TTL), measured from its last bytes.
-const STICKY_FOR: Duration = Duration::from_secs(3600);
+/// How long a device's address keeps the name it had, after its last bytes, once the name
+/// itself is gone (the DNS answer expired, or the agent restarted and never saw it): a long
+/// connection or a device's DNS cache outlives the answer's TTL, and must not turn into an
+/// unexpected, new destination.
+pub const NAME_MEMORY: Duration = Duration::from_secs(24 * 3600);
 /// Addresses remembered that way per device.
-const STICKY_PER_DEVICE: usize = 4096;
+pub const NAMES_PER_DEVICE: usize = 4096;
 /// Quickest rewrite of the state file after a destination, a baseline entry or a learning
 /// start was added: bounded so a scanning device does not rewrite it every poll.
 const WRITE_AFTER_CHANGE: Duration = Duration::from_secs(5);
@@ -84,8 +85,6 @@ pub struct Policy {
     devices: BTreeMap<MacAddr, DeviceRecord>,
     unexpected: BTreeMap<MacAddr, DeviceUnexpected>,
     new_destinations: BTreeMap<MacAddr, u64>,
-    /// Per device: addresses allowed by their name, and when they last had bytes.
-    sticky: HashMap<MacAddr, HashMap<IpAddr, SystemTime>>,
     /// Something other than a last-seen time changed since the last write.
     changed: bool,
     /// Last-seen times moved since the last write.
@@ -116,11 +115,9 @@ impl Policy {
         &self.config
     }
 
-    /// A new policy, from a reload: counts and state stay; verdicts remembered under the old
-    /// rules do not.
+    /// A new policy, from a reload: counts and state stay.
     pub fn set_config(&mut self, config: PolicyConfig) {
         self.config = config;
-        self.sticky.clear();
     }
 
     /// Judges one poll's newly exported bytes of a device to a destination.
@@ -133,9 +130,19 @@ impl Policy {
         now: SystemTime,
     ) {
         let mac = id.mac;
+        let record = self.devices.entry(mac).or_default();
+        // An address whose name is gone is judged (and remembered as seen) by the name it had.
+        let remembered = recall_or_remember(record, target, now, &mut self.changed);
+        let target = match &remembered {
+            Some(r) => Target {
+                addr: target.addr,
+                host: Some(&r.host),
+                label: &r.label,
+            },
+            None => *target,
+        };
         let applies = self.config.applies(mac, group);
         let section = applies.section();
-        let record = self.devices.entry(mac).or_default();
         let learning = learning_now(record, section, now, &mut self.changed);
         match record.seen.get_mut(target.label) {
             Some(seen) => {
@@ -160,37 +167,16 @@ impl Policy {
             }
         }
         let Some(section) = section else { return };
-        let rule = match verdict(section, record, target, learning) {
-            Verdict::Fine { by_name } => {
-                if by_name {
-                    remember_sticky(self.sticky.entry(mac).or_default(), target.addr, now);
-                }
-                return;
-            }
+        let rule = match verdict(section, record, &target, learning) {
+            Verdict::Fine => return,
             Verdict::Learn => {
                 if record.baseline.insert(Rule::for_label(target.label)) {
                     self.changed = true;
-                }
-                if matches!(target.label, Label::Name(_)) {
-                    remember_sticky(self.sticky.entry(mac).or_default(), target.addr, now);
                 }
                 return;
             }
             Verdict::Unexpected(rule) => rule,
         };
-        // A name that expired while its connection lives on: the address keeps the verdict
-        // its name had (only for verdicts that are not deny rules).
-        if target.host.is_none()
-            && !rule.starts_with("deny:")
-            && let Some(last) = self
-                .sticky
-                .get_mut(&mac)
-                .and_then(|s| s.get_mut(&target.addr))
-            && now.duration_since(*last).unwrap_or_default() < STICKY_FOR
-        {
-            *last = now;
-            return;
-        }
         let limit = self.config.max_unexpected_destinations as usize;
         let unexpected = self.unexpected.entry(mac).or_default();
         let destination = if unexpected.named.contains(target.label) {
@@ -268,7 +254,6 @@ impl Policy {
     /// Forgets everything learned about a device: it learns again from its next bytes, if its
     /// policy learns. Its unexpected counters stay (counters never go back).
     pub fn forget(&mut self, mac: MacAddr) -> bool {
-        self.sticky.remove(&mac);
         let had = self.devices.remove(&mac).is_some();
         self.changed |= had;
         had
@@ -313,7 +298,7 @@ impl Policy {
 }
 
 enum Verdict {
-    Fine { by_name: bool },
+    Fine,
     Learn,
     Unexpected(&'static str),
 }
@@ -330,15 +315,13 @@ fn verdict(
             Rule::Net(_) => RULE_DENY_CIDR,
         });
     }
-    if let Some(rule) = section
+    if section
         .allow
         .iter()
         .chain(record.baseline.iter())
-        .find(|r| r.matches(target))
+        .any(|r| r.matches(target))
     {
-        return Verdict::Fine {
-            by_name: matches!(rule, Rule::Domain(_)),
-        };
+        return Verdict::Fine;
     }
     if learning {
         return Verdict::Learn;
@@ -348,7 +331,7 @@ fn verdict(
     } else if section.learn.is_some() {
         Verdict::Unexpected(RULE_NOT_IN_BASELINE)
     } else {
-        Verdict::Fine { by_name: false }
+        Verdict::Fine
     }
 }
 
@@ -370,14 +353,49 @@ fn learning_now(
     now < since + learn
 }
 
-fn remember_sticky(sticky: &mut HashMap<IpAddr, SystemTime>, addr: IpAddr, now: SystemTime) {
-    if sticky.len() >= STICKY_PER_DEVICE && !sticky.contains_key(&addr) {
-        sticky.retain(|_, last| now.duration_since(*last).unwrap_or_default() < STICKY_FOR);
-        if sticky.len() >= STICKY_PER_DEVICE {
-            return;
+/// For bytes labelled by a bare address, the name the device last knew that address by (if
+/// recent); for bytes with a name, remembers it for the address. The remembered names are part
+/// of the state file, so they also bridge an agent restart.
+fn recall_or_remember(
+    record: &mut DeviceRecord,
+    target: &Target<'_>,
+    now: SystemTime,
+    changed: &mut bool,
+) -> Option<RememberedName> {
+    let recent = |r: &RememberedName| now.duration_since(r.last).unwrap_or_default() < NAME_MEMORY;
+    match (target.host, target.label) {
+        (None, Label::Addr(_)) => {
+            let r = record.names.get_mut(&target.addr).filter(|r| recent(r))?;
+            r.last = now;
+            Some(r.clone())
         }
+        (Some(host), Label::Name(_)) => {
+            if let Some(r) = record.names.get_mut(&target.addr)
+                && *r.host == *host
+                && r.label == *target.label
+            {
+                r.last = now;
+                return None;
+            }
+            if record.names.len() >= NAMES_PER_DEVICE && !record.names.contains_key(&target.addr) {
+                record.names.retain(|_, r| recent(r));
+                if record.names.len() >= NAMES_PER_DEVICE {
+                    return None;
+                }
+            }
+            record.names.insert(
+                target.addr,
+                RememberedName {
+                    host: host.into(),
+                    label: target.label.clone(),
+                    last: now,
+                },
+            );
+            *changed = true;
+            None
+        }
+        _ => None,
     }
-    sticky.insert(addr, now);
 }
 
 /// Forgets the least recently seen tenth of a device's destinations, keeping the bound with

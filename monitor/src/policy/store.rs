@@ -8,6 +8,7 @@ use std::{
     fmt::Write as _,
     fs,
     io::{self, Write as _},
+    net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -29,6 +30,17 @@ pub struct Seen {
     pub last: SystemTime,
 }
 
+/// The name a device last reached an address by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RememberedName {
+    /// The host name it resolved (or sent in a ClientHello).
+    pub host: Box<str>,
+    /// The destination label that name gave.
+    pub label: Label,
+    /// The address's last bytes under that name (or with the name gone).
+    pub last: SystemTime,
+}
+
 /// What the state keeps about one device.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeviceRecord {
@@ -41,6 +53,9 @@ pub struct DeviceRecord {
     pub baseline: BTreeSet<Rule>,
     /// Every destination (exported label) it was seen talking to.
     pub seen: BTreeMap<Label, Seen>,
+    /// Addresses it reached by name: they keep that name once the name is gone (an expired
+    /// DNS answer, an agent restart).
+    pub names: BTreeMap<IpAddr, RememberedName>,
 }
 
 /// Why the state file could not be read.
@@ -76,6 +91,15 @@ struct FileDevice {
     baseline: Vec<String>,
     #[serde(default)]
     seen: BTreeMap<String, FileSeen>,
+    #[serde(default)]
+    names: BTreeMap<String, FileName>,
+}
+
+#[derive(Deserialize)]
+struct FileName {
+    host: String,
+    label: String,
+    last: toml::value::Datetime,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +170,17 @@ pub fn parse(text: &str) -> Result<BTreeMap<MacAddr, DeviceRecord>, (Option<usiz
             };
             record.seen.insert(label_from_text(&label), seen);
         }
+        for (addr, name) in device.names {
+            let addr: IpAddr = addr
+                .parse()
+                .map_err(|_| at(format!("names: {addr:?} is not an address")))?;
+            let remembered = RememberedName {
+                host: name.host.into(),
+                label: label_from_text(&name.label),
+                last: time(&name.last).map_err(at)?,
+            };
+            record.names.insert(addr, remembered);
+        }
         devices.insert(mac, record);
     }
     Ok(devices)
@@ -215,6 +250,19 @@ pub fn render(devices: &BTreeMap<MacAddr, DeviceRecord>) -> String {
                 );
             }
         }
+        if !record.names.is_empty() {
+            let _ = writeln!(out, "\n[devices.\"{mac}\".names]");
+            for (addr, name) in &record.names {
+                let _ = writeln!(
+                    out,
+                    "{} = {{ host = {}, label = {}, last = {} }}",
+                    quoted(&addr.to_string()),
+                    quoted(&name.host),
+                    quoted(&name.label.to_string()),
+                    format_time(name.last)
+                );
+            }
+        }
     }
     out
 }
@@ -276,6 +324,14 @@ mod tests {
             Seen {
                 first: at(7),
                 last: at(8),
+            },
+        );
+        camera.names.insert(
+            "192.0.2.10".parse().unwrap(),
+            RememberedName {
+                host: "updates.vendor.example".into(),
+                label: Label::Name("vendor.example".into()),
+                last: at(3600),
             },
         );
         let mut devices = BTreeMap::new();
