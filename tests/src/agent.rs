@@ -359,25 +359,6 @@ fn parse_labels(mut s: &str) -> Option<BTreeMap<String, String>> {
     Some(labels)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_samples_with_escaped_labels() {
-        let s = Scrape::parse(
-            "# HELP x y\nx_total{a=\"1\",b=\"q\\\"uote\"} 12\nplain 3.5\nh_bucket{le=\"+Inf\"} 2\n",
-        );
-        assert_eq!(s.count("x_total", &[("a", "1")]), 12);
-        assert_eq!(
-            s.samples[0].labels.get("b").map(String::as_str),
-            Some("q\"uote")
-        );
-        assert_eq!(s.value("plain", &[]), Some(3.5));
-        assert_eq!(s.count("h_bucket", &[("le", "+Inf")]), 2);
-    }
-}
-
 /// Runs `promtool check metrics` on an exposition; (success, what it printed).
 pub fn promtool_check_metrics(text: &str) -> (bool, String) {
     use std::{
@@ -403,4 +384,23 @@ pub fn promtool_check_metrics(text: &str) -> (bool, String) {
     let mut printed = String::from_utf8_lossy(&out.stdout).into_owned();
     printed.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), printed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_samples_with_escaped_labels() {
+        let s = Scrape::parse(
+            "# HELP x y\nx_total{a=\"1\",b=\"q\\\"uote\"} 12\nplain 3.5\nh_bucket{le=\"+Inf\"} 2\n",
+        );
+        assert_eq!(s.count("x_total", &[("a", "1")]), 12);
+        assert_eq!(
+            s.samples[0].labels.get("b").map(String::as_str),
+            Some("q\"uote")
+        );
+        assert_eq!(s.value("plain", &[]), Some(3.5));
+        assert_eq!(s.count("h_bucket", &[("le", "+Inf")]), 2);
+    }
 }
