@@ -24,9 +24,9 @@ use crate::cmd::{self, cargo, is_root, on_path, output};
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Debian packages whose tools the integration tests call: ip, nft, ethtool, tcpdump, dnsmasq
-/// (DHCP and DNS in the lab), promtool (from prometheus), bpftool, busybox (udhcpc), iperf3,
-/// conntrack and openssl (TLS servers and clients in the lab, whose ClientHellos name
-/// destinations).
+/// (DHCP and DNS in the lab), promtool (from prometheus), Alertmanager and amtool (from
+/// prometheus-alertmanager), bpftool, busybox (udhcpc), iperf3, conntrack and openssl (TLS servers
+/// and clients in the lab, whose ClientHellos name destinations).
 pub const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -34,6 +34,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "tcpdump",
     "dnsmasq-base",
     "prometheus",
+    "prometheus-alertmanager",
     "bpftool",
     "busybox",
     "iperf3",
