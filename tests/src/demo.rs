@@ -201,12 +201,22 @@ impl AlertWatch {
                 ),
                 _ => String::new(),
             };
+            // What the alert is about: its labels, without the routing ones.
+            let about: Vec<String> = alert
+                .labels
+                .iter()
+                .filter(|(k, _)| {
+                    !matches!(
+                        k.as_str(),
+                        "alertname" | "job" | "instance" | "severity" | "mac"
+                    )
+                })
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             println!(
-                "ALERT {}: device {}, destination {}, rule {}{after}",
+                "ALERT {}: {}{after}",
                 alert.label("alertname"),
-                alert.label("device"),
-                alert.label("destination"),
-                alert.label("rule"),
+                about.join(", ")
             );
         }
         let _ = io::stdout().flush();
