@@ -189,6 +189,12 @@ impl Alerting {
     /// the rules file does not exist, or a program exited or did not become ready (Prometheus
     /// exits on rules it cannot load; its log says why).
     pub fn try_start(lab: &Lab, rules: &Path) -> Result<Alerting, String> {
+        Self::try_start_with(lab, rules, EVALUATION_INTERVAL)
+    }
+
+    /// [`Alerting::try_start`] with another scrape and evaluation interval (whole seconds), e.g.
+    /// a production-like 15 s to measure how long alerts take there.
+    pub fn try_start_with(lab: &Lab, rules: &Path, interval: Duration) -> Result<Alerting, String> {
         let missing = missing_binaries();
         if !missing.is_empty() {
             return Err(format!(
@@ -209,7 +215,10 @@ impl Alerting {
         let am_config = dir.join("alertmanager.yml");
         write(&am_config, &alertmanager_config(webhook.port))?;
         let prometheus_config = dir.join("prometheus.yml");
-        write(&prometheus_config, &prometheus_config_text(&rules))?;
+        write(
+            &prometheus_config,
+            &prometheus_config_text(&rules, interval),
+        )?;
 
         let alertmanager = lab.spawn_in_router(
             ALERTMANAGER_BIN,
@@ -460,10 +469,10 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Prometheus's configuration: scrape the agent and evaluate `rules` every
-/// [`EVALUATION_INTERVAL`], send alerts to the Alertmanager at [`ALERTMANAGER_LISTEN`].
-fn prometheus_config_text(rules: &Path) -> String {
-    let secs = EVALUATION_INTERVAL.as_secs();
+/// Prometheus's configuration: scrape the agent and evaluate `rules` every `interval`, send
+/// alerts to the Alertmanager at [`ALERTMANAGER_LISTEN`].
+fn prometheus_config_text(rules: &Path, interval: Duration) -> String {
+    let secs = interval.as_secs().max(1);
     // A JSON string is a YAML double-quoted string: any path is quoted correctly.
     let rules = Value::from(rules.display().to_string());
     format!(
@@ -677,10 +686,15 @@ mod tests {
 
     #[test]
     fn quotes_the_rules_path_in_the_prometheus_config() {
-        let text = prometheus_config_text(Path::new("/tmp/a \"b\"/alerts.yml"));
+        let text = prometheus_config_text(
+            Path::new("/tmp/a \"b\"/alerts.yml"),
+            Duration::from_secs(15),
+        );
         assert!(
             text.contains("rule_files:\n  - \"/tmp/a \\\"b\\\"/alerts.yml\"\n"),
             "{text}"
         );
+        assert!(text.contains("  scrape_interval: 15s\n"), "{text}");
+        assert!(text.contains("  evaluation_interval: 15s\n"), "{text}");
     }
 }

@@ -7,7 +7,9 @@
 //!   (key by key and in batches), a whole poll into the ledger, `/metrics` rendering, memory.
 //! * [`e2e`]: the CPU a lab router spends per forwarded packet with egress-monitor and with the
 //!   alternatives (tcpdump, an nftables dynamic set, conntrack accounting).
+//! * [`alert`]: how long an alert takes, from the first unexpected packet to Alertmanager.
 
 pub mod agent;
+pub mod alert;
 pub mod e2e;
 pub mod kernel;

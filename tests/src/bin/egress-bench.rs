@@ -10,6 +10,7 @@ use std::{path::PathBuf, process::Command, time::Instant};
 
 use egress_lab::bench::{
     agent::{self, AgentBenchOptions},
+    alert::{self, AlertOptions},
     e2e::{self, E2eOptions},
     kernel::{self, KernelOptions},
 };
@@ -82,17 +83,19 @@ fn environment() -> String {
 fn main() {
     let args = args();
     let started = Instant::now();
-    let (k, a, e) = if args.quick {
+    let (k, a, e, l) = if args.quick {
         (
             KernelOptions::quick(),
             AgentBenchOptions::quick(),
             E2eOptions::quick(),
+            AlertOptions::quick(),
         )
     } else {
         (
             KernelOptions::full(),
             AgentBenchOptions::full(),
             E2eOptions::full(),
+            AlertOptions::full(),
         )
     };
     println!("== kernel programs (BPF_PROG_TEST_RUN)");
@@ -104,8 +107,11 @@ fn main() {
     println!("\n== end to end (lab router CPU per forwarded packet)");
     let e2e = e2e::run(&e);
     print!("{}", e2e.text());
+    println!("\n== alert latency (first unexpected packet to Alertmanager)");
+    let alerts = alert::run(&l);
+    print!("{}", alerts.text());
     let page = format!(
-        "# Benchmarks\n\nWhat counting every packet costs, measured by `{}`{}. Rerun it to refresh this page; the figures are from one run on the machine below, not from a test.\n\n{}\n## Kernel programs, per packet\n\n{}\n## Agent\n\n{}\n{}",
+        "# Benchmarks\n\nWhat counting every packet costs, measured by `{}`{}. Rerun it to refresh this page; the figures are from one run on the machine below, not from a test.\n\n{}\n## Kernel programs, per packet\n\n{}\n## Agent\n\n{}\n{}\n## Alert latency\n\n{}",
         args.command,
         if args.quick {
             " (quick variant: tiny repeat counts, not representative)"
@@ -116,6 +122,7 @@ fn main() {
         kernel.markdown(),
         agent.markdown(),
         e2e.markdown(),
+        alerts.markdown(),
     );
     if let Some(out) = &args.out {
         std::fs::write(out, page).unwrap_or_else(|e| panic!("cannot write {}: {e}", out.display()));
