@@ -97,8 +97,8 @@ fn device(state: &State, mac: MacAddr) -> Value {
     let now = SystemTime::now();
     let policy = json!({
         "section": status.policy,
-        "learning": status.learning.map(|(_, until)| now < until),
-        "learning_until": time(status.learning.map(|(_, until)| until)),
+        "learning": status.learning.map(|l| l.active(now)),
+        "learning_until": time(status.learning.and_then(|l| l.until())),
         "baseline": status.baseline,
         "new_destinations": state.policy.new_destinations(mac),
         "unexpected": unexpected,

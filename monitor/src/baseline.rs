@@ -187,22 +187,25 @@ pub fn show(
     let _ = writeln!(out, "policy:   {}", status.policy);
     let learning = match status.learning {
         None => "not configured".to_owned(),
-        Some(_) if record.and_then(|r| r.learning_since).is_none() => {
-            "starts with the device's next traffic".to_owned()
-        }
-        Some((since, until)) if now < until => format!(
-            "since {}, until {} ({} left)",
-            format_time(since),
-            format_time(until),
-            humantime::format_duration(Duration::from_secs(
-                until.duration_since(now).unwrap_or_default().as_secs()
-            ))
-        ),
-        Some((since, until)) => format!(
-            "done (from {} to {})",
-            format_time(since),
-            format_time(until)
-        ),
+        Some(learning) => match (learning.since, learning.until()) {
+            (Some(since), Some(until)) if now < until => format!(
+                "since {}, until {} ({} left)",
+                format_time(since),
+                format_time(until),
+                humantime::format_duration(Duration::from_secs(
+                    until.duration_since(now).unwrap_or_default().as_secs()
+                ))
+            ),
+            (Some(since), Some(until)) => format!(
+                "done (from {} to {})",
+                format_time(since),
+                format_time(until)
+            ),
+            _ => format!(
+                "for {}, from the device's next traffic",
+                humantime::format_duration(learning.period)
+            ),
+        },
     };
     let _ = writeln!(out, "learning: {learning}");
     let empty = DeviceRecord::default();
@@ -425,7 +428,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            text.contains("learning: starts with the device's next traffic"),
+            text.contains("learning: for 1m, from the device's next traffic"),
             "{text}"
         );
     }

@@ -67,12 +67,12 @@ pub(super) fn write(out: &mut String, state: &State) {
     );
     let mut learning = Family::new(
         "egress_device_learning",
-        "1 while the device learns its baseline, 0 once learning is over; only for devices whose policy learns.",
+        "1 while the device learns its baseline (or will, from its first traffic), 0 once learning is over; only for devices whose policy learns.",
         Gauge,
     );
     let mut learning_end = Family::new(
         "egress_device_learning_end_timestamp_seconds",
-        "When the device's learning period ends (or ended), in seconds since the epoch; only for devices whose policy learns.",
+        "When the device's learning period ends (or ended), in seconds since the epoch; only for devices whose policy learns, once their learning started.",
         Gauge,
     );
     let mut baseline = Family::new(
@@ -99,9 +99,11 @@ pub(super) fn write(out: &mut String, state: &State) {
             ],
             1.0,
         );
-        if let Some((_, until)) = status.learning {
-            learning.push(&labels, if now < until { 1.0 } else { 0.0 });
-            learning_end.push(&labels, epoch_seconds(until));
+        if let Some(l) = status.learning {
+            learning.push(&labels, if l.active(now) { 1.0 } else { 0.0 });
+            if let Some(until) = l.until() {
+                learning_end.push(&labels, epoch_seconds(until));
+            }
         }
         if status.learning.is_some() || status.baseline > 0 {
             baseline.push(&labels, status.baseline as f64);

@@ -73,9 +73,29 @@ pub struct UnexpectedSeries<'a> {
 pub struct DeviceStatus {
     /// The `policy` label: device, group:NAME, default or none.
     pub policy: String,
-    /// Learning configured: (since, until).
-    pub learning: Option<(SystemTime, SystemTime)>,
+    /// Learning, when the device's policy learns.
+    pub learning: Option<Learning>,
     pub baseline: usize,
+}
+
+/// A device's learning period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Learning {
+    /// When it started: the device's first traffic under a policy that learns; None before.
+    pub since: Option<SystemTime>,
+    pub period: Duration,
+}
+
+impl Learning {
+    /// When it ends (or ended), once started.
+    pub fn until(&self) -> Option<SystemTime> {
+        self.since.map(|since| since + self.period)
+    }
+
+    /// Learning now, or about to (not started yet).
+    pub fn active(&self, now: SystemTime) -> bool {
+        self.until().is_none_or(|until| now < until)
+    }
 }
 
 /// The policy engine and its persisted state.
@@ -221,12 +241,13 @@ impl Policy {
     pub fn status(&self, mac: MacAddr, group: Option<&str>) -> DeviceStatus {
         let applies = self.config.applies(mac, group);
         let record = self.devices.get(&mac);
-        let learning = applies.section().and_then(|s| s.learn).map(|learn| {
-            let since = record
-                .and_then(|r| r.learning_since)
-                .unwrap_or_else(SystemTime::now);
-            (since, since + learn)
-        });
+        let learning = applies
+            .section()
+            .and_then(|s| s.learn)
+            .map(|period| Learning {
+                since: record.and_then(|r| r.learning_since),
+                period,
+            });
         DeviceStatus {
             policy: applies.label(),
             learning,

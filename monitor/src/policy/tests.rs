@@ -22,6 +22,12 @@ fn section(allow: &[&str], deny: &[&str], learn: Option<u64>) -> PolicySection {
     }
 }
 
+/// A started learning period: (since, until).
+fn window(status: &DeviceStatus) -> Option<(SystemTime, SystemTime)> {
+    let learning = status.learning?;
+    Some((learning.since?, learning.until()?))
+}
+
 fn name(s: &str) -> Label {
     Label::Name(s.into())
 }
@@ -209,7 +215,7 @@ fn learning_builds_a_baseline_then_flags_what_is_new() {
     assert_eq!(p.new_destinations(CAMERA), 0, "learning");
     assert!(unexpected(&p).is_empty());
     let status = p.status(CAMERA, None);
-    assert_eq!(status.learning, Some((t(0), t(60))));
+    assert_eq!(window(&status), Some((t(0), t(60))));
     assert_eq!(status.baseline, 2);
     assert_eq!(status.policy, "device");
     // After learning: the baseline (any host of the learned domain) is fine...
@@ -271,7 +277,7 @@ fn learning_builds_a_baseline_then_flags_what_is_new() {
         1,
         t(100),
     );
-    assert_eq!(p.status(CAMERA, None).learning, Some((t(100), t(160))));
+    assert_eq!(window(&p.status(CAMERA, None)), Some((t(100), t(160))));
 }
 
 #[test]
@@ -409,7 +415,10 @@ fn groups_and_default_apply_when_the_device_has_no_section() {
     assert_eq!(p.status(CAMERA, Some("cameras")).policy, "group:cameras");
     assert_eq!(p.status(CAMERA, Some("tvs")).policy, "default");
     assert_eq!(p.status(PHONE, Some("cameras")).policy, "device");
-    assert!(p.status(CAMERA, None).learning.is_some());
+    // Not started before the device's first traffic, but already learning.
+    let camera = p.status(CAMERA, None).learning.unwrap();
+    assert_eq!(camera.since, None);
+    assert!(camera.active(t(0)));
     assert!(p.status(PHONE, None).learning.is_none());
     assert_eq!(Policy::default().status(CAMERA, None).policy, "none");
 }
@@ -465,5 +474,5 @@ fn the_state_is_written_when_due_and_reads_back() {
     );
     // A restart from the written state keeps learning where it was.
     let restarted = Policy::new(p.config().clone(), back);
-    assert_eq!(restarted.status(CAMERA, None).learning, Some((t(0), t(60))));
+    assert_eq!(window(&restarted.status(CAMERA, None)), Some((t(0), t(60))));
 }
