@@ -483,6 +483,34 @@ impl Lab {
         counters::read_oversize(&self.wan)
     }
 
+    /// Resolves `name` (A) through the router's dnsmasq, from `device`, as its stub resolver
+    /// would; its first address. Panics if there is none.
+    pub fn resolve(&self, device: &str, name: &str) -> IpAddr {
+        let router = IpAddr::V4(ROUTER_LAN_V4);
+        let addrs = crate::dns_query(
+            &self.device(device).ns,
+            router,
+            name,
+            crate::RecordType::A,
+            false,
+        );
+        *addrs
+            .first()
+            .unwrap_or_else(|| panic!("{name} resolved to nothing"))
+    }
+
+    /// Sends `count` datagrams of `payload` bytes from `device` to the UDP sink of `to` (a
+    /// sink, so no ICMP error comes back); the IP-layer bytes sent.
+    pub fn send_to_sink(&self, device: &str, to: IpAddr, payload: usize, count: u32) -> u64 {
+        crate::udp_send(
+            &self.device(device).ns,
+            SocketAddr::new(to, crate::UDP_SINK_PORT),
+            payload,
+            count,
+        );
+        u64::from(count) * crate::udp_ip_bytes(to.is_ipv4(), payload)
+    }
+
     /// Starts servers on every address of [`SERVERS`] (see [`Servers::start`]); the TCP
     /// sources send `download_bytes` per connection.
     pub fn start_servers(&self, download_bytes: u64) -> Servers {

@@ -9,16 +9,16 @@
 
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
 use egress_lab::{
-    Lab, ROUTER_LAN_V4, RecordType, SERVERS_V4, Servers, UDP_SINK_PORT,
+    Lab, SERVERS_V4, Servers,
     agent::{Agent, Scrape},
     alerting::{Alert, Alerting, EVALUATION_INTERVAL, Notification},
-    dns_query, udp_ip_bytes, udp_send, wait_until,
+    wait_until,
 };
 
 /// The alert of the shipped rules that tells of traffic outside a device's policy.
@@ -59,31 +59,10 @@ fn devices_section(lab: &Lab) -> String {
     )
 }
 
-/// Resolves `name` (A) from `device` through the router's dnsmasq, as its stub resolver would,
-/// so that the agent sees the answer and names the address.
-fn resolve(lab: &Lab, device: &str, name: &str) -> IpAddr {
-    let addrs = dns_query(
-        &lab.device(device).ns,
-        IpAddr::V4(ROUTER_LAN_V4),
-        name,
-        RecordType::A,
-        false,
-    );
-    *addrs
-        .first()
-        .unwrap_or_else(|| panic!("{name} resolved to nothing"))
-}
-
 /// Sends [`DATAGRAMS`] datagrams from `device` to the UDP sink on `to` (a sink, so no ICMP error
 /// comes back: the traffic is egress only); the IP-layer bytes sent.
 fn send(lab: &Lab, device: &str, to: IpAddr) -> u64 {
-    udp_send(
-        &lab.device(device).ns,
-        SocketAddr::new(to, UDP_SINK_PORT),
-        PAYLOAD,
-        DATAGRAMS,
-    );
-    u64::from(DATAGRAMS) * udp_ip_bytes(to.is_ipv4(), PAYLOAD)
+    lab.send_to_sink(device, to, PAYLOAD, DATAGRAMS)
 }
 
 /// The sinks that receive the devices' traffic.
@@ -221,7 +200,7 @@ fn an_alert_on_agent_metrics_reaches_alertmanager_and_its_webhook() {
     assert_eq!(rule.for_duration, Duration::ZERO);
 
     // Traffic the rule does not match raises nothing.
-    let updates = resolve(&lab, "tv", "updates.vendor.example");
+    let updates = lab.resolve("tv", "updates.vendor.example");
     send(&lab, "tv", updates);
     wait_evaluated(&alerting, &agent.settled(), "tv", "vendor.example");
     assert_eq!(
@@ -230,7 +209,7 @@ fn an_alert_on_agent_metrics_reaches_alertmanager_and_its_webhook() {
     );
     assert_eq!(alerts_named(&alerting, "EgressLabPlumbing"), []);
 
-    let tracker = resolve(&lab, "camera", "tracker.ads.example.co.uk");
+    let tracker = lab.resolve("camera", "tracker.ads.example.co.uk");
     let first_packet = Instant::now();
     let sent = send(&lab, "camera", tracker);
     let (alert, notification) = wait_alert(
@@ -302,9 +281,9 @@ fn traffic_outside_a_device_allow_list_raises_an_alert() {
 
     // Allowed: the name the camera resolved is on its list. The tv has no policy: monitored
     // only, whatever it talks to.
-    let updates = resolve(&lab, "camera", "updates.vendor.example");
+    let updates = lab.resolve("camera", "updates.vendor.example");
     send(&lab, "camera", updates);
-    let tracker = resolve(&lab, "tv", "tracker.ads.example.co.uk");
+    let tracker = lab.resolve("tv", "tracker.ads.example.co.uk");
     send(&lab, "tv", tracker);
     let s = agent.settled();
     assert_eq!(unexpected_bytes(&s), BTreeMap::new());
@@ -329,7 +308,7 @@ fn traffic_outside_a_device_allow_list_raises_an_alert() {
     assert_eq!(alerts_named(&alerting, UNEXPECTED), []);
 
     // Not allowed: the same tracker, from the camera.
-    let tracker = resolve(&lab, "camera", "tracker.ads.example.co.uk");
+    let tracker = lab.resolve("camera", "tracker.ads.example.co.uk");
     let first_packet = Instant::now();
     let sent = send(&lab, "camera", tracker);
     let (alert, notification) = wait_alert(
@@ -394,7 +373,7 @@ fn after_learning_and_a_restart_only_a_new_destination_raises_an_alert() {
 
     // Learning: the tv's first traffic, to server A, goes into its baseline.
     let agent = Agent::start(&lab, &config, &[]);
-    let server_a = resolve(&lab, "tv", "updates.vendor.example");
+    let server_a = lab.resolve("tv", "updates.vendor.example");
     send(&lab, "tv", server_a);
     let s = agent.settled();
     assert_eq!(

@@ -3,16 +3,12 @@
 //! must label devices from the lease file and destinations from what each device resolved,
 //! while every byte stays counted exactly.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::{net::IpAddr, time::Duration};
 
 use egress_lab::{
     Lab, OUTSIDE_RESOLVER_V4, ROUTER_LAN_V4, RecordType, SERVERS_V4, SHORT_TTL, SHORT_TTL_NAME,
-    UDP_SINK_PORT,
     agent::{Agent, Scrape},
-    dns_burst, dns_query, tls_connect, udp_ip_bytes, udp_send,
+    dns_burst, dns_query, tls_connect,
 };
 
 const PAYLOAD: usize = 700;
@@ -37,22 +33,13 @@ fn servers(lab: &Lab) -> egress_lab::Servers {
 
 /// Resolves `name` (A) on the device through the router and returns its first address.
 fn resolve(lab: &Lab, device: &str, name: &str) -> IpAddr {
-    let addrs = dns_query(&lab.device(device).ns, router(), name, RecordType::A, false);
-    *addrs
-        .first()
-        .unwrap_or_else(|| panic!("{name} resolved to nothing"))
+    lab.resolve(device, name)
 }
 
 /// Sends `count` datagrams of [`PAYLOAD`] bytes from the device to `addr`'s UDP sink; returns
 /// the IP-layer bytes sent.
 fn send(lab: &Lab, device: &str, addr: IpAddr, count: u32) -> u64 {
-    udp_send(
-        &lab.device(device).ns,
-        SocketAddr::new(addr, UDP_SINK_PORT),
-        PAYLOAD,
-        count,
-    );
-    u64::from(count) * udp_ip_bytes(addr.is_ipv4(), PAYLOAD)
+    lab.send_to_sink(device, addr, PAYLOAD, count)
 }
 
 fn egress_bytes(s: &Scrape, mac: &str, destination: &str) -> u64 {

@@ -2,16 +2,12 @@
 //! resolved, learned baselines that survive a restart, the `baseline` commands, and reloads
 //! that change the policy without losing a byte. Every figure is exact.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    process::Command,
-    time::Duration,
-};
+use std::{net::IpAddr, process::Command, time::Duration};
 
 use egress_lab::{
-    Lab, ROUTER_LAN_V4, RecordType, SERVERS_V4, UDP_SINK_PORT,
+    Lab, SERVERS_V4,
     agent::{Agent, Scrape, agent_binary, state_dir},
-    dns_query, udp_ip_bytes, udp_send, wait_until,
+    udp_ip_bytes, wait_until,
 };
 
 const PAYLOAD: usize = 500;
@@ -29,24 +25,9 @@ fn devices(lab: &Lab) -> String {
     )
 }
 
-/// Resolves `name` through the router's dnsmasq on the device.
-fn resolve(lab: &Lab, device: &str, name: &str) -> IpAddr {
-    let router = IpAddr::V4(ROUTER_LAN_V4);
-    let addrs = dns_query(&lab.device(device).ns, router, name, RecordType::A, false);
-    *addrs
-        .first()
-        .unwrap_or_else(|| panic!("{name} resolved to nothing"))
-}
-
 /// Sends `count` datagrams to `addr`; returns their IP-layer bytes.
 fn send(lab: &Lab, device: &str, addr: IpAddr, count: u32) -> u64 {
-    udp_send(
-        &lab.device(device).ns,
-        SocketAddr::new(addr, UDP_SINK_PORT),
-        PAYLOAD,
-        count,
-    );
-    u64::from(count) * udp_ip_bytes(true, PAYLOAD)
+    lab.send_to_sink(device, addr, PAYLOAD, count)
 }
 
 fn server(i: usize) -> IpAddr {
@@ -111,11 +92,11 @@ fn an_allow_list_flags_exactly_the_traffic_it_does_not_allow() {
     );
     let agent = Agent::start(&lab, &config, &[]);
     // Allowed: the update server, by the name the camera resolved.
-    let updates = resolve(&lab, "camera", "updates.vendor.example");
+    let updates = lab.resolve("camera", "updates.vendor.example");
     let allowed = send(&lab, "camera", updates, 5);
     // Same registrable domain, another host: the label is vendor.example, the host is not
     // allowed.
-    let cdn = resolve(&lab, "camera", "cdn.vendor.example");
+    let cdn = lab.resolve("camera", "cdn.vendor.example");
     let cdn_bytes = send(&lab, "camera", cdn, 3);
     // By address, unnamed; and a third unexpected destination, beyond the limit of 2.
     let direct = send(&lab, "camera", server(3), 2);
@@ -309,7 +290,7 @@ fn a_learned_baseline_survives_a_restart_and_the_baseline_commands_change_it() {
         devices(&lab)
     );
     let agent = Agent::start(&lab, &config, &[]);
-    let updates = resolve(&lab, "camera", "updates.vendor.example");
+    let updates = lab.resolve("camera", "updates.vendor.example");
     send(&lab, "camera", updates, 2);
     let learning = |agent: &Agent| {
         agent
@@ -383,7 +364,7 @@ fn a_learned_baseline_survives_a_restart_and_the_baseline_commands_change_it() {
     // A new agent starts from the state: what was learned or accepted is fine, anything else
     // is unexpected at once (learning is over), and only that is new.
     let agent = Agent::start(&lab, &config, &[]);
-    let updates_again = resolve(&lab, "camera", "telemetry.vendor.example");
+    let updates_again = lab.resolve("camera", "telemetry.vendor.example");
     send(&lab, "camera", updates_again, 1);
     send(&lab, "camera", server(3), 1);
     let other = send(&lab, "camera", server(4), 2);
