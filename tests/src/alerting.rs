@@ -629,17 +629,8 @@ fn has_labels(have: &BTreeMap<String, String>, want: &[(&str, &str)]) -> bool {
 }
 
 /// [`crate::wait_until`] at the pace of [`POLL`]: each check is an HTTP request to a server.
-fn poll_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(POLL);
-    }
+fn poll_until(timeout: Duration, done: impl FnMut() -> bool) -> bool {
+    crate::traffic::wait_until_every(timeout, POLL, done)
 }
 
 /// Locks `m`, ignoring poisoning: a panic in a test must not stop the webhook's cleanup.

@@ -48,7 +48,16 @@ pub fn udp_ip_bytes(v4: bool, payload_len: usize) -> u64 {
 }
 
 /// Polls `done` every 10 ms until it returns true (then true) or `timeout` passes (then false).
-pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: Duration, done: impl FnMut() -> bool) -> bool {
+    wait_until_every(timeout, Duration::from_millis(10), done)
+}
+
+/// [`wait_until`] at another pace, for checks that cost more (an HTTP request each).
+pub fn wait_until_every(
+    timeout: Duration,
+    every: Duration,
+    mut done: impl FnMut() -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if done() {
@@ -57,7 +66,7 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(every);
     }
 }
 
