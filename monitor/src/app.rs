@@ -77,6 +77,8 @@ pub fn run(
     listener
         .set_nonblocking(true)
         .map_err(|e| RunError::Runtime(e.to_string()))?;
+    let local = crate::prefixes::wanted(&config.lan, &config.local_prefixes)
+        .map_err(|e| RunError::Runtime(format!("cannot list the interfaces' addresses: {e}")))?;
     let loaded = loader::load_and_attach(
         &config.lan,
         &MapSizes {
@@ -85,6 +87,7 @@ pub fn run(
             sniff_ring_bytes: config.sniff_ring_bytes,
         },
         config.attach,
+        &local,
     )?;
     for a in &loaded.attachments {
         tracing::info!(

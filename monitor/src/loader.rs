@@ -4,12 +4,14 @@
 //! SIGKILL, so a crash never leaves a program counting into maps nobody reads. Older kernels
 //! get clsact filters, which outlive the process; those are removed by name before attaching.
 
-use std::{io, path::Path};
+use std::{collections::BTreeSet, io, path::Path};
 
-use crate::config::AttachPolicy;
+use ipnet::IpNet;
+
+use crate::{config::AttachPolicy, prefixes::LocalPrefixMaps};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType,
         tc::{self, TcAttachOptions},
@@ -74,8 +76,8 @@ pub struct KernelMaps {
     pub device_slots: HashMap<MapData, DeviceKey, u32>,
     pub device_totals: PerCpuArray<MapData, Counters>,
     pub stats: PerCpuArray<MapData, KernelStats>,
-    pub local_v4: LpmTrie<MapData, [u8; 4], u8>,
-    pub local_v6: LpmTrie<MapData, [u8; 16], u8>,
+    /// The local prefixes (LPM tries): traffic to them is not a destination.
+    pub local: LocalPrefixMaps,
     /// Packets copied for naming.
     pub sniff: RingBuf<MapData>,
 }
@@ -153,23 +155,32 @@ pub fn load_program<'a>(
     Ok(prog)
 }
 
-/// Loads the object with the configured map sizes and attaches both programs to every
-/// interface.
+/// Loads the object with the configured map sizes, writes the `local` prefixes, and only then
+/// attaches both programs to every interface.
+///
+/// The order matters: a packet to the router or a LAN neighbour seen before its prefix is in
+/// the trie would create a flow entry, and a known flow is never checked against the trie
+/// again (that is what keeps a known flow at one lookup), so it would count as a destination
+/// for as long as the entry lives. On a router, every device's DNS goes to the router.
 pub fn load_and_attach(
     interfaces: &[String],
     sizes: &MapSizes,
     policy: AttachPolicy,
+    local: &BTreeSet<IpNet>,
 ) -> Result<Loaded, LoadError> {
     check_interfaces(interfaces)?;
     let mut ebpf = load(sizes)?;
     for program in [PROGRAM_EGRESS, PROGRAM_INGRESS] {
         load_program(&mut ebpf, program)?;
     }
+    let mut maps = take_maps(&mut ebpf)?;
+    maps.local
+        .sync(local)
+        .map_err(|e| LoadError::Load(format!("cannot write the local prefixes: {e}")))?;
     let attachments = interfaces
         .iter()
         .map(|interface| attach_interface(&mut ebpf, interface, policy))
         .collect::<Result<_, _>>()?;
-    let maps = take_maps(&mut ebpf)?;
     Ok(Loaded {
         ebpf,
         maps,
@@ -275,8 +286,7 @@ pub fn take_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, LoadError> {
         device_slots: take(ebpf, DEVICE_SLOTS_MAP)?,
         device_totals: take(ebpf, DEVICE_TOTALS_MAP)?,
         stats: take(ebpf, STATS_MAP)?,
-        local_v4: take(ebpf, LOCAL_V4_MAP)?,
-        local_v6: take(ebpf, LOCAL_V6_MAP)?,
+        local: LocalPrefixMaps::new(take(ebpf, LOCAL_V4_MAP)?, take(ebpf, LOCAL_V6_MAP)?),
         sniff: take(ebpf, SNIFF_MAP)?,
     })
 }

@@ -66,13 +66,12 @@ pub fn run(
         }
     };
     let KernelMaps {
-        flows,
         devices,
         device_slots,
         device_totals,
+        mut flows,
         stats,
-        local_v4,
-        local_v6,
+        mut local,
         sniff,
     } = maps;
     let mut devices =
@@ -87,7 +86,6 @@ pub fn run(
             .expect("cannot start the sniff thread")
     };
     let mut neighbours_read: Option<Instant> = None;
-    let mut local = LocalPrefixMaps::new(local_v4, local_v6);
     shared.write().expect("state lock").attachments = attachments.clone();
     let mut next = Instant::now();
     loop {
@@ -98,7 +96,7 @@ pub fn run(
         if follow_interfaces(&mut ebpf, &mut attachments, config.attach) {
             shared.write().expect("state lock").attachments = attachments.clone();
         }
-        if let Err(e) = sync_prefixes(&mut local, &config) {
+        if let Err(e) = sync_prefixes(&mut local, &mut flows, &config) {
             metrics
                 .poll_errors
                 .with_label_values(&["local_prefixes"])
@@ -261,11 +259,17 @@ fn follow_interfaces(
     changed
 }
 
-fn sync_prefixes(local: &mut LocalPrefixMaps, config: &PollerConfig) -> anyhow::Result<()> {
-    let addrs = prefixes::interface_addresses()?;
-    let wanted = prefixes::local_set(&addrs, &config.lan, &config.extra_local);
-    if local.sync(&wanted)? {
-        tracing::info!(prefixes = ?wanted, "local prefixes updated");
+/// Writes the local prefixes of now, and forgets the flows to the ones that became local.
+fn sync_prefixes(
+    local: &mut LocalPrefixMaps,
+    flows: &mut collect::Flows,
+    config: &PollerConfig,
+) -> anyhow::Result<()> {
+    let wanted = prefixes::wanted(&config.lan, &config.extra_local)?;
+    let added = local.sync(&wanted)?;
+    if !added.is_empty() {
+        let forgotten = prefixes::forget_flows_to(flows, &added)?;
+        tracing::info!(prefixes = ?wanted, ?added, forgotten_flows = forgotten, "local prefixes updated");
     }
     Ok(())
 }

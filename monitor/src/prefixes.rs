@@ -3,7 +3,9 @@
 //! (multicast, broadcast, link-local, unspecified, loopback).
 //!
 //! The set is recomputed from the interfaces at every poll (a WAN address from DHCP or PPPoE
-//! changes) and written to the kernel's LPM tries as a diff.
+//! changes) and written to the kernel's LPM tries as a diff. The kernel consults the tries only
+//! for a packet of a flow it does not know yet, so when a prefix becomes local the flows to it
+//! are removed from the flow map ([`forget_flows_to`]): their next packet is then found local.
 
 use std::{
     collections::BTreeSet,
@@ -12,6 +14,8 @@ use std::{
 
 use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use crate::collect::{Flows, remote_address};
 
 /// Ranges that are local on every network.
 pub fn builtin() -> Vec<IpNet> {
@@ -62,6 +66,11 @@ pub fn local_set(addrs: &[InterfaceAddress], lan: &[String], extra: &[IpNet]) ->
     set
 }
 
+/// The local set of now: [`local_set`] over this namespace's interface addresses.
+pub fn wanted(lan: &[String], extra: &[IpNet]) -> std::io::Result<BTreeSet<IpNet>> {
+    Ok(local_set(&interface_addresses()?, lan, extra))
+}
+
 /// Every IP address configured on this namespace's interfaces.
 pub fn interface_addresses() -> std::io::Result<Vec<InterfaceAddress>> {
     let mut out = Vec::new();
@@ -103,14 +112,16 @@ impl LocalPrefixMaps {
         }
     }
 
-    /// Writes `wanted`; returns whether anything changed.
-    pub fn sync(&mut self, wanted: &BTreeSet<IpNet>) -> Result<bool, MapError> {
+    /// Writes `wanted`; returns the prefixes that were not local before (empty when nothing
+    /// was added; see [`Self::counts`] for the size).
+    pub fn sync(&mut self, wanted: &BTreeSet<IpNet>) -> Result<Vec<IpNet>, MapError> {
         if *wanted == self.written {
-            return Ok(false);
+            return Ok(Vec::new());
         }
+        let added: Vec<IpNet> = wanted.difference(&self.written).copied().collect();
         // Insert before removing, so that no packet sees a moment where an address that stays
         // local is missing.
-        for net in wanted.difference(&self.written) {
+        for net in &added {
             match net {
                 IpNet::V4(n) => {
                     self.v4
@@ -137,7 +148,7 @@ impl LocalPrefixMaps {
             }
         }
         self.written = wanted.clone();
-        Ok(true)
+        Ok(added)
     }
 
     /// Number of prefixes written, per family.
@@ -149,6 +160,36 @@ impl LocalPrefixMaps {
             .count();
         (v4, self.written.len() - v4)
     }
+}
+
+/// Removes from the flow map every flow whose remote address lies in `nets` (prefixes that just
+/// became local); returns how many. What such a flow counted stays exported, and what it
+/// counted since the last read is in its device's total and so shows as unattributed: the
+/// sums stay exact. The walk costs a syscall per key, but only when a prefix is added.
+pub fn forget_flows_to(flows: &mut Flows, nets: &[IpNet]) -> Result<usize, MapError> {
+    if nets.is_empty() {
+        return Ok(0);
+    }
+    let mut doomed = Vec::new();
+    for key in flows.keys() {
+        let key = key?;
+        if remote_address(&key).is_some_and(|addr| covered(addr, nets)) {
+            doomed.push(key);
+        }
+    }
+    for key in &doomed {
+        match flows.remove(key) {
+            // Evicted by the LRU in the meantime: gone either way.
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(doomed.len())
+}
+
+/// Whether `addr` lies in one of `nets`.
+fn covered(addr: IpAddr, nets: &[IpNet]) -> bool {
+    nets.iter().any(|net| net.contains(&addr))
 }
 
 #[cfg(test)]
@@ -195,6 +236,18 @@ mod tests {
         // The WAN's own subnet is the world: only the router's address there is local.
         assert!(!set.contains(&net("198.51.100.0/24")));
         assert!(!set.contains(&net("2001:db8:ff::/64")));
+    }
+
+    #[test]
+    fn flows_are_forgotten_only_inside_the_new_prefixes() {
+        let nets = [net("192.168.60.0/24"), net("2001:db8:60::/48")];
+        assert!(covered("192.168.60.7".parse().unwrap(), &nets));
+        assert!(covered("2001:db8:60:1::9".parse().unwrap(), &nets));
+        assert!(!covered("192.168.61.7".parse().unwrap(), &nets));
+        assert!(!covered("2001:db8:61::9".parse().unwrap(), &nets));
+        // An IPv4-mapped IPv6 address is not the IPv4 address: the kernel keys them apart.
+        assert!(!covered("::ffff:192.168.60.7".parse().unwrap(), &nets));
+        assert!(!covered("192.168.60.7".parse().unwrap(), &[]));
     }
 
     #[test]
