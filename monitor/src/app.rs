@@ -89,9 +89,10 @@ pub fn run(
         config.attach,
         &local,
     )?;
-    for a in &loaded.attachments {
+    for a in loaded.hooks.attachments() {
         tracing::info!(
             interface = a.interface,
+            lan = a.lan,
             mode = a.mode.map_or("none", |m| m.as_str()),
             "attached"
         );
@@ -127,7 +128,6 @@ pub fn run(
         extra_local: config.local_prefixes.clone(),
         flow_capacity: config.flow_map_entries,
         device_capacity: config.device_map_entries,
-        attach: config.attach,
         reloader: Reloader::new(
             config_path,
             overrides,

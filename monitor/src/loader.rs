@@ -3,19 +3,17 @@
 //! TCX links (kernel >= 6.6) belong to this process: they vanish when it exits, even on
 //! SIGKILL, so a crash never leaves a program counting into maps nobody reads. Older kernels
 //! get clsact filters, which outlive the process; those are removed by name before attaching.
+//! Which devices the programs attach to is [`crate::hooks`]' concern.
 
 use std::{collections::BTreeSet, io, path::Path};
 
 use ipnet::IpNet;
 
-use crate::{config::AttachPolicy, prefixes::LocalPrefixMaps};
+use crate::{config::AttachPolicy, hooks::Hooks, prefixes::LocalPrefixMaps};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
-        tc::{self, TcAttachOptions},
-    },
+    programs::{ProgramError, SchedClassifier},
 };
 use monitor_common::{
     Counters, DEVICE_SLOTS_MAP, DEVICE_TOTALS_MAP, DEVICES_MAP, DeviceKey, FLOWS_MAP, FlowKey,
@@ -82,22 +80,13 @@ pub struct KernelMaps {
     pub sniff: RingBuf<MapData>,
 }
 
-/// One LAN interface and how the programs are attached to it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attachment {
-    pub interface: String,
-    /// The interface index the programs are attached to; None while the interface is gone.
-    pub ifindex: Option<u32>,
-    /// None while not attached.
-    pub mode: Option<AttachMode>,
-}
-
-/// Loaded and attached programs. Dropping it detaches them.
+/// Loaded and attached programs.
 pub struct Loaded {
-    /// Keeps the programs and their links alive; dropping it detaches them.
+    /// Keeps the programs alive.
     pub ebpf: Ebpf,
     pub maps: KernelMaps,
-    pub attachments: Vec<Attachment>,
+    /// The programs' links to the hook devices; dropping it detaches them.
+    pub hooks: Hooks,
 }
 
 /// Sizes of the maps the configuration chooses.
@@ -177,96 +166,8 @@ pub fn load_and_attach(
     maps.local
         .sync(local)
         .map_err(|e| LoadError::Load(format!("cannot write the local prefixes: {e}")))?;
-    let attachments = interfaces
-        .iter()
-        .map(|interface| attach_interface(&mut ebpf, interface, policy))
-        .collect::<Result<_, _>>()?;
-    Ok(Loaded {
-        ebpf,
-        maps,
-        attachments,
-    })
-}
-
-/// Attaches both (already loaded) programs to one interface. Also used to attach again to an
-/// interface that was deleted and re-created (a bridge rebuilt by a network restart).
-pub fn attach_interface(
-    ebpf: &mut Ebpf,
-    interface: &str,
-    policy: AttachPolicy,
-) -> Result<Attachment, LoadError> {
-    let ifindex = nix::net::if_::if_nametoindex(interface)
-        .map_err(|_| LoadError::InterfaceMissing(interface.to_owned()))?;
-    let mut mode = AttachMode::Tcx;
-    for (program, attach_type) in [
-        (PROGRAM_EGRESS, TcAttachType::Ingress),
-        (PROGRAM_INGRESS, TcAttachType::Egress),
-    ] {
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(program)
-            .ok_or_else(|| LoadError::Load(format!("program {program} missing from the object")))?
-            .try_into()
-            .map_err(|e: ProgramError| LoadError::Load(e.to_string()))?;
-        mode = attach(prog, interface, attach_type, program, policy)?;
-    }
-    Ok(Attachment {
-        interface: interface.to_owned(),
-        ifindex: Some(ifindex),
-        mode: Some(mode),
-    })
-}
-
-fn attach(
-    prog: &mut SchedClassifier,
-    interface: &str,
-    attach_type: TcAttachType,
-    name: &str,
-    policy: AttachPolicy,
-) -> Result<AttachMode, LoadError> {
-    let attach_error = |e: &dyn std::fmt::Display| LoadError::Attach {
-        interface: interface.to_owned(),
-        message: e.to_string(),
-    };
-    if policy != AttachPolicy::Clsact {
-        // First in the chain: count what the device sent before anything else acts on it.
-        let tcx_error = match prog.attach_with_options(
-            interface,
-            attach_type,
-            TcAttachOptions::TcxOrder(LinkOrder::first()),
-        ) {
-            Ok(_) => return Ok(AttachMode::Tcx),
-            Err(e) => e,
-        };
-        if let Some(permission) = permission_denied(&tcx_error) {
-            return Err(LoadError::Permission(permission));
-        }
-        if policy == AttachPolicy::Tcx {
-            return Err(attach_error(&format!(
-                "TCX: {} (attach = \"tcx\" allows no fallback; kernels before 6.6 need clsact)",
-                error_chain(&tcx_error)
-            )));
-        }
-        tracing::info!(interface, error = %tcx_error, "TCX unavailable, falling back to clsact");
-    }
-    if let Err(e) = tc::qdisc_add_clsact(interface) {
-        // EEXIST: the qdisc is already there, which is fine.
-        if !matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST)) {
-            return Err(attach_error(&e));
-        }
-    }
-    // A filter of ours left by an agent that was killed would count everything twice.
-    match tc::qdisc_detach_program(interface, attach_type, name) {
-        Ok(()) => tracing::warn!(interface, name, "removed a stale filter of an earlier run"),
-        Err(tc::TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(attach_error(&e)),
-    }
-    prog.attach_with_options(
-        interface,
-        attach_type,
-        TcAttachOptions::Netlink(Default::default()),
-    )
-    .map_err(|e| attach_error(&e))?;
-    Ok(AttachMode::Clsact)
+    let hooks = Hooks::attach_all(&mut ebpf, interfaces, policy)?;
+    Ok(Loaded { ebpf, maps, hooks })
 }
 
 /// Takes the maps the agent uses out of a loaded object.
@@ -303,7 +204,7 @@ fn classify<E: std::error::Error + 'static>(
     }
 }
 
-fn permission_denied(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+pub(crate) fn permission_denied(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
         if let Some(io) = e.downcast_ref::<io::Error>()
@@ -317,7 +218,7 @@ fn permission_denied(error: &(dyn std::error::Error + 'static)) -> Option<String
 }
 
 /// "outer: inner: innermost", on one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut cause = error.source();
     while let Some(e) = cause {

@@ -119,6 +119,7 @@ struct Families {
     map_max_entries: Family,
     local_prefixes: Family,
     interface_attached: Family,
+    hardware_offload: Family,
     last_poll: Family,
 }
 
@@ -213,7 +214,12 @@ impl Families {
             ),
             interface_attached: Family::new(
                 "egress_monitor_interface_attached",
-                "1 for each LAN interface the programs are attached to, with the attach mode (tcx or clsact); 0 with mode none while the interface is gone.",
+                "1 for each device the programs are attached to (a LAN interface, or a port of a LAN bridge; `lan` names the configured interface), with the attach mode (tcx or clsact); 0 with mode none while a device cannot be attached or a configured interface is gone or has no ports.",
+                GAUGE,
+            ),
+            hardware_offload: Family::new(
+                "egress_monitor_hardware_offload",
+                "1 for a device the programs are attached to whose packets hardware offload may hide from every hook (hw-tc-offload on, or in an nftables flowtable with flags offload): flows the hardware forwards are not counted.",
                 GAUGE,
             ),
             last_poll: Family::new(
@@ -529,8 +535,14 @@ fn state_families(state: &crate::state::State) -> String {
         f.local_prefixes.push(&[("family", "ipv6")], v6 as f64);
         for a in &state.attachments {
             let (mode, up) = a.mode.map_or(("none", 0.0), |m| (m.as_str(), 1.0));
-            f.interface_attached
-                .push(&[("interface", &a.interface), ("mode", mode)], up);
+            f.interface_attached.push(
+                &[("interface", &a.interface), ("lan", &a.lan), ("mode", mode)],
+                up,
+            );
+        }
+        for (interface, on) in &state.hardware_offload {
+            f.hardware_offload
+                .push(&[("interface", interface)], f64::from(u8::from(*on)));
         }
         if let Some(t) = state.last_poll {
             let secs = t

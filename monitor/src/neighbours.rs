@@ -18,11 +18,9 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_sys::protocols::NETLINK_ROUTE;
-use netlink_sys::{Socket, SocketAddr};
-use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
-use nix::sys::time::{TimeVal, TimeValLike};
 
 use crate::mac::MacAddr;
+use crate::netlink::{self, DumpSocket, RECEIVE_BUFFER};
 
 /// One neighbour entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,9 +42,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 /// dumped (`NLM_F_DUMP_INTR`); the last try is returned as it is.
 const ATTEMPTS: u32 = 3;
 
-/// Room for the largest datagram the kernel sends in a dump (it caps them at 32 KiB); a larger
-/// one is detected (`MSG_TRUNC`) and reported rather than silently cut.
-const RECEIVE_BUFFER: usize = 64 * 1024;
+/// How the dump is named in errors.
+const WHAT: &str = "netlink neighbour dump";
 
 /// The sequence number of the request. Each dump uses a fresh socket that receives nothing but
 /// the answers to this one request, so any number will do.
@@ -81,21 +78,12 @@ struct Dump {
 
 /// Sends one dump request on a fresh socket and collects the answer until `NLMSG_DONE`.
 fn dump_once(deadline: Instant) -> io::Result<Dump> {
-    let mut socket = Socket::new(NETLINK_ROUTE).map_err(|e| failed("opening the socket", e))?;
-    socket
-        .bind_auto()
-        .map_err(|e| failed("binding the socket", e))?;
-    socket
-        .connect(&SocketAddr::new(0, 0))
-        .map_err(|e| failed("connecting to the kernel", e))?;
-    socket
-        .send(&request(), 0)
-        .map_err(|e| failed("sending the request", e))?;
-
+    let socket = DumpSocket::send(NETLINK_ROUTE, &request(), WHAT)?;
     let mut buf = vec![0u8; RECEIVE_BUFFER];
     let mut dump = Dump::default();
+    let within = humantime::format_duration(TIMEOUT).to_string();
     loop {
-        let len = receive(&socket, &mut buf, deadline)?;
+        let len = socket.receive(&mut buf, deadline, &within)?;
         if read_datagram(&buf[..len], &mut dump)? {
             return Ok(dump);
         }
@@ -118,37 +106,6 @@ fn request() -> Vec<u8> {
     let mut buf = vec![0u8; message.buffer_len()];
     message.serialize(&mut buf);
     buf
-}
-
-/// Receives one datagram into `buf`, waiting until `deadline` at most; returns its length.
-fn receive(socket: &Socket, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(timed_out());
-        }
-        // At least 1 µs: a zero timeout would mean "wait for ever".
-        let micros = i64::try_from(left.as_micros()).unwrap_or(i64::MAX).max(1);
-        setsockopt(socket, ReceiveTimeout, &TimeVal::microseconds(micros))
-            .map_err(|e| failed("setting the receive timeout", e.into()))?;
-        // MSG_TRUNC: the result is the datagram's full length even if it did not fit.
-        match socket.recv(&mut &mut buf[..], libc::MSG_TRUNC) {
-            Ok(len) if len > buf.len() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "netlink neighbour dump: a {len}-byte datagram does not fit the {}-byte \
-                         receive buffer",
-                        buf.len()
-                    ),
-                ));
-            }
-            Ok(len) => return Ok(len),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(timed_out()),
-            Err(e) => return Err(failed("receiving", e)),
-        }
-    }
 }
 
 /// Reads the netlink messages of one received datagram into `dump`; true once `NLMSG_DONE`
@@ -248,28 +205,12 @@ fn reachability(state: NeighbourState) -> Option<bool> {
 
 /// `error` while doing `what`, keeping its kind.
 fn failed(what: &str, error: io::Error) -> io::Error {
-    io::Error::new(
-        error.kind(),
-        format!("netlink neighbour dump: {what}: {error}"),
-    )
+    netlink::failed(WHAT, what, error)
 }
 
 /// The kernel sent something this module cannot read.
 fn invalid(what: String) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("netlink neighbour dump: {what}"),
-    )
-}
-
-fn timed_out() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!(
-            "netlink neighbour dump: no complete answer from the kernel within {}",
-            humantime::format_duration(TIMEOUT)
-        ),
-    )
+    io::Error::new(io::ErrorKind::InvalidData, format!("{WHAT}: {what}"))
 }
 
 #[cfg(test)]

@@ -16,11 +16,11 @@ use monitor_common::KernelStats;
 
 use crate::{
     collect::{self, Collected, CounterMaps},
-    config::AttachPolicy,
     device_totals::DeviceTotals,
     ledger::Reading,
-    loader::{self, Attachment, KernelMaps, Loaded},
+    loader::{KernelMaps, Loaded},
     metrics::SelfMetrics,
+    offload::OffloadWatch,
     policy::Target,
     prefixes::{self, LocalPrefixMaps},
     state::{MapUsage, Shared, State},
@@ -33,14 +33,14 @@ pub struct PollerConfig {
     pub extra_local: Vec<IpNet>,
     pub flow_capacity: u32,
     pub device_capacity: u32,
-    pub attach: AttachPolicy,
     /// Reads the configuration again on SIGHUP or when the file changes.
     pub reloader: crate::reload::Reloader,
     /// Where the policy's state file is written.
     pub state_dir: std::path::PathBuf,
 }
 
-/// How often the neighbour table is read (a netlink dump of every entry).
+/// How often the neighbour table is read (a netlink dump of every entry), and the hook devices
+/// are checked for hardware offload.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
 
 /// Polls until `stop` receives (or its sender is dropped), then drops `loaded`, which detaches
@@ -55,7 +55,7 @@ pub fn run(
     let Loaded {
         mut ebpf,
         maps,
-        mut attachments,
+        mut hooks,
     } = loaded;
     // The programs log rare events (a full device map) through aya-log; drained every poll.
     let mut kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -86,15 +86,16 @@ pub fn run(
             .expect("cannot start the sniff thread")
     };
     let mut neighbours_read: Option<Instant> = None;
-    shared.write().expect("state lock").attachments = attachments.clone();
+    let mut offload = OffloadWatch::default();
+    shared.write().expect("state lock").attachments = hooks.attachments();
     let mut next = Instant::now();
     loop {
         let started = Instant::now();
         if let Some(log) = kernel_log.as_mut() {
             log.flush();
         }
-        if follow_interfaces(&mut ebpf, &mut attachments, config.attach) {
-            shared.write().expect("state lock").attachments = attachments.clone();
+        if hooks.follow(&mut ebpf) {
+            shared.write().expect("state lock").attachments = hooks.attachments();
         }
         if let Err(e) = sync_prefixes(&mut local, &mut flows, &config) {
             metrics
@@ -103,12 +104,24 @@ pub fn run(
                 .inc();
             tracing::warn!(error = %e, "could not update the local prefixes");
         }
-        let neighbours = if neighbours_read.is_none_or(|t| t.elapsed() >= NEIGHBOUR_REFRESH) {
+        let due = neighbours_read.is_none_or(|t| t.elapsed() >= NEIGHBOUR_REFRESH);
+        if due {
+            let devices: Vec<String> = hooks
+                .attachments()
+                .into_iter()
+                .filter(|a| a.mode.is_some())
+                .map(|a| a.interface)
+                .collect();
+            let found = offload.check(&devices);
+            shared.write().expect("state lock").hardware_offload = found;
+        }
+        let neighbours = if due {
             neighbours_read = Some(Instant::now());
             match crate::neighbours::dump() {
                 // Only the LAN's neighbours are devices: the WAN gateway is not.
                 Ok(mut n) => {
-                    n.retain(|n| attachments.iter().any(|a| a.ifindex == Some(n.ifindex)));
+                    let lan = hooks.lan_ifindexes();
+                    n.retain(|n| lan.contains(&n.ifindex));
                     Some(n)
                 }
                 Err(e) => {
@@ -185,6 +198,7 @@ pub fn run(
     sniff_stop.store(true, Ordering::Relaxed);
     let _ = sniffer.join();
     drop(kernel_log);
+    drop(hooks);
     drop(ebpf);
     tracing::info!("detached from the LAN interfaces");
 }
@@ -217,46 +231,6 @@ pub fn publish(state: &mut State, reading: &Reading, kernel: [KernelStats; 2], n
     naming.destinations.expire(now);
     state.kernel = kernel;
     state.last_poll = Some(now);
-}
-
-/// Notices a LAN interface that was deleted (its TC programs went with it) or re-created under
-/// the same name (a network restart rebuilds the bridge), and attaches again. True if anything
-/// changed.
-fn follow_interfaces(
-    ebpf: &mut aya::Ebpf,
-    attachments: &mut [Attachment],
-    policy: AttachPolicy,
-) -> bool {
-    let mut changed = false;
-    for a in attachments.iter_mut() {
-        let now = nix::net::if_::if_nametoindex(a.interface.as_str()).ok();
-        if now == a.ifindex {
-            continue;
-        }
-        changed = true;
-        match now {
-            None => {
-                tracing::warn!(
-                    interface = a.interface,
-                    "LAN interface is gone; attaching again when it returns"
-                );
-                a.ifindex = None;
-                a.mode = None;
-            }
-            Some(index) => match loader::attach_interface(ebpf, &a.interface, policy) {
-                Ok(attached) => {
-                    tracing::info!(interface = a.interface, ifindex = index, "attached again");
-                    *a = attached;
-                }
-                Err(e) => {
-                    tracing::warn!(interface = a.interface, error = %e, "cannot attach again yet");
-                    a.ifindex = None;
-                    a.mode = None;
-                }
-            },
-        }
-    }
-    changed
 }
 
 /// Writes the local prefixes of now, and forgets the flows to the ones that became local.

@@ -8,7 +8,7 @@ use std::{
 
 use monitor_common::KernelStats;
 
-use crate::{config::Config, ledger::Ledger, loader::Attachment, naming::Naming, policy::Policy};
+use crate::{config::Config, hooks::Attachment, ledger::Ledger, naming::Naming, policy::Policy};
 
 /// Sizes of one kernel map.
 #[derive(Clone, Copy, Debug, Default)]
@@ -32,6 +32,8 @@ pub struct State {
     /// Local prefixes written to the kernel: (IPv4, IPv6).
     pub local_prefixes: (usize, usize),
     pub attachments: Vec<Attachment>,
+    /// Per hook device: whether hardware offload may hide its packets (see `offload`).
+    pub hardware_offload: Vec<(String, bool)>,
     pub last_poll: Option<SystemTime>,
 }
 
@@ -46,6 +48,7 @@ impl State {
             devices: MapUsage::default(),
             local_prefixes: (0, 0),
             attachments: Vec::new(),
+            hardware_offload: Vec::new(),
             last_poll: None,
         }
     }

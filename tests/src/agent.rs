@@ -222,6 +222,36 @@ pub fn attached_programs(ns: &str, interface: &str) -> Vec<String> {
     names
 }
 
+/// The programs attached to the lab's LAN, as `device:program`, sorted: on br-lan itself and
+/// on each of its ports (where the agent counts a bridge).
+pub fn lan_programs(lab: &Lab) -> Vec<String> {
+    let ns = lab.router_ns();
+    let mut out: Vec<String> = std::iter::once(crate::LAN_BRIDGE)
+        .chain(lab.devices().iter().map(|d| d.router_port.as_str()))
+        .flat_map(|device| {
+            attached_programs(ns, device)
+                .into_iter()
+                .map(move |program| format!("{device}:{program}"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// [`lan_programs`] while an agent counts the lab's br-lan: both programs on every port, none
+/// on the bridge device.
+pub fn expected_lan_programs(lab: &Lab) -> Vec<String> {
+    let mut out: Vec<String> = lab
+        .devices()
+        .iter()
+        .flat_map(|d| {
+            ["lan_egress", "lan_ingress"].map(|program| format!("{}:{program}", d.router_port))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// The lab's state directory for its agents (baselines, control socket): in the lab's scratch
 /// directory, so it goes with the lab, and shared by the agents one lab starts in turn, so a
 /// restarted agent finds what the previous one learned.

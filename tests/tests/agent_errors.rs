@@ -14,7 +14,7 @@ fn stderr_of(output: &std::process::Output) -> String {
 }
 
 fn nothing_attached(lab: &Lab) {
-    let left = egress_lab::agent::attached_programs(lab.router_ns(), egress_lab::LAN_BRIDGE);
+    let left = egress_lab::agent::lan_programs(lab);
     assert!(
         left.is_empty(),
         "a failed start left programs attached: {left:?}"

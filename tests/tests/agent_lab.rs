@@ -375,9 +375,14 @@ fn a_tiny_flow_map_keeps_exact_device_totals_and_a_correct_unattributed() {
     }
 }
 
-/// The programs attached to the router's br-lan, on both hooks.
+/// The programs attached to the router's br-lan and its ports, as `device:program`.
 fn attached_programs(lab: &Lab) -> Vec<String> {
-    egress_lab::agent::attached_programs(lab.router_ns(), egress_lab::LAN_BRIDGE)
+    egress_lab::agent::lan_programs(lab)
+}
+
+/// Both programs on every port of br-lan, none on the bridge.
+fn on_every_port(lab: &Lab) -> Vec<String> {
+    egress_lab::agent::expected_lan_programs(lab)
 }
 
 #[test]
@@ -388,12 +393,10 @@ fn a_restarted_agent_starts_clean_and_a_stopped_one_leaves_nothing_attached() {
     let to = SocketAddr::new(IpAddr::V4(SERVERS_V4[0]), UDP_SINK_PORT);
 
     let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
-    let mut attached = attached_programs(&lab);
-    attached.sort();
     assert_eq!(
-        attached,
-        ["lan_egress", "lan_ingress"],
-        "one program on each hook"
+        attached_programs(&lab),
+        on_every_port(&lab),
+        "one program on each hook of every port"
     );
     udp_send(&phone.ns, to, 100, 5);
     let s = agent.settled();
@@ -433,7 +436,7 @@ fn clsact_mode_counts_exactly_and_replaces_the_filters_a_killed_agent_left() {
     assert_eq!(
         s.value(
             "egress_monitor_interface_attached",
-            &[("interface", "br-lan"), ("mode", "clsact")]
+            &[("interface", "lan1"), ("lan", "br-lan"), ("mode", "clsact")]
         ),
         Some(1.0)
     );
@@ -445,21 +448,17 @@ fn clsact_mode_counts_exactly_and_replaces_the_filters_a_killed_agent_left() {
     );
     // Unlike a TCX link, a clsact filter outlives a killed process.
     agent.child().kill();
-    let mut left = attached_programs(&lab);
-    left.sort();
     assert_eq!(
-        left,
-        ["lan_egress", "lan_ingress"],
+        attached_programs(&lab),
+        on_every_port(&lab),
         "filters outlive SIGKILL"
     );
 
     // The next agent removes them by name instead of counting next to them.
     let agent = Agent::start(&lab, &config, &[]);
-    let mut attached = attached_programs(&lab);
-    attached.sort();
     assert_eq!(
-        attached,
-        ["lan_egress", "lan_ingress"],
+        attached_programs(&lab),
+        on_every_port(&lab),
         "one filter per hook"
     );
     assert!(
@@ -490,15 +489,10 @@ fn a_rebuilt_bridge_is_attached_again_and_counting_goes_on() {
     udp_send(&phone.ns, to, 100, 2);
     agent.wait_polls(2);
 
-    // A network restart: br-lan is deleted (the programs go with it) and created again.
+    // A network restart: br-lan is deleted and created again, its ports enslaved anew.
     lab.rebuild_bridge();
-    let reattached = agent
-        .child()
-        .wait_for_log("attached again", Duration::from_secs(10));
-    assert!(reattached, "no re-attach:\n{}", agent.log());
-    let mut attached = attached_programs(&lab);
-    attached.sort();
-    assert_eq!(attached, ["lan_egress", "lan_ingress"]);
+    agent.wait_polls(2);
+    assert_eq!(attached_programs(&lab), on_every_port(&lab));
     udp_send(&phone.ns, to, 100, 3);
     let s = agent.settled();
     assert_eq!(
@@ -509,7 +503,7 @@ fn a_rebuilt_bridge_is_attached_again_and_counting_goes_on() {
     assert_eq!(
         s.value(
             "egress_monitor_interface_attached",
-            &[("interface", "br-lan"), ("mode", "tcx")]
+            &[("interface", "lan1"), ("lan", "br-lan"), ("mode", "tcx")]
         ),
         Some(1.0)
     );

@@ -1,5 +1,5 @@
 //! The kernel programs' own time: the kernel's BPF run-time statistics (`BPF_ENABLE_STATS`),
-//! the ids of the agent's programs on `br-lan`, and their counters from bpftool.
+//! the ids of the agent's programs on the ports of `br-lan`, and their counters from bpftool.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -7,7 +7,6 @@ use std::os::fd::OwnedFd;
 use serde_json::Value;
 
 use super::ProgramStats;
-use crate::LAN_BRIDGE;
 use crate::netns::{exec_ok, run_in};
 
 /// The kernel programs whose statistics the bench reads.
@@ -21,16 +20,16 @@ pub(super) fn enable_bpf_stats() -> OwnedFd {
         .unwrap_or_else(|e| panic!("BPF_ENABLE_STATS failed: {e}"))
 }
 
-/// The ids of the programs attached to `br-lan` in namespace `router`, by name: TCX links
-/// (asked from the kernel) and, if the agent fell back to them, clsact filters. bpftool 7.1
-/// cannot list TCX attachments, nor (as built here) the processes that hold a program.
-pub(super) fn attached_program_ids(router: &str) -> HashMap<String, u32> {
+/// The ids of the programs attached to `device` (a port of br-lan) in namespace `router`, by
+/// name: TCX links (asked from the kernel) and, if the agent fell back to them, clsact
+/// filters. bpftool 7.1 cannot list TCX attachments, nor (as built here) the processes that hold a program.
+pub(super) fn attached_program_ids(router: &str, device: &str) -> HashMap<String, u32> {
     use aya::programs::{SchedClassifier, TcAttachType};
     let mut ids: HashMap<String, u32> = run_in(router, || {
         [TcAttachType::Ingress, TcAttachType::Egress]
             .into_iter()
             .flat_map(|hook| {
-                SchedClassifier::query_tcx(LAN_BRIDGE, hook)
+                SchedClassifier::query_tcx(device, hook)
                     .map(|(_, programs)| programs)
                     .unwrap_or_default()
             })
@@ -38,7 +37,7 @@ pub(super) fn attached_program_ids(router: &str) -> HashMap<String, u32> {
             .collect()
     });
     for hook in ["ingress", "egress"] {
-        let shown = exec_ok(router, "tc", &["filter", "show", "dev", LAN_BRIDGE, hook]);
+        let shown = exec_ok(router, "tc", &["filter", "show", "dev", device, hook]);
         ids.extend(parse_tc_filter_ids(&shown));
     }
     ids.retain(|name, _| PROGRAMS.contains(&name.as_str()));

@@ -126,11 +126,13 @@ impl<'a> Bench<'a> {
         let Active::Agent(agent) = &active else {
             unreachable!("Active::start(EgressMonitor) starts the agent")
         };
-        let ids = attached_program_ids(self.lab.router_ns());
+        // One program, attached to every port of br-lan: its statistics cover them all.
+        let port = &self.lab.devices()[0].router_port;
+        let ids = attached_program_ids(self.lab.router_ns(), port);
         for name in PROGRAMS {
             assert!(
                 ids.contains_key(name),
-                "the agent (pid {}) attached no program {name} to {LAN_BRIDGE}: found {ids:?}",
+                "the agent (pid {}) attached no program {name} to {port}, a port of {LAN_BRIDGE}: found {ids:?}",
                 agent.child().pid()
             );
         }

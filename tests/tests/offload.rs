@@ -1,0 +1,304 @@
+//! Software flow offload (an nftables flowtable, which OpenWrt's firewall4 turns on with one
+//! option): established TCP and UDP flows bypass the forward path, and on a bridged LAN the
+//! bridge device too. The agent counts a bridge on its ports, where every packet is still seen;
+//! these tests prove it with the flowtable where firewall4 puts it (the bridge's ports and the
+//! WAN device) and on the bridge device itself, against the independent counters at the WAN end.
+//!
+//! The host kernel of the development machines has no `nf_flow_table`, so these tests are
+//! ignored there and run by `cargo xtask vm` (`--include-ignored`) on Debian's kernels, which
+//! have it. Inside the VM a missing module is a failure, not a skip.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use egress_lab::{
+    LAN_BRIDGE, Lab, ROUTER_WAN_IF, SERVERS_V4, SERVERS_V6, TCP_SINK_PORT, TCP_SOURCE_PORT,
+    UDP_SINK_PORT,
+    agent::{Agent, Scrape},
+    exec_ok, exec_ok_stdin, tcp_download, tcp_upload, udp_ip_bytes, udp_send, wait_until,
+};
+
+const DEVICES_CONFIG: &str = r#"
+[devices]
+"00:16:3e:00:00:01" = "phone"
+"00:16:3e:00:00:02" = "laptop"
+"#;
+
+/// The nftables table the tests add in the router namespace.
+const TABLE: &str = "egl_offload";
+
+/// A flowtable on `devices`, as firewall4 writes it, and a forward rule that offloads every
+/// TCP and UDP flow; the rule's counter sees only the packets that still take the slow path.
+fn add_flowtable(lab: &Lab, devices: &[&str]) {
+    let ruleset = format!(
+        "table inet {TABLE} {{\n\
+           flowtable ft {{ hook ingress priority filter; devices = {{ {} }}; counter; }}\n\
+           chain forward {{\n\
+             type filter hook forward priority filter; policy accept;\n\
+             meta l4proto {{ tcp, udp }} counter flow add @ft\n\
+           }}\n\
+         }}\n",
+        devices.join(", ")
+    );
+    exec_ok_stdin(lab.router_ns(), "nft", &["-f", "-"], &ruleset);
+}
+
+/// Packets the forward chain saw (the slow path), from the offload rule's counter.
+fn slow_path_packets(lab: &Lab) -> u64 {
+    let out = exec_ok(
+        lab.router_ns(),
+        "nft",
+        &["-j", "list", "chain", "inet", TABLE, "forward"],
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).expect("nft -j output");
+    json["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("rule")?.get("expr")?.as_array().cloned())
+        .flatten()
+        .filter_map(|expr| expr.get("counter")?.get("packets")?.as_u64())
+        .sum()
+}
+
+fn dest(s: &Scrape, device: &str, direction: &str, server: IpAddr) -> (u64, u64) {
+    let destination = server.to_string();
+    let labels = [
+        ("device", device),
+        ("direction", direction),
+        ("destination", destination.as_str()),
+    ];
+    (
+        s.count("egress_destination_bytes_total", &labels),
+        s.count("egress_destination_packets_total", &labels),
+    )
+}
+
+fn device_total(s: &Scrape, device: &str, direction: &str) -> (u64, u64) {
+    let labels = [("device", device), ("direction", direction)];
+    (
+        s.count("egress_device_bytes_total", &labels),
+        s.count("egress_device_packets_total", &labels),
+    )
+}
+
+/// Where the flowtable hooks.
+#[derive(Clone, Copy)]
+enum FlowtableOn {
+    /// firewall4's layout: the devices of the zones, i.e. br-lan's ports and the WAN device.
+    PortsAndWan,
+    /// The bridge device itself and the WAN device.
+    BridgeAndWan,
+}
+
+/// TCP both ways (IPv4 through NAT, IPv6 routed) and one-way UDP through a flowtable: every
+/// byte counted once, as the WAN end saw it, and most packets really offloaded.
+fn counts_exactly_through(on: FlowtableOn) {
+    let lab = Lab::new();
+    let servers = lab.start_servers(2_000_000);
+    let devices: Vec<&str> = match on {
+        FlowtableOn::PortsAndWan => lab
+            .devices()
+            .iter()
+            .map(|d| d.router_port.as_str())
+            .chain([ROUTER_WAN_IF])
+            .collect(),
+        FlowtableOn::BridgeAndWan => vec![LAN_BRIDGE, ROUTER_WAN_IF],
+    };
+    add_flowtable(&lab, &devices);
+    let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
+    let phone = lab.device("phone");
+    let laptop = lab.device("laptop");
+
+    // Each TCP transfer has its whole data phase before FIN: a flowtable hands a flow back to
+    // the slow path on FIN, so the data is what crosses the offloaded path.
+    let up_v4 = IpAddr::V4(SERVERS_V4[1]);
+    let down_v4 = IpAddr::V4(SERVERS_V4[2]);
+    let down_v6 = IpAddr::V6(SERVERS_V6[1]);
+    tcp_upload(&laptop.ns, SocketAddr::new(up_v4, TCP_SINK_PORT), 1_500_000);
+    tcp_download(
+        &laptop.ns,
+        SocketAddr::new(down_v4, TCP_SOURCE_PORT),
+        2_000_000,
+    );
+    tcp_download(
+        &laptop.ns,
+        SocketAddr::new(down_v6, TCP_SOURCE_PORT),
+        2_000_000,
+    );
+    // One-way UDP, IPv4 and IPv6: offloaded after its first packets.
+    let udp_v4 = IpAddr::V4(SERVERS_V4[0]);
+    let udp_v6 = IpAddr::V6(SERVERS_V6[0]);
+    udp_send(&phone.ns, SocketAddr::new(udp_v4, UDP_SINK_PORT), 500, 300);
+    udp_send(&phone.ns, SocketAddr::new(udp_v6, UDP_SINK_PORT), 400, 200);
+    servers.udp(udp_v4).wait_for(300, Duration::from_secs(10));
+    servers.udp(udp_v6).wait_for(200, Duration::from_secs(10));
+
+    let s = agent.settled();
+    let wan = lab.wan_counters();
+    let slow = slow_path_packets(&lab);
+    let crossed: u64 = wan.values().map(|w| w.rx_packets + w.tx_packets).sum();
+    assert!(
+        slow * 10 < crossed,
+        "the flowtable offloaded little: {slow} of {crossed} packets took the forward chain"
+    );
+
+    for (server, count) in [(udp_v4, 300), (udp_v6, 200)] {
+        let payload = if server.is_ipv4() { 500 } else { 400 };
+        let sent = (count * udp_ip_bytes(server.is_ipv4(), payload), count);
+        assert_eq!(dest(&s, "phone", "egress", server), sent, "UDP to {server}");
+        assert_eq!(
+            (wan[&server].rx_bytes, wan[&server].rx_packets),
+            sent,
+            "the WAN end saw the same UDP to {server}"
+        );
+    }
+    for server in [up_v4, down_v4, down_v6] {
+        let w = wan[&server];
+        assert!(
+            w.rx_packets > 0 && w.tx_packets > 0,
+            "{server}: TCP crossed"
+        );
+        assert_eq!(
+            dest(&s, "laptop", "egress", server),
+            (w.rx_bytes, w.rx_packets),
+            "laptop -> {server}: egress equals what arrived at the server"
+        );
+        assert_eq!(
+            dest(&s, "laptop", "ingress", server),
+            (w.tx_bytes, w.tx_packets),
+            "laptop <- {server}: ingress equals what the server sent"
+        );
+    }
+    // Nothing twice: the totals are exactly the destinations above.
+    let laptop_up: u64 = [up_v4, down_v4, down_v6]
+        .iter()
+        .map(|&sv| wan[&sv].rx_bytes)
+        .sum();
+    assert_eq!(device_total(&s, "laptop", "egress").0, laptop_up);
+    let laptop_down: u64 = [up_v4, down_v4, down_v6]
+        .iter()
+        .map(|&sv| wan[&sv].tx_bytes)
+        .sum();
+    assert_eq!(device_total(&s, "laptop", "ingress").0, laptop_down);
+    assert_eq!(
+        s.sum("egress_monitor_hardware_offload", &[]),
+        0,
+        "a software flowtable is no hardware offload"
+    );
+    // The agent read the flowtable from the kernel (an nfnetlink dump) and said so once.
+    let log = agent.log();
+    assert_eq!(
+        log.matches("software flow offload on monitored devices")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains(&format!("inet {TABLE} ft on ")), "{log}");
+}
+
+#[test]
+#[ignore = "needs nf_flow_table (absent from the host kernel): run by `cargo xtask vm`"]
+fn a_flowtable_on_the_bridge_ports_and_wan_as_firewall4_sets_it_up() {
+    counts_exactly_through(FlowtableOn::PortsAndWan);
+}
+
+#[test]
+#[ignore = "needs nf_flow_table (absent from the host kernel): run by `cargo xtask vm`"]
+fn a_flowtable_on_the_bridge_device_and_wan() {
+    counts_exactly_through(FlowtableOn::BridgeAndWan);
+}
+
+/// A netdevsim device, created in the VM's initial namespace and deleted on drop (deleting a
+/// namespace would only move it back there).
+struct Netdevsim {
+    id: u32,
+}
+
+impl Netdevsim {
+    fn new(id: u32) -> (Netdevsim, String) {
+        run_here("modprobe", &["netdevsim"]);
+        std::fs::write("/sys/bus/netdevsim/new_device", format!("{id} 1"))
+            .expect("create a netdevsim device");
+        let dir = format!("/sys/bus/netdevsim/devices/netdevsim{id}/net");
+        let mut name = None;
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                name = std::fs::read_dir(&dir)
+                    .ok()
+                    .and_then(|mut d| d.next()?.ok()?.file_name().into_string().ok());
+                name.is_some()
+            }),
+            "netdevsim{id} has no network device"
+        );
+        (Netdevsim { id }, name.expect("a name"))
+    }
+}
+
+impl Drop for Netdevsim {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/sys/bus/netdevsim/del_device", self.id.to_string());
+    }
+}
+
+#[test]
+#[ignore = "needs netdevsim (absent from the host kernel): run by `cargo xtask vm`"]
+fn hardware_offload_on_a_port_is_detected_and_exported() {
+    let lab = Lab::new();
+    let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
+    let r = lab.router_ns();
+    // A NIC that can take TC offload, as a port of br-lan.
+    let (_nsim, name) = Netdevsim::new(7);
+    run_here("ip", &["link", "set", &name, "netns", r]);
+    exec_ok(r, "ip", &["link", "set", &name, "name", "lan9"]);
+    exec_ok(
+        r,
+        "ip",
+        &["link", "set", "lan9", "master", LAN_BRIDGE, "up"],
+    );
+    let offload = |agent: &Agent| {
+        agent
+            .scrape()
+            .value("egress_monitor_hardware_offload", &[("interface", "lan9")])
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || offload(&agent) == Some(0.0)),
+        "lan9 is not watched: {:?}\n{}",
+        offload(&agent),
+        agent.log()
+    );
+    exec_ok(r, "ethtool", &["-K", "lan9", "hw-tc-offload", "on"]);
+    assert!(
+        wait_until(Duration::from_secs(15), || offload(&agent) == Some(1.0)),
+        "hw-tc-offload on lan9 not reported; log:\n{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains("hardware offload is on"),
+        "{}",
+        agent.log()
+    );
+    exec_ok(r, "ethtool", &["-K", "lan9", "hw-tc-offload", "off"]);
+    assert!(
+        wait_until(Duration::from_secs(15), || offload(&agent) == Some(0.0)),
+        "hw-tc-offload off not reported"
+    );
+    // Only lan9 ever had it.
+    let s = agent.scrape();
+    assert_eq!(s.sum("egress_monitor_hardware_offload", &[]), 0);
+}
+
+/// Runs a command in the test's own (the VM's initial) namespace.
+fn run_here(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
