@@ -18,6 +18,10 @@ const TCP_MIN_HLEN: usize = 20;
 /// 60 (IPv4 with options) or 40 + extension headers, + 20 (TCP header up to the window).
 const PULL_LEN: u32 = 192;
 
+/// The largest offset of a transport payload the parser can produce: two VLAN tags, IPv4 with
+/// options, TCP with options (14 + 8 + 60 + 60). IPv6 payloads start earlier (14 + 8 + 40 + 60).
+pub const MAX_PAYLOAD_OFF: u32 = 142;
+
 /// One accountable IP packet (or GSO super-packet).
 #[derive(Default)]
 pub struct Packet {
@@ -88,6 +92,22 @@ impl Frame {
         } else {
             Err(Stop::Malformed)
         }
+    }
+}
+
+/// `value` as a packet offset the verifier can add to a packet pointer: at most `max`, proven
+/// by a comparison it sees next to the use. The value goes through an opaque load so that LLVM
+/// cannot drop the comparison as redundant: a value that was stored to the stack with a 4-byte
+/// write (as `Packet`'s u32 fields are) is unknown to verifiers before 5.16 when read back,
+/// and a packet pointer plus an unbounded offset is rejected.
+#[inline(always)]
+pub fn bounded_offset(value: u32, max: u32) -> Option<usize> {
+    // SAFETY: reading a local variable.
+    let opaque = unsafe { core::ptr::read_volatile(&value) };
+    if opaque <= max {
+        Some(opaque as usize)
+    } else {
+        None
     }
 }
 
@@ -230,26 +250,37 @@ impl Packet {
 
     /// Records the transport header at `l4` (TCP or UDP), for the sniffer. A header cut short
     /// by the frame is not an error here: accounting does not need it.
+    ///
+    /// One branch per protocol, each with its own bounds check right before the reads that
+    /// rely on it: a check of a length chosen by protocol followed by a second test of the
+    /// protocol before the TCP-only read is what the verifiers of 5.10 and 6.1 reject (they do
+    /// not carry "protocol is TCP" from one branch to the other; see the crate's notes).
     #[inline(always)]
     fn set_l4(&mut self, l3: &L3, ip_end: u32, l4: usize, protocol: u8) -> Result<(), Stop> {
-        let hlen = if protocol == IPPROTO_TCP {
-            TCP_MIN_HLEN
-        } else {
-            UDP_HLEN as usize
-        };
-        let th = match l3.frame.ptr(l4, hlen) {
-            Ok(th) => th,
-            Err(Stop::NotLinear) => return Err(Stop::NotLinear),
-            Err(Stop::Malformed) => return Ok(()),
-        };
-        let payload_off = if protocol == IPPROTO_TCP {
-            l4 as u32 + ((byte(th, 12) >> 4) as u32) * 4
-        } else {
-            l4 as u32 + UDP_HLEN
+        let payload_off = match protocol {
+            IPPROTO_TCP => {
+                let th = match l3.frame.ptr(l4, TCP_MIN_HLEN) {
+                    Ok(th) => th,
+                    Err(Stop::NotLinear) => return Err(Stop::NotLinear),
+                    Err(Stop::Malformed) => return Ok(()),
+                };
+                self.src_port = be16(th, 0);
+                self.dst_port = be16(th, 2);
+                l4 as u32 + ((byte(th, 12) >> 4) as u32) * 4
+            }
+            IPPROTO_UDP => {
+                let uh = match l3.frame.ptr(l4, UDP_HLEN as usize) {
+                    Ok(uh) => uh,
+                    Err(Stop::NotLinear) => return Err(Stop::NotLinear),
+                    Err(Stop::Malformed) => return Ok(()),
+                };
+                self.src_port = be16(uh, 0);
+                self.dst_port = be16(uh, 2);
+                l4 as u32 + UDP_HLEN
+            }
+            _ => return Ok(()),
         };
         self.protocol = protocol;
-        self.src_port = be16(th, 0);
-        self.dst_port = be16(th, 2);
         self.payload_off = payload_off;
         self.payload_len = ip_end.saturating_sub(payload_off);
         Ok(())

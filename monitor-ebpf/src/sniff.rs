@@ -9,7 +9,10 @@ use monitor_common::{
     SNIFF_DHCP, SNIFF_DNS_QUERY, SNIFF_DNS_RESPONSE, SNIFF_TLS_HELLO, SniffEvent, SniffHeader,
 };
 
-use crate::{maps::SNIFF, parse::Packet};
+use crate::{
+    maps::SNIFF,
+    parse::{MAX_PAYLOAD_OFF, Packet, bounded_offset},
+};
 
 const DNS_PORT: u16 = 53;
 const DHCP_SERVER_PORT: u16 = 67;
@@ -65,7 +68,10 @@ pub fn sniff(
 /// linear data (a few nanoseconds); through the helper otherwise (paged payload).
 #[inline(always)]
 fn is_client_hello(ctx: &TcContext, packet: &Packet) -> bool {
-    let start = ctx.data() + packet.payload_off as usize;
+    let Some(off) = bounded_offset(packet.payload_off, MAX_PAYLOAD_OFF) else {
+        return false;
+    };
+    let start = ctx.data() + off;
     if start + 8 <= ctx.data_end() {
         let p = start as *const u8;
         // SAFETY: the 8 bytes at `p` lie within the linear packet data (checked above).
