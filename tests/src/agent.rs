@@ -51,6 +51,29 @@ impl Agent {
 
     /// [`Agent::start`] with another poll interval.
     pub fn start_with_poll(lab: &Lab, config: &str, extra_args: &[&str], poll: &str) -> Agent {
+        Self::launch(lab, config, extra_args, poll, &[])
+    }
+
+    /// [`Agent::start`] with the kernel's BTF hidden from the agent, as on a kernel built
+    /// without it (stock OpenWrt): an empty tmpfs over `/sys/kernel/btf` in a mount namespace
+    /// of its own. The wrapper refuses to start the agent if the file is still visible.
+    pub fn start_without_btf(lab: &Lab, config: &str) -> Agent {
+        const HIDE_BTF: &str = "mount -t tmpfs egl-no-btf /sys/kernel/btf && \
+             test ! -e /sys/kernel/btf/vmlinux && exec \"$0\" \"$@\"";
+        let wrapper = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            HIDE_BTF,
+        ];
+        Self::launch(lab, config, &[], TEST_POLL_INTERVAL, &wrapper)
+    }
+
+    /// Starts `wrapper... agent args...` in the router namespace and waits until it is healthy.
+    fn launch(lab: &Lab, config: &str, extra_args: &[&str], poll: &str, wrapper: &[&str]) -> Agent {
         let config_path = write_config(lab, config);
         let mut args: Vec<String> = vec![
             "--config".into(),
@@ -68,7 +91,19 @@ impl Agent {
         }
         args.extend(extra_args.iter().map(|s| s.to_string()));
         let binary = agent_binary();
-        let child = lab.spawn_in_router(binary.to_str().expect("UTF-8 path"), &args);
+        let binary = binary.to_str().expect("UTF-8 path");
+        let child = match wrapper.split_first() {
+            None => lab.spawn_in_router(binary, &args),
+            Some((program, wrapper_args)) => {
+                let all: Vec<String> = wrapper_args
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(std::iter::once(binary.to_owned()))
+                    .chain(args)
+                    .collect();
+                lab.spawn_in_router(program, &all)
+            }
+        };
         let agent = Agent {
             child,
             ns: lab.router_ns().to_owned(),
