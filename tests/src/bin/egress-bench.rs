@@ -3,8 +3,9 @@
 //! forwarded packet with egress-monitor and with the alternatives. Prints each table and writes
 //! the results page.
 //!
-//! `egress-bench [--quick] [--out FILE] [--command TEXT]`; needs root, and the agent binary in
-//! `EGRESS_MONITOR_BIN` for the end-to-end part.
+//! `egress-bench [--quick] [--kernel-only] [--out FILE] [--command TEXT]`; needs root, and the
+//! agent binary in `EGRESS_MONITOR_BIN` for the end-to-end part. `--kernel-only` prints the
+//! kernel programs' table alone (seconds), to compare two builds of the programs.
 
 use std::{path::PathBuf, process::Command, time::Instant};
 
@@ -17,6 +18,7 @@ use egress_lab::bench::{
 
 struct Args {
     quick: bool,
+    kernel_only: bool,
     out: Option<PathBuf>,
     command: String,
 }
@@ -24,6 +26,7 @@ struct Args {
 fn args() -> Args {
     let mut args = Args {
         quick: false,
+        kernel_only: false,
         out: None,
         command: "cargo xtask bench".to_owned(),
     };
@@ -31,9 +34,12 @@ fn args() -> Args {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => args.quick = true,
+            "--kernel-only" => args.kernel_only = true,
             "--out" => args.out = Some(it.next().expect("--out needs a file").into()),
             "--command" => args.command = it.next().expect("--command needs a text"),
-            other => panic!("unknown argument {other:?}: use --quick, --out FILE, --command TEXT"),
+            other => panic!(
+                "unknown argument {other:?}: use --quick, --kernel-only, --out FILE, --command TEXT"
+            ),
         }
     }
     args
@@ -101,6 +107,9 @@ fn main() {
     println!("== kernel programs (BPF_PROG_TEST_RUN)");
     let kernel = kernel::run(&k);
     print!("{}", kernel.text());
+    if args.kernel_only {
+        return;
+    }
     println!("\n== agent (poll, /metrics, memory)");
     let agent = agent::run(&a);
     print!("{}", agent.text());
