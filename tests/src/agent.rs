@@ -257,6 +257,27 @@ pub fn attached_programs(ns: &str, interface: &str) -> Vec<String> {
     names
 }
 
+/// The mode `attach = "auto"` must pick on the running kernel: TCX from Linux 6.6, clsact
+/// below (as `egress_monitor_interface_attached{mode}` reports it).
+pub fn auto_attach_mode() -> &'static str {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");
+    if kernel_at_least(&release, (6, 6)) {
+        "tcx"
+    } else {
+        "clsact"
+    }
+}
+
+/// Whether a kernel release like `6.1.0-57-amd64` is at least `major.minor`.
+pub fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
 /// The programs attached to the lab's LAN, as `device:program`, sorted: on br-lan itself and
 /// on each of its ports (where the agent counts a bridge).
 pub fn lan_programs(lab: &Lab) -> Vec<String> {
@@ -454,6 +475,16 @@ pub fn promtool_check_metrics(text: &str) -> (bool, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert!(kernel_at_least("6.6.0", (6, 6)));
+        assert!(kernel_at_least("6.12.117+deb12-amd64", (6, 6)));
+        assert!(kernel_at_least("6.18.44-fc-v857\n", (6, 6)));
+        assert!(!kernel_at_least("6.1.0-57-amd64", (6, 6)));
+        assert!(!kernel_at_least("5.10.0-46-amd64", (6, 6)));
+        assert!(kernel_at_least("10.0", (6, 6)));
+    }
 
     #[test]
     fn parses_samples_with_escaped_labels() {

@@ -54,7 +54,9 @@ pub use dns::{
     ResponseCode, SHORT_TTL, SHORT_TTL_NAME, ZONE, ZONE_TTL, ZoneName, dns_burst, dns_lookup,
     dns_query, zone_addresses, zone_chain, zone_name,
 };
-pub use netns::{cleanup_stale, exec, exec_ok, exec_ok_stdin, require_root, run_in, spawn};
+pub use netns::{
+    cleanup_stale, exec, exec_ok, exec_ok_stdin, ip_batch, require_root, run_in, spawn,
+};
 pub use process::LabChild;
 pub use servers::Servers;
 pub use tls::{TLS_CONNECT_TIMEOUT, TlsOutcome, TlsServer, tls_connect};

@@ -398,6 +398,14 @@ fn a_restarted_agent_starts_clean_and_a_stopped_one_leaves_nothing_attached() {
         on_every_port(&lab),
         "one program on each hook of every port"
     );
+    let mode = egress_lab::agent::auto_attach_mode();
+    assert_eq!(
+        agent
+            .scrape()
+            .sum("egress_monitor_interface_attached", &[("mode", mode)]),
+        lab.devices().len() as u64,
+        "auto attaches every port with {mode} on this kernel"
+    );
     udp_send(&phone.ns, to, 100, 5);
     let s = agent.settled();
     assert_eq!(device_total(&s, "phone", "egress"), (5 * 128, 5));
@@ -503,9 +511,14 @@ fn a_rebuilt_bridge_is_attached_again_and_counting_goes_on() {
     assert_eq!(
         s.value(
             "egress_monitor_interface_attached",
-            &[("interface", "lan1"), ("lan", "br-lan"), ("mode", "tcx")]
+            &[
+                ("interface", "lan1"),
+                ("lan", "br-lan"),
+                ("mode", egress_lab::agent::auto_attach_mode())
+            ]
         ),
-        Some(1.0)
+        Some(1.0),
+        "auto attaches with TCX from 6.6, clsact below"
     );
 }
 

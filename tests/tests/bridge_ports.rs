@@ -31,7 +31,11 @@ fn device_total(s: &Scrape, device: &str, direction: &str) -> (u64, u64) {
 fn attached(s: &Scrape, port: &str) -> Option<f64> {
     s.value(
         "egress_monitor_interface_attached",
-        &[("interface", port), ("lan", LAN_BRIDGE), ("mode", "tcx")],
+        &[
+            ("interface", port),
+            ("lan", LAN_BRIDGE),
+            ("mode", egress_lab::agent::auto_attach_mode()),
+        ],
     )
 }
 
