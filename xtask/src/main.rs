@@ -7,6 +7,7 @@ mod cmd;
 mod lab;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ enum Command {
     Lab(lab::Args),
     /// Measure the cost per packet and per flow, write docs/benchmarks.md (needs root).
     Bench(bench::Args),
+    /// Boot Debian's 5.10, 6.1 and 6.12 kernels in QEMU and run the kernel-facing tests in each.
+    Vm(vm::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Vm(args) => vm::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,11 @@ pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// (DHCP and DNS in the lab), prometheus (promtool, and the server that evaluates the alert
 /// rules in the lab) and prometheus-alertmanager, bpftool, busybox (udhcpc), iperf3, conntrack
 /// and openssl (TLS servers and clients in the lab, whose ClientHellos name destinations).
+///
+/// For `cargo xtask vm`: qemu-system-x86 boots the matrix's Debian kernels, and kmod gives
+/// `depmod` (modules.dep of each extracted kernel) and the `/sbin/modprobe` that those kernels
+/// call, through the host's root shared into the guest, to autoload veth, bridge, nf_tables...
+/// (busybox-static is not installed: it conflicts with busybox; `vm` unpacks its .deb instead.)
 pub const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "nftables",
@@ -40,6 +45,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "conntrack",
     "openssl",
+    "qemu-system-x86",
+    "kmod",
 ];
 
 /// Where the agent pins its maps and links; tests and bpftool expect bpffs here.
@@ -120,7 +127,7 @@ pub fn run() -> Result<Toolchain> {
 
 /// `${XDG_CACHE_HOME:-$HOME/.cache}`; a relative XDG_CACHE_HOME is ignored, as the XDG spec
 /// says.
-fn cache_home() -> Result<PathBuf> {
+pub(crate) fn cache_home() -> Result<PathBuf> {
     if let Some(dir) = env::var_os("XDG_CACHE_HOME").map(PathBuf::from)
         && dir.is_absolute()
     {

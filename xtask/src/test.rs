@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the README's (and CI's) one command for lints and every test.
 //!
 //! Order: setup, fmt, clippy (fail fast, cheapest first), build the agent, `cargo test`, a check
-//! that no test left a lab network namespace behind, and the quick benchmark (so that
+//! that no test left a lab network namespace behind, the kernel matrix (`cargo xtask vm`'s
+//! default subset on each of its kernels, unless `--no-vm`), and the quick benchmark (so that
 //! `cargo xtask bench` cannot rot).
 
 use std::{
@@ -17,6 +18,7 @@ use crate::{
     build,
     cmd::{self, Phases, cargo, display, is_root, output},
     setup::{self, Toolchain},
+    vm,
 };
 
 /// Prefix of the network namespaces the lab creates ("egress lab"); all must be gone after the
@@ -31,6 +33,11 @@ pub struct Args {
     /// Skip `cargo fmt --check` and clippy.
     #[arg(long)]
     no_lint: bool,
+
+    /// Skip the kernel matrix (the default subset of the tests in QEMU on each Debian kernel
+    /// of `cargo xtask vm`).
+    #[arg(long)]
+    no_vm: bool,
 
     /// Passed to `cargo test` as they are, e.g. `cargo xtask test -- -p egress-lab -- --nocapture`.
     #[arg(last = true)]
@@ -89,6 +96,16 @@ fn run_phases(args: &Args, phases: &mut Phases, tally: &mut Option<Tally>) -> Re
     let leftovers = phases.run("netns check", check_no_leftover_namespaces);
     tests?;
     leftovers?;
+    if !args.no_vm {
+        phases.run("vm", || {
+            vm::run_matrix(
+                &toolchain,
+                &agent,
+                &vm::Options::for_test()?,
+                tally.get_or_insert_with(Tally::default),
+            )
+        })?;
+    }
     phases.run("bench (quick)", || {
         crate::bench::run_bench(&toolchain, &agent, true, None)
     })?;
@@ -203,19 +220,28 @@ fn cargo_test(
     Ok(())
 }
 
-/// Totals of libtest's "test result:" lines over every test binary and doc-test run.
+/// Totals of libtest's "test result:" lines over every test binary and doc-test run (the
+/// kernel matrix's guests included).
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Tally {
+pub(crate) struct Tally {
     /// Test binaries (and doc-test runs) that reported a result.
-    runs: u64,
+    pub(crate) runs: u64,
     passed: u64,
     failed: u64,
     ignored: u64,
 }
 
 impl Tally {
+    /// Adds another tally's counts (a guest's, in the kernel matrix).
+    pub(crate) fn add(&mut self, other: &Tally) {
+        self.runs += other.runs;
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+
     /// Adds a line like `test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; ...`.
-    fn add_line(&mut self, line: &str) {
+    pub(crate) fn add_line(&mut self, line: &str) {
         let Some(rest) = line.trim().strip_prefix("test result: ") else {
             return;
         };
