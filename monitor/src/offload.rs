@@ -208,9 +208,14 @@ const ETH_GSTRING_LEN: usize = 32;
 /// The feature that lets TC rules and flowtables be pushed into the NIC.
 const HW_TC_OFFLOAD: &str = "hw-tc-offload";
 
-/// Whether `device` has `hw-tc-offload` active. A device without ethtool support (a bridge, a
-/// veth on some kernels) has it off.
+/// Whether `device` has `hw-tc-offload` active. A device without ethtool support has it off.
 pub fn hw_tc_offload(device: &str) -> io::Result<bool> {
+    Ok(feature_active(device, HW_TC_OFFLOAD)?.unwrap_or(false))
+}
+
+/// Whether the netdev feature `name` (as `ethtool -k` names it, e.g. `hw-tc-offload`,
+/// `rx-gro`) is active on `device`; None when the kernel or the device does not know it.
+pub fn feature_active(device: &str, name: &str) -> io::Result<Option<bool>> {
     // SAFETY: plain socket call; the descriptor is owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -228,16 +233,16 @@ pub fn hw_tc_offload(device: &str) -> io::Result<bool> {
     info[3] = (mask >> 32) as u32;
     match ioctl(info.as_mut_ptr().cast()) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(None),
         Err(e) => return Err(e),
     }
     let returned_mask = u64::from(info[2]) | (u64::from(info[3]) << 32);
     if returned_mask & mask == 0 {
-        return Ok(false);
+        return Ok(None);
     }
     let count = info[4] as usize;
     if count == 0 || count > 1024 {
-        return Ok(false);
+        return Ok(None);
     }
     // ethtool_gstrings { cmd, string_set, len, data[len * 32] }.
     let mut strings = vec![0u32; 3 + count * ETH_GSTRING_LEN / 4];
@@ -246,8 +251,8 @@ pub fn hw_tc_offload(device: &str) -> io::Result<bool> {
     strings[2] = count as u32;
     ioctl(strings.as_mut_ptr().cast())?;
     let bytes: Vec<u8> = strings[3..].iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let Some(bit) = feature_index(&bytes, HW_TC_OFFLOAD) else {
-        return Ok(false);
+    let Some(bit) = feature_index(&bytes, name) else {
+        return Ok(None);
     };
     // ethtool_gfeatures { cmd, size, features[size] { available, requested, active, never } }.
     let blocks = count.div_ceil(32);
@@ -256,7 +261,7 @@ pub fn hw_tc_offload(device: &str) -> io::Result<bool> {
     features[1] = blocks as u32;
     ioctl(features.as_mut_ptr().cast())?;
     let active = features[2 + (bit / 32) * 4 + 2];
-    Ok(active & (1 << (bit % 32)) != 0)
+    Ok(Some(active & (1 << (bit % 32)) != 0))
 }
 
 /// The position of `name` in a table of 32-byte, NUL-padded strings.
@@ -308,21 +313,22 @@ impl HardwareOffload {
     }
 }
 
-/// Which of `devices` have hardware offload, and how, from the flowtables and each device's
-/// `hw-tc-offload`; `hw_tc` is [`hw_tc_offload`] in the agent.
+/// Which hook devices have hardware offload, and how: `hooks` pairs each hook device with its
+/// configured LAN interface (a bridge's port with the bridge), and a flowtable with
+/// `flags offload` on either counts; `hw_tc` is [`hw_tc_offload`] in the agent.
 pub fn hardware_offload(
-    devices: &[String],
+    hooks: &[(String, String)],
     flowtables: &[Flowtable],
     mut hw_tc: impl FnMut(&str) -> bool,
 ) -> BTreeSet<(String, HardwareOffload)> {
     let mut out = BTreeSet::new();
-    for device in devices {
+    for (device, lan) in hooks {
         if hw_tc(device) {
             out.insert((device.clone(), HardwareOffload::TcFeature));
         }
         if flowtables
             .iter()
-            .any(|f| f.hardware && f.devices.contains(device))
+            .any(|f| f.hardware && (f.devices.contains(device) || f.devices.contains(lan)))
         {
             out.insert((device.clone(), HardwareOffload::Flowtable));
         }
@@ -340,9 +346,9 @@ pub struct OffloadWatch {
 }
 
 impl OffloadWatch {
-    /// Looks at `devices` (the hook devices) and returns, for each, whether hardware offload
-    /// may hide its packets.
-    pub fn check(&mut self, devices: &[String]) -> Vec<(String, bool)> {
+    /// Looks at `hooks` (each hook device with its configured LAN interface) and returns, for
+    /// each device, whether hardware offload may hide its packets.
+    pub fn check(&mut self, hooks: &[(String, String)]) -> Vec<(String, bool)> {
         let tables = match flowtables() {
             Ok(t) => {
                 self.last_error = None;
@@ -357,7 +363,7 @@ impl OffloadWatch {
                 Vec::new()
             }
         };
-        let hardware = hardware_offload(devices, &tables, |d| hw_tc_offload(d).unwrap_or(false));
+        let hardware = hardware_offload(hooks, &tables, |d| hw_tc_offload(d).unwrap_or(false));
         for (device, how) in hardware.difference(&self.hardware) {
             tracing::warn!(
                 interface = device,
@@ -374,9 +380,10 @@ impl OffloadWatch {
             );
         }
         self.hardware = hardware;
+        let monitored = |d: &String| hooks.iter().any(|(h, l)| h == d || l == d);
         let software: BTreeSet<String> = tables
             .iter()
-            .filter(|t| !t.hardware && t.devices.iter().any(|d| devices.contains(d)))
+            .filter(|t| !t.hardware && t.devices.iter().any(monitored))
             .map(|t| format!("{} on {}", t.name, t.devices.join(",")))
             .collect();
         for table in software.difference(&self.software) {
@@ -387,9 +394,9 @@ impl OffloadWatch {
             );
         }
         self.software = software;
-        devices
+        hooks
             .iter()
-            .map(|d| (d.clone(), self.hardware.iter().any(|(h, _)| h == d)))
+            .map(|(d, _)| (d.clone(), self.hardware.iter().any(|(h, _)| h == d)))
             .collect()
     }
 }
@@ -493,14 +500,31 @@ mod tests {
                 hardware: false,
             },
         ];
-        let devices = ["lan1".to_string(), "lan2".into(), "lan3".into()];
-        let found = hardware_offload(&devices, &flowtables, |d| d == "lan3");
+        let hook = |d: &str, l: &str| (d.to_string(), l.to_string());
+        let hooks = [
+            hook("lan1", "br-lan"),
+            hook("lan2", "br-lan"),
+            hook("lan3", "br-lan"),
+            hook("eth1", "br-guest"),
+        ];
+        let found = hardware_offload(&hooks, &flowtables, |d| d == "lan3");
         assert_eq!(
             found.into_iter().collect::<Vec<_>>(),
             [
                 ("lan1".to_string(), HardwareOffload::Flowtable),
                 ("lan3".to_string(), HardwareOffload::TcFeature),
             ]
+        );
+        // A hardware flowtable on the bridge covers every port of it.
+        let on_bridge = [Flowtable {
+            name: "inet fw4 ft".into(),
+            devices: vec!["br-guest".into()],
+            hardware: true,
+        }];
+        let found = hardware_offload(&hooks, &on_bridge, |_| false);
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            [("eth1".to_string(), HardwareOffload::Flowtable)]
         );
     }
 
@@ -517,6 +541,7 @@ mod tests {
     fn the_loopback_device_has_no_tc_offload() {
         // A real ioctl on a device every namespace has.
         assert!(!hw_tc_offload("lo").unwrap());
+        assert_eq!(feature_active("lo", "no-such-feature").unwrap(), None);
         assert!(hw_tc_offload("no-such-device0").is_err());
     }
 }

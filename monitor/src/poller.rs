@@ -106,13 +106,13 @@ pub fn run(
         }
         let due = neighbours_read.is_none_or(|t| t.elapsed() >= NEIGHBOUR_REFRESH);
         if due {
-            let devices: Vec<String> = hooks
+            let attached: Vec<(String, String)> = hooks
                 .attachments()
                 .into_iter()
                 .filter(|a| a.mode.is_some())
-                .map(|a| a.interface)
+                .map(|a| (a.interface, a.lan))
                 .collect();
-            let found = offload.check(&devices);
+            let found = offload.check(&attached);
             shared.write().expect("state lock").hardware_offload = found;
         }
         let neighbours = if due {

@@ -232,9 +232,15 @@ pub fn run_agent_to_exit(lab: &Lab, args: &[&str], timeout: Duration) -> Output 
 pub fn attached_programs(ns: &str, interface: &str) -> Vec<String> {
     use aya::programs::{SchedClassifier, TcAttachType};
     let interface_owned = interface.to_owned();
+    // Kernels before 6.6 have no TCX to ask about: only clsact filters.
+    let tcx = kernel_at_least(
+        &std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release"),
+        (6, 6),
+    );
     let mut names: Vec<String> = netns::run_in(ns, move || {
         [TcAttachType::Ingress, TcAttachType::Egress]
             .into_iter()
+            .filter(|_| tcx)
             .flat_map(|hook| {
                 let (_, programs) = SchedClassifier::query_tcx(&interface_owned, hook)
                     .unwrap_or_else(|e| panic!("query TCX programs of {interface_owned}: {e}"));
