@@ -280,15 +280,24 @@ fn ensure_busybox(cache: &Path) -> Result<PathBuf> {
 }
 
 /// A scratch directory for one guest's initramfs, removed when dropped.
+///
+/// It lives in the cache (`vm/run/<pid>-<nonce>`), and directories of processes that are gone
+/// (killed by SIGKILL, say, when no Drop runs) are removed by the next run.
 struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(markers: &Markers) -> Result<Self> {
-        let dir = env::temp_dir().join(format!(
-            "egress-vm-{}-{}",
-            std::process::id(),
-            markers.nonce()
-        ));
+        let runs = cache_dir()?.join("run");
+        if let Ok(entries) = fs::read_dir(&runs) {
+            for entry in entries.filter_map(|e| e.ok()) {
+                let name = entry.file_name();
+                let pid = name.to_str().and_then(|n| n.split('-').next());
+                if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = runs.join(format!("{}-{}", std::process::id(), markers.nonce()));
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(Self(dir))
     }
