@@ -72,8 +72,29 @@ pub const DEFAULT: &[Entry<'static>] = &[
         flags: &[],
         hide_btf: false,
     },
-    // Software flow offload (nf_flow_table) and netdevsim's hardware offload: ignored on the
-    // host, whose kernel lacks both.
+    // The local prefixes from the first packet, and a prefix that becomes local later.
+    Entry {
+        binary: "local_prefixes",
+        tests: Tests::All,
+        flags: &[],
+        hide_btf: false,
+    },
+    // A bridge counted on its ports: bridged traffic, ports that leave, join, are re-created.
+    Entry {
+        binary: "bridge_ports",
+        tests: Tests::All,
+        flags: &[],
+        hide_btf: false,
+    },
+    // OpenWrt's br-lan.1 on a VLAN-filtering bridge: ignored on the host, which has no 802.1Q.
+    Entry {
+        binary: "bridge_vlan",
+        tests: Tests::All,
+        flags: &["--include-ignored"],
+        hide_btf: false,
+    },
+    // Software flow offload (nf_flow_table), both layouts, and the hardware offload check:
+    // the flowtable tests are ignored on the host, whose kernel lacks nf_flow_table.
     Entry {
         binary: "offload",
         tests: Tests::All,
