@@ -221,11 +221,18 @@ fn gro_super_packets_towards_devices_count_every_wire_packet() {
         "egress_monitor_kernel_frames_total",
         &[("direction", "ingress"), ("result", "counted")],
     );
-    assert!(
-        frames < w.tx_packets,
-        "GRO merged nothing ({frames} frames for {} packets): the test did not exercise it",
-        w.tx_packets
-    );
+    // GRO on a veth without XDP needs the NAPI mode of Linux 5.13; before it every packet
+    // arrives alone, and the exact count above is all there is to check.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("kernel release");
+    if egress_lab::agent::kernel_at_least(&release, (5, 13)) {
+        assert!(
+            frames < w.tx_packets,
+            "GRO merged nothing ({frames} frames for {} packets): the test did not exercise it",
+            w.tx_packets
+        );
+    } else {
+        assert_eq!(frames, w.tx_packets, "no GRO on veth before 5.13");
+    }
 }
 
 /// Sends one UDP datagram from `ns` to `to`; broadcast allowed; link-local scope from eth0.
@@ -422,13 +429,19 @@ fn a_restarted_agent_starts_clean_and_a_stopped_one_leaves_nothing_attached() {
     udp_send(&phone.ns, to, 100, 3);
     let s = agent.settled();
     assert_eq!(device_total(&s, "phone", "egress"), (3 * 128, 3));
-    // Even SIGKILL leaves nothing behind: TCX links die with the process.
+    // TCX links die with the process, so even SIGKILL leaves nothing behind. clsact filters
+    // (kernels before 6.6) outlive it, and the next agent replaces them by name (see the
+    // clsact test).
     agent.child().kill();
     let left = attached_programs(&lab);
-    assert!(
-        left.is_empty(),
-        "programs left attached after SIGKILL: {left:?}"
-    );
+    if mode == "tcx" {
+        assert!(
+            left.is_empty(),
+            "programs left attached after SIGKILL: {left:?}"
+        );
+    } else {
+        assert_eq!(left, on_every_port(&lab), "clsact filters outlive SIGKILL");
+    }
 }
 
 #[test]
