@@ -409,6 +409,48 @@ impl Scrape {
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         self.matching(name, labels).map(|s| s.value as u64).sum()
     }
+
+    /// (bytes, packets) of a device in a direction (`egress_device_*_total`).
+    pub fn device_total(&self, device: &str, direction: &str) -> (u64, u64) {
+        let labels = [("device", device), ("direction", direction)];
+        (
+            self.count("egress_device_bytes_total", &labels),
+            self.count("egress_device_packets_total", &labels),
+        )
+    }
+
+    /// (bytes, packets) between a device and a destination (`egress_destination_*_total`).
+    pub fn destination(&self, device: &str, direction: &str, destination: &str) -> (u64, u64) {
+        let labels = [
+            ("device", device),
+            ("direction", direction),
+            ("destination", destination),
+        ];
+        (
+            self.count("egress_destination_bytes_total", &labels),
+            self.count("egress_destination_packets_total", &labels),
+        )
+    }
+
+    /// Asserts that `device`'s traffic with `server` is, both ways, exactly what the WAN end of
+    /// the uplink counted for that server.
+    pub fn assert_matches_wan(&self, device: &str, server: std::net::IpAddr, wan: crate::WanCount) {
+        let dest = server.to_string();
+        assert!(
+            wan.rx_packets > 0 && wan.tx_packets > 0,
+            "{server}: traffic crossed the uplink both ways"
+        );
+        assert_eq!(
+            self.destination(device, "egress", &dest),
+            (wan.rx_bytes, wan.rx_packets),
+            "{device} -> {server}: egress equals what arrived at the server"
+        );
+        assert_eq!(
+            self.destination(device, "ingress", &dest),
+            (wan.tx_bytes, wan.tx_packets),
+            "{device} <- {server}: ingress equals what the server sent"
+        );
+    }
 }
 
 fn parse_sample(line: &str) -> Option<Sample> {

@@ -19,26 +19,6 @@ const DEVICES_CONFIG: &str = r#"
 "00:16:3e:00:00:02" = { name = "laptop" }
 "#;
 
-fn dest_bytes(s: &Scrape, device: &str, direction: &str, destination: &str) -> (u64, u64) {
-    let labels = [
-        ("device", device),
-        ("direction", direction),
-        ("destination", destination),
-    ];
-    (
-        s.count("egress_destination_bytes_total", &labels),
-        s.count("egress_destination_packets_total", &labels),
-    )
-}
-
-fn device_total(s: &Scrape, device: &str, direction: &str) -> (u64, u64) {
-    let labels = [("device", device), ("direction", direction)];
-    (
-        s.count("egress_device_bytes_total", &labels),
-        s.count("egress_device_packets_total", &labels),
-    )
-}
-
 /// Per device and direction, the destinations (unattributed included) sum to the total.
 fn assert_sums_add_up(s: &Scrape) {
     for total in s.matching("egress_device_bytes_total", &[]) {
@@ -120,22 +100,22 @@ fn udp_and_tcp_are_counted_exactly_per_device_destination_and_direction() {
     let expect_phone_v4 = (20 * udp_ip_bytes(true, 200), 20);
     let expect_phone_v6 = (15 * udp_ip_bytes(false, 300), 15);
     assert_eq!(
-        dest_bytes(&s, "phone", "egress", &v4.to_string()),
+        s.destination("phone", "egress", &v4.to_string()),
         expect_phone_v4
     );
     assert_eq!(
-        dest_bytes(&s, "phone", "egress", &v6.to_string()),
+        s.destination("phone", "egress", &v6.to_string()),
         expect_phone_v6
     );
     assert_eq!(
-        device_total(&s, "phone", "egress"),
+        s.device_total("phone", "egress"),
         (expect_phone_v4.0 + expect_phone_v6.0, 35),
         "the phone's total is its two destinations"
     );
     // The camera has no configured name: its MAC is its name.
     let camera_name = camera.mac_string();
     assert_eq!(
-        dest_bytes(&s, &camera_name, "egress", &camera_udp.to_string()),
+        s.destination(&camera_name, "egress", &camera_udp.to_string()),
         (7 * udp_ip_bytes(true, 1000), 7)
     );
     // Independent count: nftables at the WAN end saw the same.
@@ -147,21 +127,7 @@ fn udp_and_tcp_are_counted_exactly_per_device_destination_and_direction() {
         ("laptop", down_v6),
         (camera_name.as_str(), camera_up_v6),
     ] {
-        let w = wan[&server];
-        assert!(
-            w.rx_packets > 0 && w.tx_packets > 0,
-            "{server}: TCP crossed the uplink"
-        );
-        assert_eq!(
-            dest_bytes(&s, device, "egress", &server.to_string()),
-            (w.rx_bytes, w.rx_packets),
-            "{device} -> {server}: egress equals what arrived at the server"
-        );
-        assert_eq!(
-            dest_bytes(&s, device, "ingress", &server.to_string()),
-            (w.tx_bytes, w.tx_packets),
-            "{device} <- {server}: ingress equals what the server sent"
-        );
+        s.assert_matches_wan(device, server, wan[&server]);
     }
     // The uploads left the devices as TSO super-packets: fewer frames than packets, and still
     // exact above, so the GSO arithmetic was exercised for real.
@@ -213,7 +179,7 @@ fn gro_super_packets_towards_devices_count_every_wire_packet() {
     let s = agent.settled();
     let w = lab.wan_count(from);
     assert_eq!(
-        dest_bytes(&s, "laptop", "ingress", &from.to_string()),
+        s.destination("laptop", "ingress", &from.to_string()),
         (w.tx_bytes, w.tx_packets),
         "ingress equals the wire packets the server sent"
     );
@@ -310,7 +276,7 @@ fn lan_router_multicast_and_broadcast_traffic_is_not_a_destination() {
     got.dedup();
     assert_eq!(got, expected, "only the world server is a destination");
     assert_eq!(
-        device_total(&s, "phone", "egress"),
+        s.device_total("phone", "egress"),
         (udp_ip_bytes(true, 100), 1),
         "local traffic is in no device total"
     );
@@ -350,12 +316,12 @@ fn a_tiny_flow_map_keeps_exact_device_totals_and_a_correct_unattributed() {
     scrapes.push(s.clone());
     let per_packet = udp_ip_bytes(true, 100);
     assert_eq!(
-        device_total(&s, "phone", "egress"),
+        s.device_total("phone", "egress"),
         (240 * per_packet, 240),
         "the device total is exact whatever the flow map evicted"
     );
     assert_sums_add_up(&s);
-    let (unattributed, _) = dest_bytes(&s, "phone", "egress", "unattributed");
+    let (unattributed, _) = s.destination("phone", "egress", "unattributed");
     assert!(
         unattributed > 0,
         "80 destinations in 16 entries: something was evicted"
@@ -365,7 +331,7 @@ fn a_tiny_flow_map_keeps_exact_device_totals_and_a_correct_unattributed() {
     for d in &destinations {
         let mut last = 0;
         for scrape in &scrapes {
-            let (bytes, _) = dest_bytes(scrape, "phone", "egress", &d.to_string());
+            let (bytes, _) = scrape.destination("phone", "egress", &d.to_string());
             assert!(bytes >= last, "{d}: counter went backwards");
             assert!(
                 bytes <= 3 * per_packet,
@@ -376,7 +342,7 @@ fn a_tiny_flow_map_keeps_exact_device_totals_and_a_correct_unattributed() {
     }
     let mut last = 0;
     for scrape in &scrapes {
-        let (bytes, _) = dest_bytes(scrape, "phone", "egress", "unattributed");
+        let (bytes, _) = scrape.destination("phone", "egress", "unattributed");
         assert!(bytes >= last, "unattributed went backwards");
         last = bytes;
     }
@@ -415,7 +381,7 @@ fn a_restarted_agent_starts_clean_and_a_stopped_one_leaves_nothing_attached() {
     );
     udp_send(&phone.ns, to, 100, 5);
     let s = agent.settled();
-    assert_eq!(device_total(&s, "phone", "egress"), (5 * 128, 5));
+    assert_eq!(s.device_total("phone", "egress"), (5 * 128, 5));
     let status = agent.stop();
     assert!(status.success(), "SIGTERM is a clean exit, got {status}");
     let left = attached_programs(&lab);
@@ -428,7 +394,7 @@ fn a_restarted_agent_starts_clean_and_a_stopped_one_leaves_nothing_attached() {
     let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
     udp_send(&phone.ns, to, 100, 3);
     let s = agent.settled();
-    assert_eq!(device_total(&s, "phone", "egress"), (3 * 128, 3));
+    assert_eq!(s.device_total("phone", "egress"), (3 * 128, 3));
     // TCX links die with the process, so even SIGKILL leaves nothing behind. clsact filters
     // (kernels before 6.6) outlive it, and the next agent replaces them by name (see the
     // clsact test).
@@ -464,7 +430,7 @@ fn clsact_mode_counts_exactly_and_replaces_the_filters_a_killed_agent_left() {
     udp_send(&phone.ns, to, 100, 4);
     let s = agent.settled();
     assert_eq!(
-        device_total(&s, "phone", "egress"),
+        s.device_total("phone", "egress"),
         (4 * udp_ip_bytes(false, 100), 4)
     );
     // Unlike a TCX link, a clsact filter outlives a killed process.
@@ -490,7 +456,7 @@ fn clsact_mode_counts_exactly_and_replaces_the_filters_a_killed_agent_left() {
     udp_send(&phone.ns, to, 100, 2);
     let s = agent.settled();
     assert_eq!(
-        device_total(&s, "phone", "egress"),
+        s.device_total("phone", "egress"),
         (2 * udp_ip_bytes(false, 100), 2)
     );
     assert!(agent.stop().success());
@@ -517,7 +483,7 @@ fn a_rebuilt_bridge_is_attached_again_and_counting_goes_on() {
     udp_send(&phone.ns, to, 100, 3);
     let s = agent.settled();
     assert_eq!(
-        device_total(&s, "phone", "egress"),
+        s.device_total("phone", "egress"),
         (5 * 128, 5),
         "before and after the restart, nothing lost or doubled"
     );
@@ -569,10 +535,10 @@ fn a_device_contacting_countless_hosts_keeps_a_bounded_number_of_series() {
         "{listed} destinations listed, the limit is 16"
     );
     assert_eq!(
-        device_total(&s, "phone", "egress"),
+        s.device_total("phone", "egress"),
         (96 * udp_ip_bytes(true, 100), 96),
         "the total stays exact"
     );
-    assert!(dest_bytes(&s, "phone", "egress", "unattributed").0 >= 80 * 128);
+    assert!(s.destination("phone", "egress", "unattributed").0 >= 80 * 128);
     assert_sums_add_up(&s);
 }

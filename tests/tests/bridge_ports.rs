@@ -20,14 +20,6 @@ const DEVICES_CONFIG: &str = r#"
 "00:16:3e:00:00:02" = "laptop"
 "#;
 
-fn device_total(s: &Scrape, device: &str, direction: &str) -> (u64, u64) {
-    let labels = [("device", device), ("direction", direction)];
-    (
-        s.count("egress_device_bytes_total", &labels),
-        s.count("egress_device_packets_total", &labels),
-    )
-}
-
 fn attached(s: &Scrape, port: &str) -> Option<f64> {
     s.value(
         "egress_monitor_interface_attached",
@@ -72,7 +64,7 @@ fn the_bridge_is_counted_on_its_ports_without_bridged_traffic() {
     udp_send(&phone.ns, v6, 200, 3);
     let s = agent.settled();
     assert_eq!(
-        device_total(&s, "phone", "egress"),
+        s.device_total("phone", "egress"),
         (
             4 * udp_ip_bytes(true, 100) + 3 * udp_ip_bytes(false, 200),
             7
@@ -80,7 +72,7 @@ fn the_bridge_is_counted_on_its_ports_without_bridged_traffic() {
         "once each, and nothing of the bridged traffic"
     );
     assert_eq!(
-        device_total(&s, "laptop", "ingress"),
+        s.device_total("laptop", "ingress"),
         (0, 0),
         "bridged traffic reaching the laptop is not from the world"
     );
@@ -119,7 +111,7 @@ fn ports_that_leave_join_or_are_recreated_are_followed() {
     );
     udp_send(&phone.ns, to, 100, 3);
     let s = agent.settled();
-    assert_eq!(device_total(&s, "phone", "egress"), (5 * 128, 5));
+    assert_eq!(s.device_total("phone", "egress"), (5 * 128, 5));
     assert_eq!(attached(&s, &port), Some(1.0));
 
     // A new port (a Wi-Fi interface coming up), deleted and re-created under its name: each

@@ -10,19 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use egress_lab::{
     LAN_BRIDGE, LAN_PREFIX_V4, LAN_PREFIX_V6, Lab, ROUTER_LAN_V4, ROUTER_LAN_V6, SERVERS_V4,
     SERVERS_V6, UDP_SINK_PORT,
-    agent::{Agent, Scrape, expected_lan_programs, lan_programs},
+    agent::{Agent, expected_lan_programs, lan_programs},
     ip_batch, udp_ip_bytes, udp_send,
 };
 
 const VLAN_IF: &str = "br-lan.1";
-
-fn device_total(s: &Scrape, device: &str, direction: &str) -> (u64, u64) {
-    let labels = [("device", device), ("direction", direction)];
-    (
-        s.count("egress_device_bytes_total", &labels),
-        s.count("egress_device_packets_total", &labels),
-    )
-}
 
 /// Turns the lab's plain bridge into OpenWrt's: VLAN filtering, ports untagged in VLAN 1, the
 /// bridge itself a tagged member, and the router's addresses moved to `br-lan.1`.
@@ -106,7 +98,7 @@ fn a_vlan_of_a_filtering_bridge_is_counted_on_the_ports_with_its_prefixes() {
     let s = agent.settled();
     let wan = lab.wan_counters();
     assert_eq!(
-        device_total(&s, "phone", "egress"),
+        s.device_total("phone", "egress"),
         (
             6 * udp_ip_bytes(true, 200) + 4 * udp_ip_bytes(false, 200),
             10
@@ -117,5 +109,5 @@ fn a_vlan_of_a_filtering_bridge_is_counted_on_the_ports_with_its_prefixes() {
         (6, 4),
         "the datagrams crossed the VLAN and the router"
     );
-    assert_eq!(device_total(&s, "laptop", "ingress"), (0, 0));
+    assert_eq!(s.device_total("laptop", "ingress"), (0, 0));
 }

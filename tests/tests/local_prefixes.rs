@@ -23,26 +23,6 @@ const DEVICES_CONFIG: &str = r#"
 "00:16:3e:00:00:01" = "phone"
 "#;
 
-fn device_egress(s: &Scrape) -> (u64, u64) {
-    let labels = [("device", "phone"), ("direction", "egress")];
-    (
-        s.count("egress_device_bytes_total", &labels),
-        s.count("egress_device_packets_total", &labels),
-    )
-}
-
-fn destination_egress(s: &Scrape, destination: &str) -> (u64, u64) {
-    let labels = [
-        ("device", "phone"),
-        ("direction", "egress"),
-        ("destination", destination),
-    ];
-    (
-        s.count("egress_destination_bytes_total", &labels),
-        s.count("egress_destination_packets_total", &labels),
-    )
-}
-
 /// Datagrams from the phone to `to`, one a millisecond, until `stop` or `limit` (bounded in
 /// count and time whatever the test does); the number sent is in `sent`.
 fn paced_sender(
@@ -94,17 +74,20 @@ fn traffic_to_the_router_while_the_agent_starts_is_never_a_destination() {
     );
     let s = agent.settled();
     assert_eq!(
-        destination_egress(&s, &ROUTER_LAN_V4.to_string()),
+        s.destination("phone", "egress", &ROUTER_LAN_V4.to_string()),
         (0, 0),
         "traffic to the router counted as a destination ({} datagrams sent while the agent started)",
         sent.load(Ordering::Relaxed)
     );
     assert_eq!(
-        device_egress(&s),
+        s.device_total("phone", "egress"),
         (udp_ip_bytes(true, 100), 1),
         "only the control datagram leaves the network"
     );
-    assert_eq!(destination_egress(&s, &world.to_string()), (128, 1));
+    assert_eq!(
+        s.destination("phone", "egress", &world.to_string()),
+        (128, 1)
+    );
 }
 
 #[test]
@@ -119,7 +102,10 @@ fn a_prefix_that_becomes_local_stops_counting_as_a_destination() {
     let first = udp_ip_bytes(true, 100) * 10;
     udp_send(&phone.ns, to, 100, 10);
     let s = agent.settled();
-    assert_eq!(destination_egress(&s, &target.to_string()), (first, 10));
+    assert_eq!(
+        s.destination("phone", "egress", &target.to_string()),
+        (first, 10)
+    );
     let v4_prefixes = |s: &Scrape| {
         s.value("egress_monitor_local_prefixes", &[("family", "ipv4")])
             .expect("local prefixes gauge") as u64
@@ -147,12 +133,12 @@ fn a_prefix_that_becomes_local_stops_counting_as_a_destination() {
     udp_send(&phone.ns, to, 100, 10);
     let s = agent.settled();
     assert_eq!(
-        destination_egress(&s, &target.to_string()),
+        s.destination("phone", "egress", &target.to_string()),
         (first, 10),
         "datagrams to a now-local address still counted as a destination"
     );
     assert_eq!(
-        device_egress(&s),
+        s.device_total("phone", "egress"),
         (first, 10),
         "the device total holds exactly what left the network"
     );

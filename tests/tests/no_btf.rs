@@ -34,17 +34,8 @@ fn without_kernel_btf_the_agent_loads_and_counts_exactly() {
         (v6, 10 * udp_ip_bytes(false, 300), 10),
         (tcp, wan.rx_bytes, wan.rx_packets),
     ] {
-        let destination = dest.to_string();
-        let labels = [
-            ("device", "phone"),
-            ("direction", "egress"),
-            ("destination", destination.as_str()),
-        ];
         assert_eq!(
-            (
-                s.count("egress_destination_bytes_total", &labels),
-                s.count("egress_destination_packets_total", &labels)
-            ),
+            s.destination("phone", "egress", &dest.to_string()),
             (bytes, packets),
             "phone -> {dest}"
         );

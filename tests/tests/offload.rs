@@ -16,9 +16,8 @@ use std::{
 
 use egress_lab::{
     LAN_BRIDGE, Lab, ROUTER_WAN_IF, SERVERS_V4, SERVERS_V6, TCP_SINK_PORT, TCP_SOURCE_PORT,
-    UDP_SINK_PORT,
-    agent::{Agent, Scrape},
-    exec_ok, exec_ok_stdin, tcp_download, tcp_upload, udp_ip_bytes, udp_send,
+    UDP_SINK_PORT, agent::Agent, exec_ok, exec_ok_stdin, tcp_download, tcp_upload, udp_ip_bytes,
+    udp_send,
 };
 
 const DEVICES_CONFIG: &str = r#"
@@ -62,27 +61,6 @@ fn slow_path_packets(lab: &Lab) -> u64 {
         .flatten()
         .filter_map(|expr| expr.get("counter")?.get("packets")?.as_u64())
         .sum()
-}
-
-fn dest(s: &Scrape, device: &str, direction: &str, server: IpAddr) -> (u64, u64) {
-    let destination = server.to_string();
-    let labels = [
-        ("device", device),
-        ("direction", direction),
-        ("destination", destination.as_str()),
-    ];
-    (
-        s.count("egress_destination_bytes_total", &labels),
-        s.count("egress_destination_packets_total", &labels),
-    )
-}
-
-fn device_total(s: &Scrape, device: &str, direction: &str) -> (u64, u64) {
-    let labels = [("device", device), ("direction", direction)];
-    (
-        s.count("egress_device_bytes_total", &labels),
-        s.count("egress_device_packets_total", &labels),
-    )
 }
 
 /// Where the flowtable hooks.
@@ -153,7 +131,11 @@ fn counts_exactly_through(on: FlowtableOn) {
     for (server, count) in [(udp_v4, 300), (udp_v6, 200)] {
         let payload = if server.is_ipv4() { 500 } else { 400 };
         let sent = (count * udp_ip_bytes(server.is_ipv4(), payload), count);
-        assert_eq!(dest(&s, "phone", "egress", server), sent, "UDP to {server}");
+        assert_eq!(
+            s.destination("phone", "egress", &server.to_string()),
+            sent,
+            "UDP to {server}"
+        );
         assert_eq!(
             (wan[&server].rx_bytes, wan[&server].rx_packets),
             sent,
@@ -161,33 +143,19 @@ fn counts_exactly_through(on: FlowtableOn) {
         );
     }
     for server in [up_v4, down_v4, down_v6] {
-        let w = wan[&server];
-        assert!(
-            w.rx_packets > 0 && w.tx_packets > 0,
-            "{server}: TCP crossed"
-        );
-        assert_eq!(
-            dest(&s, "laptop", "egress", server),
-            (w.rx_bytes, w.rx_packets),
-            "laptop -> {server}: egress equals what arrived at the server"
-        );
-        assert_eq!(
-            dest(&s, "laptop", "ingress", server),
-            (w.tx_bytes, w.tx_packets),
-            "laptop <- {server}: ingress equals what the server sent"
-        );
+        s.assert_matches_wan("laptop", server, wan[&server]);
     }
     // Nothing twice: the totals are exactly the destinations above.
     let laptop_up: u64 = [up_v4, down_v4, down_v6]
         .iter()
         .map(|&sv| wan[&sv].rx_bytes)
         .sum();
-    assert_eq!(device_total(&s, "laptop", "egress").0, laptop_up);
+    assert_eq!(s.device_total("laptop", "egress").0, laptop_up);
     let laptop_down: u64 = [up_v4, down_v4, down_v6]
         .iter()
         .map(|&sv| wan[&sv].tx_bytes)
         .sum();
-    assert_eq!(device_total(&s, "laptop", "ingress").0, laptop_down);
+    assert_eq!(s.device_total("laptop", "ingress").0, laptop_down);
     assert_eq!(
         s.sum("egress_monitor_hardware_offload", &[]),
         0,

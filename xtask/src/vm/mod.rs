@@ -369,6 +369,15 @@ impl GuestRun {
     fn failures(&self) -> Vec<&StepResult> {
         self.steps.iter().filter(|s| !s.ok()).collect()
     }
+
+    /// The failed steps, described and joined by commas.
+    fn failure_list(&self) -> String {
+        self.failures()
+            .iter()
+            .map(|s| s.describe_failure())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Runs the suite on each kernel of `options`, after building the test binaries; adds the
@@ -417,16 +426,7 @@ pub fn run_matrix(
         .iter()
         .filter_map(|run| match &run.outcome {
             Ok(guest) if guest.failures().is_empty() => None,
-            Ok(guest) => Some(format!(
-                "{} ({})",
-                run.name,
-                guest
-                    .failures()
-                    .iter()
-                    .map(|s| s.describe_failure())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            Ok(guest) => Some(format!("{} ({})", run.name, guest.failure_list())),
             Err(err) => Some(format!(
                 "{} (no result: {})",
                 run.name,
@@ -515,15 +515,7 @@ fn summary_line(run: &KernelRun) -> String {
             let verdict = if guest.failures().is_empty() {
                 "ok".to_owned()
             } else {
-                format!(
-                    "FAILED ({})",
-                    guest
-                        .failures()
-                        .iter()
-                        .map(|s| s.describe_failure())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
+                format!("FAILED ({})", guest.failure_list())
             };
             format!(
                 "vm {} ({}): {verdict}, boot {:.1}s, tests {:.1}s, {}",
