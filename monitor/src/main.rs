@@ -11,9 +11,14 @@ use monitor::{
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Colour only for a person at a terminal: journald and OpenWrt's logread would show the
+    // escape sequences as they are. NO_COLOR (no-color.org) turns it off there too.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(cli.log_filter()))
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     if let Some(Command::Baseline { action }) = &cli.command {
         let config = match Config::load_without_lan(cli.config.as_deref(), &cli.overrides()) {

@@ -280,3 +280,17 @@ fn a_full_device_map_is_counted_and_said_once() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert!((1..=cpus).contains(&times), "said {times} times");
 }
+
+#[test]
+fn a_log_that_is_not_a_terminal_has_no_colour_codes() {
+    // The agent's stderr is a pipe here, as under systemd or procd.
+    let lab = Lab::builder().devices(["phone"]).build();
+    let agent = egress_lab::agent::Agent::start(&lab, "", &[]);
+    let log = agent.log();
+    assert!(log.contains("attached"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape sequences in the log:\n{log:?}"
+    );
+    assert!(agent.stop().success());
+}
