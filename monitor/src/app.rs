@@ -51,6 +51,27 @@ pub enum RunError {
     },
     #[error("{0}")]
     Runtime(String),
+    #[error("the {thread} thread panicked: {message}")]
+    Panicked {
+        thread: &'static str,
+        message: String,
+    },
+}
+
+/// A thread that died by panicking, and what it said.
+#[derive(Debug)]
+pub struct ThreadPanic {
+    pub thread: &'static str,
+    pub message: String,
+}
+
+impl From<ThreadPanic> for RunError {
+    fn from(p: ThreadPanic) -> Self {
+        RunError::Panicked {
+            thread: p.thread,
+            message: p.message,
+        }
+    }
 }
 
 /// Runs the agent until SIGINT or SIGTERM. `config_path` and `overrides` are read again on
@@ -136,12 +157,18 @@ pub fn run(
         ),
         state_dir: config.state_dir.clone(),
     };
+    // Wakes the server when the poller ends for any reason, panics included.
+    let poller_ended = Arc::new(tokio::sync::Notify::new());
     let poller = {
         let shared = shared.clone();
         let self_metrics = metrics.self_metrics.clone();
+        let on_exit = OnExit(poller_ended.clone());
         std::thread::Builder::new()
             .name("poller".into())
-            .spawn(move || poller::run(loaded, poller_config, shared, self_metrics, stop_rx))
+            .spawn(move || {
+                let _on_exit = on_exit;
+                poller::run(loaded, poller_config, shared, self_metrics, stop_rx)
+            })
             .map_err(|e| RunError::Runtime(format!("cannot start the poller: {e}")))?
     };
 
@@ -153,19 +180,50 @@ pub fn run(
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tracing::info!(listen = %config.listen, "serving /metrics");
-        crate::server::serve(
-            listener,
-            metrics,
-            shared,
-            config.poll_interval,
-            shutdown_signal(reload_requested),
-        )
-        .await
+        let stop = async move {
+            tokio::select! {
+                () = shutdown_signal(reload_requested) => {}
+                () = poller_ended.notified() => {
+                    tracing::error!("the poller stopped: shutting down");
+                }
+            }
+        };
+        crate::server::serve(listener, metrics, shared, config.poll_interval, stop).await
     });
+    // Blocking renders still running are not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     // Stop the poller whatever happened to the server: it owns the links and detaches them.
     let _ = stop_tx.send(());
-    let _ = poller.join();
+    let polled = match poller.join() {
+        Ok(result) => result.map_err(RunError::from),
+        Err(payload) => Err(RunError::Panicked {
+            thread: "poller",
+            message: panic_message(payload.as_ref()),
+        }),
+    };
+    polled?;
     served.map_err(|e| RunError::Runtime(format!("HTTP server failed: {e}")))
+}
+
+/// Notifies when dropped: at the end of the thread that owns it, also when it unwinds.
+struct OnExit(Arc<tokio::sync::Notify>);
+
+impl Drop for OnExit {
+    fn drop(&mut self) {
+        // A stored permit: the server may not be waiting yet.
+        self.0.notify_one();
+    }
+}
+
+/// The text a panic was raised with.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".to_owned()
+    }
 }
 
 /// Completes on SIGINT or SIGTERM. SIGHUP asks the poller to read the configuration again.

@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod device_totals;
 pub mod devices;
+pub mod fault;
 pub mod hooks;
 pub mod ledger;
 pub mod loader;

@@ -44,14 +44,14 @@ pub struct PollerConfig {
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
 
 /// Polls until `stop` receives (or its sender is dropped), then drops `loaded`, which detaches
-/// the programs.
+/// the programs. Fails when the sniff thread died: the agent must not go on half blind.
 pub fn run(
     loaded: Loaded,
     mut config: PollerConfig,
     shared: Shared,
     metrics: SelfMetrics,
     stop: mpsc::Receiver<()>,
-) {
+) -> Result<(), crate::app::ThreadPanic> {
     let Loaded {
         mut ebpf,
         maps,
@@ -91,6 +91,10 @@ pub fn run(
     let mut next = Instant::now();
     loop {
         let started = Instant::now();
+        crate::fault::panic_if_requested("poller");
+        if sniffer.is_finished() {
+            break;
+        }
         if let Some(log) = kernel_log.as_mut() {
             log.flush();
         }
@@ -196,11 +200,17 @@ pub fn run(
     // What changed since the last write, so a restart loses nothing learned.
     let _ = crate::state::save(&shared, &config.state_dir, true);
     sniff_stop.store(true, Ordering::Relaxed);
-    let _ = sniffer.join();
+    let sniffed = sniffer
+        .join()
+        .map_err(|payload| crate::app::panic_message(payload.as_ref()));
     drop(kernel_log);
     drop(hooks);
     drop(ebpf);
     tracing::info!("detached from the LAN interfaces");
+    sniffed.map_err(|message| crate::app::ThreadPanic {
+        thread: "sniff",
+        message,
+    })
 }
 
 /// Settles one poll's reading into the state: bytes read now are labelled with the names

@@ -2,11 +2,24 @@
 //! (`/api/devices`, `/api/devices/{mac}/destinations`).
 //!
 //! Handlers only render what the poller already published: no syscall on the scrape path.
+//!
+//! Connections are served by our own loop around hyper, so that no client can hold the agent:
+//! a request's headers must arrive within [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`]
+//! are open at once (the next waits in the listen backlog), and a stop closes every connection
+//! after [`SHUTDOWN_GRACE`] whatever the clients do.
 
 use std::{
     future::Future,
+    sync::Arc,
     time::{Duration, SystemTime},
 };
+
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{sync::Semaphore, task::JoinSet};
 
 use axum::{
     Router,
@@ -26,7 +39,16 @@ struct AppState {
     stale_after: Duration,
 }
 
-/// Serves until `shutdown` completes.
+/// How long a client may take to send a request's headers (also the idle time allowed on a
+/// kept-alive connection before its next request).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; Prometheus needs one.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a stop lets requests in flight finish before it closes their connections.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves until `shutdown` completes, then lets requests in flight finish for at most
+/// [`SHUTDOWN_GRACE`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: SharedMetrics,
@@ -46,9 +68,60 @@ pub async fn serve(
         .route("/api/devices/{mac}/destinations", get(api_destinations))
         .route("/", get(index))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let mut closing = closing_rx.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = closing.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    let _ = closing_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            open = connections.len(),
+            "closing connections whose clients did not finish within the grace period"
+        );
+        connections.abort_all();
+    }
+    Ok(())
 }
 
 async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {

@@ -25,6 +25,7 @@ const WAKE: Duration = Duration::from_millis(200);
 pub fn run(mut ring: RingBuf<MapData>, shared: Shared, stop: Arc<AtomicBool>) {
     let fd = ring.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
+        crate::fault::panic_if_requested("sniff");
         let mut pollfd = libc::pollfd {
             fd,
             events: libc::POLLIN,

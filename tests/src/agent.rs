@@ -200,9 +200,19 @@ impl Drop for Agent {
 /// Runs the agent to completion in the router namespace (for runs that must fail), with a
 /// timeout after which it is killed. Returns its output.
 pub fn run_agent_to_exit(lab: &Lab, args: &[&str], timeout: Duration) -> Output {
+    run_agent_to_exit_with_env(lab, args, &[], timeout)
+}
+
+/// [`run_agent_to_exit`] with extra environment variables for the agent.
+pub fn run_agent_to_exit_with_env(
+    lab: &Lab,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Output {
     let binary = agent_binary();
     let mut cmd = netns::command(lab.router_ns(), binary.to_str().expect("UTF-8 path"));
-    cmd.args(args);
+    cmd.args(args).envs(env.iter().copied());
     // Never the host's /var/lib: every agent a test starts keeps its state in the lab.
     if !args.contains(&"--state-dir") {
         cmd.arg("--state-dir").arg(state_dir(lab));
