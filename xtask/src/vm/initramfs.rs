@@ -48,6 +48,30 @@ pub struct Guest<'a> {
     /// directory. Not busybox's sh: that one runs its own applets (its `ip`, which cannot
     /// make veth pairs) before the host's programs on PATH.
     pub payload: String,
+    /// Host directories the guest must see as they are (the workspace, the target directory),
+    /// also where the guest mounts a fresh tmpfs: a checkout under /tmp is bind-mounted back.
+    pub host_dirs: Vec<PathBuf>,
+}
+
+/// The guest's fresh tmpfs mounts, which hide what the host has at those paths.
+const GUEST_TMPFS: [&str; 3] = ["/tmp", "/run", "/dev/shm"];
+
+/// Those of `dirs` that a guest tmpfs would hide, without ones inside another listed.
+fn hidden_by_guest_tmpfs(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut hidden: Vec<PathBuf> = dirs
+        .iter()
+        .filter(|d| {
+            GUEST_TMPFS
+                .iter()
+                .any(|t| d.starts_with(t) && d.as_path() != Path::new(t))
+        })
+        .cloned()
+        .collect();
+    hidden.sort();
+    hidden.dedup();
+    let all = hidden.clone();
+    hidden.retain(|d| !all.iter().any(|other| other != d && d.starts_with(other)));
+    hidden
 }
 
 /// Writes the initramfs for `guest` to `path`.
@@ -75,6 +99,7 @@ pub fn write(guest: &Guest, path: &Path) -> Result<()> {
         &guest.kernel.modules_dir(),
         &guest.kernel.release,
         guest.markers,
+        &guest.host_dirs,
     );
     cpio.file("init", 0o755, init.as_bytes());
     cpio.file(
@@ -138,7 +163,13 @@ where
 }
 
 /// The initramfs's /init.
-fn init_script(modules: &[String], modules_dir: &Path, release: &str, markers: &Markers) -> String {
+fn init_script(
+    modules: &[String],
+    modules_dir: &Path,
+    release: &str,
+    markers: &Markers,
+    host_dirs: &[PathBuf],
+) -> String {
     let mut s = String::new();
     let mut line = |text: String| {
         s.push_str(&text);
@@ -248,6 +279,17 @@ fn init_script(modules: &[String], modules_dir: &Path, release: &str, markers: &
         } else {
             line(format!("{cmd} || fail \"cannot mount {fs} at /{dir}\""));
         }
+    }
+    // A workspace under /tmp (a CI clone, say) would be hidden by the guest's own /tmp.
+    for dir in hidden_by_guest_tmpfs(host_dirs) {
+        let target = format!("{NEWROOT}{}", dir.display());
+        let source = format!("/lower{}", dir.display());
+        line(format!(
+            "{} && {} || fail \"cannot bind-mount {} from the host\"",
+            sh_line("$B", ["mkdir", "-p", &target]),
+            sh_line("$B", ["mount", "--bind", &source, &target]),
+            dir.display()
+        ));
     }
     line(format!("$B mkdir -p {NEWROOT}{GUEST_DIR}"));
     line(format!(
@@ -447,6 +489,23 @@ mod tests {
     }
 
     #[test]
+    fn only_directories_a_guest_tmpfs_hides_are_bound_again() {
+        let dirs = [
+            "/tmp/ci-clone",
+            "/tmp/ci-clone/target/debug",
+            "/work/main",
+            "/run/x",
+            "/tmp",
+            "/tmpfoo/y",
+        ]
+        .map(PathBuf::from);
+        assert_eq!(
+            hidden_by_guest_tmpfs(&dirs),
+            [PathBuf::from("/run/x"), PathBuf::from("/tmp/ci-clone")]
+        );
+    }
+
+    #[test]
     fn init_loads_modules_in_order_and_switches_root() {
         let markers = Markers::with_nonce("feedf00d");
         let init = init_script(
@@ -454,7 +513,16 @@ mod tests {
             Path::new("/cache/vm/kernels/6.12.1+deb12-amd64/lib/modules/6.12.1+deb12-amd64"),
             "6.12.1+deb12-amd64",
             &markers,
+            &[PathBuf::from("/tmp/ci/clone"), PathBuf::from("/work/main")],
         );
+        assert!(
+            init.contains(
+                "$B mkdir -p /newroot/tmp/ci/clone && $B mount --bind /lower/tmp/ci/clone \
+                 /newroot/tmp/ci/clone || fail"
+            ),
+            "{init}"
+        );
+        assert!(!init.contains("/newroot/work/main"), "{init}");
         let netfs = init.find("insmod /modules/netfs.ko").unwrap();
         let p9 = init.find("insmod /modules/9pnet.ko").unwrap();
         let mount9p = init.find("-t 9p").unwrap();

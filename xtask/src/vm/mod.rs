@@ -309,6 +309,19 @@ impl Drop for Scratch {
     }
 }
 
+/// The host directories the guest runs from: the workspace, and the target directory that holds
+/// xtask, the agent and the test binaries (elsewhere with `CARGO_TARGET_DIR`).
+fn host_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![crate::cmd::workspace_root().to_owned()];
+    if let Some(target) = env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.to_owned()))
+    {
+        dirs.push(target);
+    }
+    dirs
+}
+
 /// Boots `kernel` with `payload` and returns its console.
 fn boot(
     kernel: &Extracted,
@@ -326,6 +339,7 @@ fn boot(
             markers,
             payload_timeout: options.payload_timeout(),
             payload,
+            host_dirs: host_dirs(),
         },
         &initrd,
     )
