@@ -263,12 +263,40 @@ fn lease_mac(lease: &Lease, neighbours: &HashMap<MacAddr, BTreeSet<IpAddr>>) -> 
 const LEASE_FILE_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 fn read_leases(path: &Path, format: crate::config::LeaseFormat) -> std::io::Result<leases::Leases> {
-    use std::io::Read;
+    use std::{io::Read, os::unix::fs::OpenOptionsExt as _};
+    // O_NONBLOCK: opening a FIFO (or a device) would otherwise wait for a writer, and the
+    // agent with it. The opened file must then be a regular one; a read of a regular file
+    // ignores the flag.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a regular file ({})", describe_file_type(kind)),
+        ));
+    }
     let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(LEASE_FILE_MAX_BYTES)
-        .read_to_string(&mut text)?;
+    file.take(LEASE_FILE_MAX_BYTES).read_to_string(&mut text)?;
     Ok(leases::parse(format, &text))
+}
+
+/// What a non-regular file is, for an error message.
+fn describe_file_type(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
 }
 
 #[cfg(test)]
@@ -280,6 +308,23 @@ mod tests {
 
     const PHONE: MacAddr = MacAddr([0, 0x16, 0x3e, 0, 0, 1]);
     const LAPTOP: MacAddr = MacAddr([0, 0x16, 0x3e, 0, 0, 2]);
+
+    #[test]
+    fn a_fifo_or_a_directory_is_an_error_not_a_hang() {
+        let dir = std::env::temp_dir().join(format!("egress-devices-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("leases.fifo");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let err = read_leases(&fifo, LeaseFormat::Dnsmasq).unwrap_err();
+        assert!(
+            err.to_string().contains("not a regular file (a FIFO)"),
+            "{err}"
+        );
+        let err = read_leases(&dir, LeaseFormat::Dnsmasq).unwrap_err();
+        assert!(err.to_string().contains("a directory"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn temp_file(name: &str, text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("egress-devices-{}", std::process::id()));

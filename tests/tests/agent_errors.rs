@@ -294,3 +294,34 @@ fn a_log_that_is_not_a_terminal_has_no_colour_codes() {
     );
     assert!(agent.stop().success());
 }
+
+#[test]
+fn a_lease_file_that_is_a_fifo_is_an_error_not_a_hang() {
+    // Opening a FIFO for reading waits for a writer: the agent must not.
+    let lab = Lab::builder().devices(["phone"]).build();
+    let fifo = lab.scratch_dir().join("leases.fifo");
+    let path = std::ffi::CString::new(fifo.to_str().expect("UTF-8 path")).expect("no NUL");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let config = format!(
+        "[[leases]]\nformat = \"dnsmasq\"\npath = \"{}\"\n",
+        fifo.display()
+    );
+    let agent = egress_lab::agent::Agent::start(&lab, &config, &[]);
+    agent.wait_polls(2);
+    assert!(matches!(agent.get("/healthz"), Some((200, _))));
+    let s = agent.scrape();
+    let errors = s.count(
+        "egress_monitor_lease_file_read_errors_total",
+        &[("path", fifo.to_str().expect("UTF-8"))],
+    );
+    assert!(errors >= 1, "no read error counted for the FIFO");
+    assert!(
+        agent.log().contains("not a regular file (a FIFO)"),
+        "{}",
+        agent.log()
+    );
+    let started = std::time::Instant::now();
+    let status = agent.child().terminate(Duration::from_secs(5));
+    assert!(status.success(), "SIGTERM took {:?}", started.elapsed());
+}
