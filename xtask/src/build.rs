@@ -76,24 +76,49 @@ pub fn build_agent(toolchain: &Toolchain, release: bool) -> Result<PathBuf> {
     executable.with_context(|| format!("`{shown}` reported no `{AGENT_BIN}` executable"))
 }
 
-/// One line of `cargo build --message-format=json`; only artifacts matter here.
+/// A `compiler-artifact` line of cargo's `--message-format=json`: what the build and the VM
+/// suite read from it.
 #[derive(Deserialize)]
-struct Message {
-    reason: String,
-    target: Option<Target>,
-    executable: Option<PathBuf>,
+pub struct Artifact {
+    pub target: ArtifactTarget,
+    #[serde(default)]
+    pub profile: ArtifactProfile,
+    pub executable: Option<PathBuf>,
+    pub manifest_path: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
-struct Target {
-    name: String,
+pub struct ArtifactTarget {
+    pub name: String,
+    #[serde(default)]
+    pub kind: Vec<String>,
+}
+
+#[derive(Default, Deserialize)]
+pub struct ArtifactProfile {
+    /// Built with the test harness (`cargo test`).
+    #[serde(default)]
+    pub test: bool,
+}
+
+/// The artifact `line` announces; None for any other line.
+pub fn artifact(line: &str) -> Option<Artifact> {
+    #[derive(Deserialize)]
+    struct Reason {
+        reason: String,
+    }
+    let reason: Reason = serde_json::from_str(line).ok()?;
+    if reason.reason != "compiler-artifact" {
+        return None;
+    }
+    serde_json::from_str(line).ok()
 }
 
 /// The agent binary's path if `line` is the compiler-artifact message for it.
 fn agent_executable(line: &str) -> Option<PathBuf> {
-    let message: Message = serde_json::from_str(line).ok()?;
-    if message.reason == "compiler-artifact" && message.target?.name == AGENT_BIN {
-        message.executable
+    let artifact = artifact(line)?;
+    if artifact.target.name == AGENT_BIN {
+        artifact.executable
     } else {
         None
     }

@@ -13,7 +13,6 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use serde::Deserialize;
 
 use super::{console::Markers, initramfs::sh_line};
 use crate::{
@@ -178,40 +177,17 @@ pub fn build(toolchain: &Toolchain, agent: &Path) -> Result<Vec<TestBinary>> {
     Ok(binaries)
 }
 
-#[derive(Deserialize)]
-struct Message {
-    reason: String,
-    target: Option<Target>,
-    profile: Option<Profile>,
-    executable: Option<PathBuf>,
-    manifest_path: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-struct Target {
-    name: String,
-    kind: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct Profile {
-    test: bool,
-}
-
 /// The integration test binary (target kind `test`) that a cargo JSON line announces, if any.
 fn test_binary(line: &str) -> Option<TestBinary> {
-    let message: Message = serde_json::from_str(line).ok()?;
-    let target = message.target?;
-    let is_test = message.reason == "compiler-artifact"
-        && message.profile.is_some_and(|p| p.test)
-        && target.kind.iter().any(|k| k == "test");
+    let artifact = crate::build::artifact(line)?;
+    let is_test = artifact.profile.test && artifact.target.kind.iter().any(|k| k == "test");
     if !is_test {
         return None;
     }
     Some(TestBinary {
-        name: target.name,
-        executable: message.executable?,
-        dir: message.manifest_path?.parent()?.to_owned(),
+        name: artifact.target.name,
+        executable: artifact.executable?,
+        dir: artifact.manifest_path?.parent()?.to_owned(),
     })
 }
 
