@@ -135,8 +135,8 @@ pub enum BaselineAction {
 
 impl BaselineAction {
     /// The request to the agent.
-    pub fn request(&self) -> crate::baseline::Request {
-        use crate::baseline::Request;
+    pub fn request(&self) -> crate::persist::baseline::Request {
+        use crate::persist::baseline::Request;
         match self.clone() {
             BaselineAction::Show { device } => Request::Show { device },
             BaselineAction::Accept {
@@ -347,7 +347,7 @@ mod tests {
         };
         assert_eq!(
             action.request(),
-            crate::baseline::Request::Accept {
+            crate::persist::baseline::Request::Accept {
                 device: "camera".into(),
                 destination: "vendor.example".into()
             }

@@ -50,7 +50,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::mac::MacAddr;
+use crate::types::MacAddr;
 
 mod policy;
 pub use policy::{

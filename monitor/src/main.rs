@@ -4,9 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use monitor::{
-    app, baseline,
     cli::{Cli, Command},
     config::Config,
+    persist::baseline,
+    runtime as app,
 };
 
 fn main() -> ExitCode {

@@ -12,7 +12,7 @@ use egress_lab::{
     frames::{frame, ipv4_tcp, ipv4_udp, ipv6_hbh_tcp, ipv6_udp, with_tags},
     require_root,
 };
-use monitor::loader::{self, MapSizes};
+use monitor::kernel::loader::{self, MapSizes};
 use monitor_common::{
     Counters, DEVICE_SLOTS_MAP, DEVICE_TOTALS_MAP, DEVICES_MAP, DIRECTION_EGRESS,
     DIRECTION_INGRESS, DeviceKey, FAMILY_V4, FAMILY_V6, FLOWS_MAP, FlowKey, FlowValue, KernelStats,
@@ -48,7 +48,7 @@ impl Kernel {
             sniff_ring_bytes: ring_bytes,
         })
         .expect("load the eBPF object");
-        for name in [loader::PROGRAM_EGRESS, loader::PROGRAM_INGRESS] {
+        for name in [loader::PROGRAM_LAN_INGRESS, loader::PROGRAM_LAN_EGRESS] {
             loader::load_program(&mut ebpf, name).expect("load program");
         }
         Self { ebpf }
@@ -86,11 +86,11 @@ impl Kernel {
     }
 
     fn egress(&mut self, frame: &[u8]) -> u32 {
-        self.run(loader::PROGRAM_EGRESS, frame, 0)
+        self.run(loader::PROGRAM_LAN_INGRESS, frame, 0)
     }
 
     fn ingress(&mut self, frame: &[u8]) -> u32 {
-        self.run(loader::PROGRAM_INGRESS, frame, 0)
+        self.run(loader::PROGRAM_LAN_EGRESS, frame, 0)
     }
 
     /// Every record waiting in the sniff ring buffer: header and captured payload.
@@ -316,7 +316,7 @@ fn gso_super_packets_count_every_segment_and_its_headers() {
     // on the wire, 4 packets of 20 + 32 + 800 bytes. (BPF_PROG_TEST_RUN takes frames up to
     // about 3.7 KB, hence the small segments.)
     let v4 = up_v4(&ipv4_tcp(PHONE_V4, SERVER_V4, 32, 3200));
-    assert_eq!(k.run(loader::PROGRAM_EGRESS, &v4, 4), PASS);
+    assert_eq!(k.run(loader::PROGRAM_LAN_INGRESS, &v4, 4), PASS);
     assert_counts(
         k.flow(DIRECTION_EGRESS, SERVER_V4.into()),
         4 * 852,
@@ -325,7 +325,7 @@ fn gso_super_packets_count_every_segment_and_its_headers() {
     );
     // IPv6 with a hop-by-hop header, 3 segments of 40 + 8 + 20 + 500.
     let v6 = up_v6(&ipv6_hbh_tcp(PHONE_V6, SERVER_V6, 20, 1500));
-    assert_eq!(k.run(loader::PROGRAM_EGRESS, &v6, 3), PASS);
+    assert_eq!(k.run(loader::PROGRAM_LAN_INGRESS, &v6, 3), PASS);
     assert_counts(
         k.flow(DIRECTION_EGRESS, SERVER_V6.into()),
         3 * 568,
@@ -334,7 +334,7 @@ fn gso_super_packets_count_every_segment_and_its_headers() {
     );
     // UDP GSO: 8-byte UDP header in every segment; 5 x (20 + 8 + 200).
     let udp = up_v4(&ipv4_udp(PHONE_V4, Ipv4Addr::new(192, 0, 2, 20), 0, 1000));
-    assert_eq!(k.run(loader::PROGRAM_EGRESS, &udp, 5), PASS);
+    assert_eq!(k.run(loader::PROGRAM_LAN_INGRESS, &udp, 5), PASS);
     assert_counts(
         k.flow(DIRECTION_EGRESS, Ipv4Addr::new(192, 0, 2, 20).into()),
         5 * 228,

@@ -1,4 +1,4 @@
-//! `monitor::neighbours::dump` against real neighbour tables: two namespaces joined by a veth
+//! `monitor::kernel::neighbours::dump` against real neighbour tables: two namespaces joined by a veth
 //! pair, with static entries and entries learned by a ping, each side dumped from inside.
 //!
 //! Needs root, like every lab test; without it, it fails saying so.
@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use egress_lab::netns::{self, Namespaces};
 use egress_lab::ping;
-use monitor::mac::MacAddr;
-use monitor::neighbours::{self, Neighbour};
+use monitor::kernel::neighbours::{self, Neighbour};
+use monitor::types::MacAddr;
 
 const A_IF: &str = "veth-a";
 const B_IF: &str = "veth-b";

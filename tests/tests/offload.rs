@@ -215,7 +215,7 @@ fn the_feature_check_agrees_with_ethtool_on_a_real_port() {
             names
                 .into_iter()
                 .map(|n| {
-                    let v = monitor::offload::feature_active(&port, &n)
+                    let v = monitor::kernel::offload::feature_active(&port, &n)
                         .unwrap_or_else(|e| panic!("{n}: {e}"));
                     (n, v)
                 })

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, ops::Range, time::Duration};
 use serde::{Deserialize, Deserializer};
 
 use super::{DeviceConfig, EXPECT_DURATION, check_duration, de_str, de_u32, parse_duration};
-use crate::{mac::MacAddr, policy::Rule};
+use crate::{policy::Rule, types::MacAddr};
 
 /// Unexpected destinations exported per device before the rest fold into `other`.
 pub const DEFAULT_MAX_UNEXPECTED_DESTINATIONS: u32 = 20;

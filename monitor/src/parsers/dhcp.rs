@@ -12,7 +12,7 @@ use dhcproto::v4::borrowed::Message;
 use dhcproto::v4::{DhcpOption, HType, Opcode, OptionCode};
 
 use super::clean_device_name;
-use crate::mac::MacAddr;
+use crate::types::MacAddr;
 
 /// The fixed BOOTP header (236 bytes, RFC 2131 §2) and the magic cookie (4 bytes) that makes
 /// it DHCP (RFC 2131 §3).

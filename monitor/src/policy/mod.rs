@@ -9,20 +9,19 @@
 //! otherwise (a deny-only section, or none) fine.
 
 mod rule;
-pub mod store;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant, SystemTime},
 };
 
+use crate::persist::state_file::{self as store, DeviceRecord, RememberedName, Seen};
 pub use rule::{Rule, Target};
-use store::{DeviceRecord, RememberedName, Seen};
 
 use crate::{
     config::{PolicyConfig, PolicySection},
-    ledger::{Count, DeviceId, Direction, Label},
-    mac::MacAddr,
+    types::MacAddr,
+    types::{Count, DeviceId, Direction, Label},
 };
 
 /// The `rule` label values.

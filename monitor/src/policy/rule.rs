@@ -6,7 +6,7 @@ use std::{fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
 
-use crate::ledger::Label;
+use crate::types::Label;
 
 /// Longest domain name (RFC 1035), without the trailing dot.
 const MAX_DOMAIN_LEN: usize = 253;

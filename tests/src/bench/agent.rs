@@ -31,15 +31,16 @@ use std::{
 
 use aya::maps::{IterableMap, PerCpuValues};
 use monitor::{
-    collect::{self, Collected, CounterMaps},
     config::{Config, Overrides},
-    device_totals::DeviceTotals,
-    ledger::{Count, DeviceId, Direction, Reading},
-    loader::{self, MapSizes},
-    mac::MacAddr,
-    metrics::Metrics,
-    poller,
-    state::State,
+    http::metrics::Metrics,
+    kernel::{
+        counters::{self as collect, Collected, CounterMaps},
+        device_totals::DeviceTotals,
+        loader::{self, MapSizes},
+    },
+    ledger::Reading,
+    runtime::{poller, state::State},
+    types::{Count, DeviceId, Direction, MacAddr},
 };
 use monitor_common::{
     Counters, DIRECTION_EGRESS, DIRECTION_INGRESS, DeviceKey, FAMILY_V4, FAMILY_V6, FlowKey,

@@ -13,7 +13,7 @@ use aya::{
     maps::{HashMap, LpmTrie, lpm_trie::Key},
     programs::{SchedClassifier, TestRun, TestRunOptions},
 };
-use monitor::loader::{self, MapSizes};
+use monitor::kernel::loader::{self, MapSizes};
 use monitor_common::{
     DEFAULT_SNIFF_RING_BYTES, DEVICE_SLOTS_MAP, DIRECTION_EGRESS, DIRECTION_INGRESS, DeviceKey,
     LOCAL_V4_MAP,
@@ -100,7 +100,11 @@ impl Programs {
             sniff_ring_bytes: DEFAULT_SNIFF_RING_BYTES,
         })
         .expect("load the eBPF object");
-        for name in [loader::PROGRAM_EGRESS, loader::PROGRAM_INGRESS, "noop"] {
+        for name in [
+            loader::PROGRAM_LAN_INGRESS,
+            loader::PROGRAM_LAN_EGRESS,
+            "noop",
+        ] {
             loader::load_program(&mut ebpf, name).expect("load program");
         }
         // The LAN prefix is local, as the agent would write it.
@@ -185,13 +189,13 @@ fn churn(o: &KernelOptions) -> KernelCase {
     };
     // Fill the map first.
     for i in 0..CHURN_MAP_ENTRIES * 2 {
-        p.run(loader::PROGRAM_EGRESS, &frame_to(i), 1);
+        p.run(loader::PROGRAM_LAN_INGRESS, &frame_to(i), 1);
     }
     let (mut real, mut empty) = (0.0, 0.0);
     let start = CHURN_MAP_ENTRIES * 2;
     for i in start..start + o.churn_flows {
         let f = frame_to(i);
-        real += p.run(loader::PROGRAM_EGRESS, &f, 1);
+        real += p.run(loader::PROGRAM_LAN_INGRESS, &f, 1);
         empty += p.run("noop", &f, 1);
     }
     let n = f64::from(o.churn_flows);
@@ -205,7 +209,7 @@ fn churn(o: &KernelOptions) -> KernelCase {
 /// Runs every case.
 pub fn run(o: &KernelOptions) -> KernelReport {
     let mut p = Programs::load(65_536);
-    let egress = loader::PROGRAM_EGRESS;
+    let egress = loader::PROGRAM_LAN_INGRESS;
     let v4 = up(&ipv4_udp(PHONE_V4, SERVER_V4, 0, 64), 0x0800);
     let v4_tcp = up(&ipv4_tcp(PHONE_V4, SERVER_V4, 32, 1400), 0x0800);
     let v6 = up(&ipv6_udp(PHONE_V6, SERVER_V6, 64), 0x86dd);
@@ -239,7 +243,7 @@ pub fn run(o: &KernelOptions) -> KernelReport {
         measure(
             &mut p,
             "known flow, IPv4 UDP (ingress)",
-            loader::PROGRAM_INGRESS,
+            loader::PROGRAM_LAN_EGRESS,
             &down,
             o,
         ),

@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::SystemTime;
 
 use super::{LastPerAddress, Lease, Leases, epoch, mac_from_duid, quote};
-use crate::mac::MacAddr;
 use crate::parsers::clean_device_name;
+use crate::types::MacAddr;
 
 /// Nesting deeper than this in an ISC lease file is treated as broken (real files nest 2 deep).
 const MAX_ISC_DEPTH: usize = 8;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use crate::mac::MacAddr;
+use crate::types::MacAddr;
 
 mod dnsmasq;
 mod isc;

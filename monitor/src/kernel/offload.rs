@@ -7,7 +7,7 @@
 //!
 //! A software flowtable (no `flags offload`) is harmless here: it skips the bridge device and
 //! the forward path, not the ports' TC hooks, which is where the agent counts a bridge (see
-//! [`crate::hooks`]). Flowtables are read with one nfnetlink dump (`NFT_MSG_GETFLOWTABLE`), the
+//! [`crate::kernel::hooks`]). Flowtables are read with one nfnetlink dump (`NFT_MSG_GETFLOWTABLE`), the
 //! feature with the `SIOCETHTOOL` ioctl: both take microseconds, and the agent checks every few
 //! seconds.
 
@@ -20,7 +20,7 @@ use std::{
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NlaBuffer, NlasIterator};
 use netlink_sys::protocols::NETLINK_NETFILTER;
 
-use crate::netlink::{DumpSocket, RECEIVE_BUFFER};
+use crate::kernel::netlink::{DumpSocket, RECEIVE_BUFFER};
 
 /// How the flowtable dump is named in errors.
 const WHAT: &str = "nfnetlink flowtable dump";

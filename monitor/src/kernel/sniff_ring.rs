@@ -14,7 +14,7 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 
-use crate::state::Shared;
+use crate::runtime::state::Shared;
 
 /// Records handled per lock: bounds how long a scrape may wait on a burst.
 const BATCH: usize = 512;
@@ -25,7 +25,7 @@ const WAKE: Duration = Duration::from_millis(200);
 pub fn run(mut ring: RingBuf<MapData>, shared: Shared, stop: Arc<AtomicBool>) {
     let fd = ring.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
-        crate::fault::panic_if_requested("sniff");
+        crate::runtime::fault::panic_if_requested("sniff");
         let mut pollfd = libc::pollfd {
             fd,
             events: libc::POLLIN,

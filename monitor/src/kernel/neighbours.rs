@@ -19,8 +19,8 @@ use netlink_packet_route::neighbour::{
 };
 use netlink_sys::protocols::NETLINK_ROUTE;
 
-use crate::mac::MacAddr;
-use crate::netlink::{self, DumpSocket, RECEIVE_BUFFER};
+use crate::kernel::netlink::{self, DumpSocket, RECEIVE_BUFFER};
+use crate::types::MacAddr;
 
 /// One neighbour entry.
 #[derive(Clone, Debug, PartialEq, Eq)]

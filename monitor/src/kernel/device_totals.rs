@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aya::maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use monitor_common::{Counters, DeviceKey};
 
-use crate::ledger::Count;
+use crate::types::Count;
 
 /// The three device maps and the slot allocator.
 pub struct DeviceTotals {

@@ -19,11 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::Config,
-    mac::MacAddr,
-    policy::{
-        DeviceStatus, Policy, Rule,
-        store::{self, DeviceRecord, format_time},
-    },
+    persist::state_file::{self as store, DeviceRecord, format_time},
+    policy::{DeviceStatus, Policy, Rule},
+    types::MacAddr,
 };
 
 /// The control socket, in the state directory.
@@ -314,8 +312,8 @@ mod tests {
     use super::*;
     use crate::{
         config::PolicySection,
-        ledger::{Count, DeviceId, Direction, Label},
         policy::Target,
+        types::{Count, DeviceId, Direction, Label},
     };
 
     const CAMERA: MacAddr = MacAddr([2, 0, 0, 0, 0, 5]);

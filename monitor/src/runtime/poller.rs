@@ -15,15 +15,15 @@ use ipnet::IpNet;
 use monitor_common::KernelStats;
 
 use crate::{
-    collect::{self, Collected, CounterMaps},
-    device_totals::DeviceTotals,
+    http::metrics::SelfMetrics,
+    kernel::counters::{self, Collected, CounterMaps},
+    kernel::device_totals::DeviceTotals,
+    kernel::loader::{KernelMaps, Loaded},
+    kernel::offload::OffloadWatch,
+    kernel::prefixes::{self, LocalPrefixMaps},
     ledger::Reading,
-    loader::{KernelMaps, Loaded},
-    metrics::SelfMetrics,
-    offload::OffloadWatch,
     policy::Target,
-    prefixes::{self, LocalPrefixMaps},
-    state::{MapUsage, Shared, State},
+    runtime::state::{MapUsage, Shared, State},
 };
 
 /// What the poller needs besides the kernel objects.
@@ -34,7 +34,7 @@ pub struct PollerConfig {
     pub flow_capacity: u32,
     pub device_capacity: u32,
     /// Reads the configuration again on SIGHUP or when the file changes.
-    pub reloader: crate::reload::Reloader,
+    pub reloader: crate::runtime::reload::Reloader,
     /// Where the policy's state file is written.
     pub state_dir: std::path::PathBuf,
 }
@@ -51,7 +51,7 @@ pub fn run(
     shared: Shared,
     metrics: SelfMetrics,
     stop: mpsc::Receiver<()>,
-) -> Result<(), crate::app::ThreadPanic> {
+) -> Result<(), crate::runtime::ThreadPanic> {
     let Loaded {
         mut ebpf,
         maps,
@@ -82,7 +82,7 @@ pub fn run(
         let (shared, stop) = (shared.clone(), sniff_stop.clone());
         std::thread::Builder::new()
             .name("sniff".into())
-            .spawn(move || crate::sniff::run(sniff, shared, stop))
+            .spawn(move || crate::kernel::sniff_ring::run(sniff, shared, stop))
             .expect("cannot start the sniff thread")
     };
     let mut neighbours_read: Option<Instant> = None;
@@ -91,7 +91,7 @@ pub fn run(
     let mut next = Instant::now();
     loop {
         let started = Instant::now();
-        crate::fault::panic_if_requested("poller");
+        crate::runtime::fault::panic_if_requested("poller");
         if sniffer.is_finished() {
             break;
         }
@@ -121,7 +121,7 @@ pub fn run(
         }
         let neighbours = if due {
             neighbours_read = Some(Instant::now());
-            match crate::neighbours::dump() {
+            match crate::kernel::neighbours::dump() {
                 // Only the LAN's neighbours are devices: the WAN gateway is not.
                 Ok(mut n) => {
                     let lan = hooks.lan_ifindexes();
@@ -148,7 +148,7 @@ pub fn run(
             devices: &devices,
             stats: &stats,
         };
-        let collected = collect::read(&counter_maps, config.flow_capacity);
+        let collected = counters::read(&counter_maps, config.flow_capacity);
         if let Ok(c) = &collected
             && let Err(e) = devices.assign(&c.devices_without_slot)
         {
@@ -181,7 +181,7 @@ pub fn run(
         }
         config.reloader.check(&shared);
         // Failures are logged and counted inside; the next due time retries.
-        let _ = crate::state::save(&shared, &config.state_dir, false);
+        let _ = crate::runtime::state::save(&shared, &config.state_dir, false);
         metrics
             .poll_duration
             .observe(started.elapsed().as_secs_f64());
@@ -198,16 +198,16 @@ pub fn run(
         }
     }
     // What changed since the last write, so a restart loses nothing learned.
-    let _ = crate::state::save(&shared, &config.state_dir, true);
+    let _ = crate::runtime::state::save(&shared, &config.state_dir, true);
     sniff_stop.store(true, Ordering::Relaxed);
     let sniffed = sniffer
         .join()
-        .map_err(|payload| crate::app::panic_message(payload.as_ref()));
+        .map_err(|payload| crate::runtime::panic_message(payload.as_ref()));
     drop(kernel_log);
     drop(hooks);
     drop(ebpf);
     tracing::info!("detached from the LAN interfaces");
-    sniffed.map_err(|message| crate::app::ThreadPanic {
+    sniffed.map_err(|message| crate::runtime::ThreadPanic {
         thread: "sniff",
         message,
     })
@@ -246,7 +246,7 @@ pub fn publish(state: &mut State, reading: &Reading, kernel: [KernelStats; 2], n
 /// Writes the local prefixes of now, and forgets the flows to the ones that became local.
 fn sync_prefixes(
     local: &mut LocalPrefixMaps,
-    flows: &mut collect::Flows,
+    flows: &mut counters::Flows,
     config: &PollerConfig,
 ) -> anyhow::Result<()> {
     let wanted = prefixes::wanted(&config.lan, &config.extra_local)?;

@@ -9,9 +9,9 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
-    ledger::{Count, DeviceId, Direction},
-    mac::MacAddr,
-    state::State,
+    runtime::state::State,
+    types::MacAddr,
+    types::{Count, DeviceId, Direction},
 };
 
 /// Why an API request failed; rendered as `{"error": "..."}` with the status.
@@ -123,7 +123,7 @@ fn device(state: &State, mac: MacAddr) -> Value {
 pub fn destinations(state: &State, mac: &str) -> Result<Value, ApiError> {
     let mac: MacAddr = mac
         .parse()
-        .map_err(|e: crate::mac::ParseMacError| ApiError::BadMac(e.to_string()))?;
+        .map_err(|e: crate::types::mac::ParseMacError| ApiError::BadMac(e.to_string()))?;
     #[derive(Default)]
     struct Merged {
         addresses: std::collections::BTreeSet<std::net::IpAddr>,

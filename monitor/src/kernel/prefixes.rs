@@ -15,7 +15,7 @@ use std::{
 use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::collect::{Flows, remote_address};
+use crate::kernel::counters::{Flows, remote_address};
 
 /// Ranges that are local on every network.
 pub fn builtin() -> Vec<IpNet> {

@@ -3,13 +3,13 @@
 //! TCX links (kernel >= 6.6) belong to this process: they vanish when it exits, even on
 //! SIGKILL, so a crash never leaves a program counting into maps nobody reads. Older kernels
 //! get clsact filters, which outlive the process; those are removed by name before attaching.
-//! Which devices the programs attach to is [`crate::hooks`]' concern.
+//! Which devices the programs attach to is [`crate::kernel::hooks`]' concern.
 
 use std::{collections::BTreeSet, io, path::Path};
 
 use ipnet::IpNet;
 
-use crate::{config::AttachPolicy, hooks::Hooks, prefixes::LocalPrefixMaps};
+use crate::{config::AttachPolicy, kernel::hooks::Hooks, kernel::prefixes::LocalPrefixMaps};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -24,10 +24,12 @@ use monitor_common::{
 pub static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
 
-/// Program run on TC ingress of each LAN interface (device -> world).
-pub const PROGRAM_EGRESS: &str = "lan_ingress";
-/// Program run on TC egress of each LAN interface (world -> device).
-pub const PROGRAM_INGRESS: &str = "lan_egress";
+/// The program on the TC ingress hook of each LAN interface: what devices send, traffic of
+/// direction egress (named for its hook, as in the eBPF crate).
+pub const PROGRAM_LAN_INGRESS: &str = "lan_ingress";
+/// The program on the TC egress hook of each LAN interface: what devices receive, traffic of
+/// direction ingress.
+pub const PROGRAM_LAN_EGRESS: &str = "lan_egress";
 
 /// Why the programs could not be loaded or attached. Each variant's message is one line a user
 /// can act on.
@@ -159,7 +161,7 @@ pub fn load_and_attach(
 ) -> Result<Loaded, LoadError> {
     check_interfaces(interfaces)?;
     let mut ebpf = load(sizes)?;
-    for program in [PROGRAM_EGRESS, PROGRAM_INGRESS] {
+    for program in [PROGRAM_LAN_INGRESS, PROGRAM_LAN_EGRESS] {
         load_program(&mut ebpf, program)?;
     }
     let mut maps = take_maps(&mut ebpf)?;

@@ -30,8 +30,9 @@ use aya::{
 
 use crate::{
     config::AttachPolicy,
-    loader::{
-        AttachMode, LoadError, PROGRAM_EGRESS, PROGRAM_INGRESS, error_chain, permission_denied,
+    kernel::loader::{
+        AttachMode, LoadError, PROGRAM_LAN_EGRESS, PROGRAM_LAN_INGRESS, error_chain,
+        permission_denied,
     },
 };
 
@@ -306,8 +307,8 @@ fn attach_hook(
     let mut mode = AttachMode::Tcx;
     let mut links = Vec::with_capacity(2);
     for (program, attach_type) in [
-        (PROGRAM_EGRESS, TcAttachType::Ingress),
-        (PROGRAM_INGRESS, TcAttachType::Egress),
+        (PROGRAM_LAN_INGRESS, TcAttachType::Ingress),
+        (PROGRAM_LAN_EGRESS, TcAttachType::Egress),
     ] {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(program)

@@ -2,6 +2,9 @@
 //! queries to outside resolvers) into names for devices and destinations, and into resolver
 //! bypass counts.
 
+pub mod destinations;
+pub mod devices;
+
 use std::{
     collections::{BTreeMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -15,11 +18,11 @@ use monitor_common::{
 
 use crate::{
     config::{Config, LabelMode},
-    devices::Devices,
-    ledger::Label,
-    mac::MacAddr,
-    names::DestinationNames,
+    naming::destinations::DestinationNames,
+    naming::devices::Devices,
     parsers::{dhcp, dns, domain, tls},
+    types::Label,
+    types::MacAddr,
 };
 
 /// Resolvers remembered per device for the bypass metric; more are counted as "other".

@@ -16,7 +16,7 @@ use std::{
 use crate::{
     config::{Config, Overrides},
     policy::{FAILURE, SUCCESS},
-    state::Shared,
+    runtime::state::Shared,
 };
 
 /// What identifies a version of the file.
@@ -152,7 +152,7 @@ mod tests {
     use std::sync::RwLock;
 
     use super::*;
-    use crate::state::State;
+    use crate::runtime::state::State;
 
     #[test]
     fn a_changed_file_is_reloaded_and_a_bad_one_rejected() {

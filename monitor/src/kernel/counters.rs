@@ -18,9 +18,10 @@ use aya::maps::{IterableMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use monitor_common::{Counters, DeviceKey, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, KernelStats};
 
 use crate::{
-    device_totals::DeviceTotals,
-    ledger::{Count, DeviceId, Direction, Reading},
-    mac::MacAddr,
+    kernel::device_totals::DeviceTotals,
+    ledger::Reading,
+    types::MacAddr,
+    types::{Count, DeviceId, Direction},
 };
 
 /// The flow map: (device, direction, remote address) -> per-CPU counters (and device slot).

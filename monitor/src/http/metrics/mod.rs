@@ -15,9 +15,9 @@ use prometheus::{
 mod policy;
 
 use crate::{
-    ledger::{Count, Direction},
     naming::KINDS,
-    state::Shared,
+    runtime::state::Shared,
+    types::{Count, Direction},
 };
 
 /// The `destination` label of what the device total holds beyond its exported destinations.
@@ -365,7 +365,7 @@ const DESTINATION_BYTES_HELP: &str = "IP-layer bytes between a LAN device and on
 const DESTINATION_PACKETS_HELP: &str = "IP packets between a LAN device and one remote destination; destination=\"unattributed\" holds what the device total has beyond its listed destinations.";
 
 /// The traffic families: one pass over the ledger per family, written straight into `out`.
-fn traffic_families(out: &mut String, state: &crate::state::State) {
+fn traffic_families(out: &mut String, state: &crate::runtime::state::State) {
     // (device label, mac label, direction, ledger) per device and direction.
     let devices: Vec<(String, String, Direction, &crate::ledger::DeviceLedger)> = state
         .ledger
@@ -434,7 +434,7 @@ fn traffic_families(out: &mut String, state: &crate::state::State) {
 }
 
 /// The families built from the state, in the text format.
-fn state_families(state: &crate::state::State) -> String {
+fn state_families(state: &crate::runtime::state::State) -> String {
     // Room for the traffic lines (about 160 bytes each) and the rest, so nothing is copied.
     let lines: usize = state
         .ledger
@@ -569,9 +569,10 @@ mod tests {
     use super::*;
     use crate::{
         config::Config,
-        ledger::{DeviceId, Label, Reading},
-        mac::MacAddr,
-        state::State,
+        ledger::Reading,
+        runtime::state::State,
+        types::MacAddr,
+        types::{DeviceId, Label},
     };
 
     #[test]

@@ -12,9 +12,9 @@ use std::{
 };
 
 use crate::{
-    baseline::{self, CONTROL_SOCKET, Request, Response},
-    mac::MacAddr,
-    state::{self, Shared},
+    persist::baseline::{self, CONTROL_SOCKET, Request, Response},
+    runtime::state::{self, Shared},
+    types::MacAddr,
 };
 
 /// Longest request line: a device and a destination.

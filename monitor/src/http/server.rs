@@ -29,7 +29,7 @@ use axum::{
     routing::get,
 };
 
-use crate::{metrics::SharedMetrics, state::Shared};
+use crate::{http::metrics::SharedMetrics, runtime::state::Shared};
 
 #[derive(Clone)]
 struct AppState {
@@ -172,7 +172,7 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> impl IntoRespon
 }
 
 async fn api_devices(State(state): State<AppState>) -> impl IntoResponse {
-    let body = crate::api::devices(&state.shared.read().expect("state lock"));
+    let body = crate::http::api::devices(&state.shared.read().expect("state lock"));
     json_response(StatusCode::OK, body)
 }
 
@@ -180,7 +180,7 @@ async fn api_destinations(
     State(state): State<AppState>,
     Path(mac): Path<String>,
 ) -> impl IntoResponse {
-    let result = crate::api::destinations(&state.shared.read().expect("state lock"), &mac);
+    let result = crate::http::api::destinations(&state.shared.read().expect("state lock"), &mac);
     match result {
         Ok(body) => json_response(StatusCode::OK, body),
         Err(e) => json_response(

@@ -5,9 +5,9 @@ use std::{collections::BTreeSet, fmt::Write as _, time::SystemTime};
 
 use super::{Family, MetricType, write_families};
 use crate::{
-    mac::MacAddr,
     policy::{FAILURE, OTHER, SUCCESS},
-    state::State,
+    runtime::state::State,
+    types::MacAddr,
 };
 
 const UNEXPECTED_BYTES_HELP: &str = "IP-layer bytes to or from destinations the device's policy does not allow (rule: deny:domain, deny:cidr, not-allowed, not-in-baseline), since the agent started. Destinations beyond max_unexpected_destinations per device are counted under destination=\"other\".";

@@ -1,5 +1,10 @@
 //! Wiring: check, bind, load, attach, poll, serve, and detach on SIGINT or SIGTERM.
 
+pub mod fault;
+pub mod poller;
+pub mod reload;
+pub mod state;
+
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -13,14 +18,15 @@ use std::{
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    baseline,
     config::{Config, Overrides},
-    loader::{self, LoadError, MapSizes},
-    metrics::Metrics,
-    policy::{Policy, store},
-    poller::{self, PollerConfig},
-    reload::Reloader,
-    state::State,
+    http::metrics::Metrics,
+    kernel::loader::{self, LoadError, MapSizes},
+    persist::baseline,
+    persist::state_file as store,
+    policy::Policy,
+    runtime::poller::PollerConfig,
+    runtime::reload::Reloader,
+    runtime::state::State,
 };
 
 /// Why the agent could not start or stopped with an error. One line each.
@@ -98,7 +104,7 @@ pub fn run(
     listener
         .set_nonblocking(true)
         .map_err(|e| RunError::Runtime(e.to_string()))?;
-    let local = crate::prefixes::wanted(&config.lan, &config.local_prefixes)
+    let local = crate::kernel::prefixes::wanted(&config.lan, &config.local_prefixes)
         .map_err(|e| RunError::Runtime(format!("cannot list the interfaces' addresses: {e}")))?;
     let loaded = loader::load_and_attach(
         &config.lan,
@@ -137,8 +143,8 @@ pub fn run(
     let mut state = State::new(&config);
     state.policy = Policy::new(config.policy.clone(), records);
     let shared = Arc::new(RwLock::new(state));
-    let _control =
-        crate::control::serve(&config.state_dir, shared.clone()).map_err(state_dir_error)?;
+    let _control = crate::persist::control::serve(&config.state_dir, shared.clone())
+        .map_err(state_dir_error)?;
     let reload_requested = Arc::new(AtomicBool::new(false));
     let metrics =
         Arc::new(Metrics::new(shared.clone()).map_err(|e| RunError::Runtime(e.to_string()))?);
@@ -188,7 +194,7 @@ pub fn run(
                 }
             }
         };
-        crate::server::serve(listener, metrics, shared, config.poll_interval, stop).await
+        crate::http::server::serve(listener, metrics, shared, config.poll_interval, stop).await
     });
     // Blocking renders still running are not waited for.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

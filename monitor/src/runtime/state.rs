@@ -8,7 +8,9 @@ use std::{
 
 use monitor_common::KernelStats;
 
-use crate::{config::Config, hooks::Attachment, ledger::Ledger, naming::Naming, policy::Policy};
+use crate::{
+    config::Config, kernel::hooks::Attachment, ledger::Ledger, naming::Naming, policy::Policy,
+};
 
 /// Sizes of one kernel map.
 #[derive(Clone, Copy, Debug, Default)]
@@ -70,7 +72,7 @@ pub fn save(shared: &Shared, dir: &std::path::Path, force: bool) -> std::io::Res
         policy.snapshot_if_due(std::time::Instant::now(), force, &name)
     };
     let Some(text) = text else { return Ok(()) };
-    let result = crate::policy::store::write(dir, &text);
+    let result = crate::persist::state_file::write(dir, &text);
     if let Err(e) = &result {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot write the state file");
     }

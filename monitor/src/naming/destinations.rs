@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::mac::MacAddr;
+use crate::types::MacAddr;
 
 /// Where a binding came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use std::{
 
 use serde::Deserialize;
 
-use super::Rule;
-use crate::{ledger::Label, mac::MacAddr};
+use crate::policy::Rule;
+use crate::types::{Label, MacAddr};
 
 /// The file inside the state directory.
 pub const STATE_FILE: &str = "state.toml";

@@ -17,9 +17,9 @@ use std::{
 
 use crate::{
     config::{DeviceConfig, LeaseSource},
-    mac::MacAddr,
-    neighbours::Neighbour,
+    kernel::neighbours::Neighbour,
     parsers::leases::{self, Lease},
+    types::MacAddr,
 };
 
 /// Addresses remembered per device (a phone makes a new temporary IPv6 address every day).
