@@ -24,7 +24,7 @@
 //! whose every byte is exported are forgotten, and the longest idle labels are retired, what
 //! they held moving into `unattributed`.
 
-use std::{collections::BTreeMap, net::IpAddr, time::SystemTime};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::SystemTime};
 
 use crate::types::{Count, DeviceId, Label, MacAddr};
 
@@ -86,7 +86,10 @@ pub struct DeviceLedger {
     /// What retired labels held: part of `unattributed()`.
     retired_labels: Count,
     flows: BTreeMap<IpAddr, FlowLedger>,
-    labels: BTreeMap<Label, Destination>,
+    /// Shared with the published snapshots (see [`Ledger::view`]) and copied on the first
+    /// write after a publication: a device whose destinations did not grow costs a snapshot
+    /// nothing, and a scrape reading them never holds up the poll.
+    labels: Arc<BTreeMap<Label, Destination>>,
     /// When the total first and last grew.
     first_seen: Option<SystemTime>,
     last_seen: Option<SystemTime>,
@@ -134,10 +137,14 @@ impl DeviceLedger {
         label: &mut dyn FnMut(IpAddr) -> Label,
         observe: &mut dyn FnMut(IpAddr, &Label, Count),
     ) {
+        if steps.is_empty() {
+            return;
+        }
+        let labels = Arc::make_mut(&mut self.labels);
         for (addr, step) in steps {
             let label = label(addr);
             observe(addr, &label, step);
-            let dest = self.labels.entry(label).or_insert_with(|| Destination {
+            let dest = labels.entry(label).or_insert_with(|| Destination {
                 count: Count::default(),
                 addresses: Box::default(),
                 first_seen: now,
@@ -244,8 +251,12 @@ impl DeviceLedger {
             .collect();
         candidates.sort_unstable();
         let excess = self.labels.len() - limit;
+        if candidates.is_empty() {
+            return;
+        }
+        let labels = Arc::make_mut(&mut self.labels);
         for (_, label) in candidates.into_iter().take(excess) {
-            if let Some(dest) = self.labels.remove(&label) {
+            if let Some(dest) = labels.remove(&label) {
                 self.retired_labels = self.retired_labels.saturating_add(dest.count);
             }
         }
@@ -357,9 +368,88 @@ impl Ledger {
         self.devices.iter()
     }
 
+    /// Devices and directions held.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
     /// The ledger of one device and direction.
     pub fn device(&self, id: &DeviceId) -> Option<&DeviceLedger> {
         self.devices.get(id)
+    }
+
+    /// What is exported now, for a snapshot: the totals copied, the destinations shared.
+    /// Costs a few words per device, whatever the number of destinations.
+    pub fn view(&self) -> LedgerView {
+        LedgerView {
+            devices: self
+                .devices
+                .iter()
+                .map(|(id, d)| {
+                    let view = DeviceView {
+                        total: d.total,
+                        unattributed: d.unattributed(),
+                        seen: d.seen(),
+                        labels: Arc::clone(&d.labels),
+                    };
+                    (*id, view)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The exported numbers of every device at one poll, immutable: what scrapes and the API read.
+#[derive(Clone, Debug, Default)]
+pub struct LedgerView {
+    devices: BTreeMap<DeviceId, DeviceView>,
+}
+
+impl LedgerView {
+    /// Every device seen, in MAC then direction order.
+    pub fn devices(&self) -> impl Iterator<Item = (&DeviceId, &DeviceView)> {
+        self.devices.iter()
+    }
+
+    /// One device and direction.
+    pub fn device(&self, id: &DeviceId) -> Option<&DeviceView> {
+        self.devices.get(id)
+    }
+}
+
+/// The exported numbers of one device and direction at one poll.
+#[derive(Clone, Debug)]
+pub struct DeviceView {
+    total: Count,
+    unattributed: Count,
+    seen: Option<(SystemTime, SystemTime)>,
+    labels: Arc<BTreeMap<Label, Destination>>,
+}
+
+impl DeviceView {
+    /// The device total, settled.
+    pub fn total(&self) -> Count {
+        self.total
+    }
+
+    /// See [`DeviceLedger::unattributed`].
+    pub fn unattributed(&self) -> Count {
+        self.unattributed
+    }
+
+    /// Exported destinations by label.
+    pub fn destinations(&self) -> impl Iterator<Item = (&Label, &Destination)> + '_ {
+        self.labels.iter()
+    }
+
+    /// Number of exported destinations.
+    pub fn tracked_labels(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// When the device's total first and last grew, if it ever did.
+    pub fn seen(&self) -> Option<(SystemTime, SystemTime)> {
+        self.seen
     }
 }
 

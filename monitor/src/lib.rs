@@ -13,4 +13,5 @@ pub mod parsers;
 pub mod persist;
 pub mod policy;
 pub mod runtime;
+pub mod snapshot;
 pub mod types;

@@ -1,5 +1,5 @@
 //! The JSON API: `/api/devices` and `/api/devices/{mac}/destinations`, built from the same
-//! state the metrics show, so the two always agree.
+//! snapshot the metrics show, so the two always agree.
 
 use std::{
     collections::BTreeMap,
@@ -9,9 +9,8 @@ use std::{
 use serde_json::{Value, json};
 
 use crate::{
-    runtime::state::State,
-    types::MacAddr,
-    types::{Count, DeviceId, Direction},
+    snapshot::Snapshot,
+    types::{Count, DeviceId, Direction, MacAddr},
 };
 
 /// Why an API request failed; rendered as `{"error": "..."}` with the status.
@@ -56,25 +55,25 @@ fn unix(t: Option<SystemTime>) -> Value {
 
 /// Every device: the ones with traffic and the ones known from configuration, leases, DHCP or
 /// the neighbour table.
-pub fn devices(state: &State) -> Value {
-    let naming = &state.naming;
-    let mut macs = naming.devices.known();
-    macs.extend(state.ledger.devices().map(|(id, _)| id.mac));
-    let list: Vec<Value> = macs.into_iter().map(|mac| device(state, mac)).collect();
+pub fn devices(snapshot: &Snapshot) -> Value {
+    let list: Vec<Value> = snapshot
+        .devices
+        .rows()
+        .map(|(mac, _)| device(snapshot, *mac))
+        .collect();
     json!({ "devices": list })
 }
 
-fn device(state: &State, mac: MacAddr) -> Value {
-    let naming = &state.naming;
-    let (name, source) = naming
-        .devices
-        .name(mac)
-        .map_or((None, None), |(n, s)| (Some(n), Some(s.as_str())));
+fn device(snapshot: &Snapshot, mac: MacAddr) -> Value {
+    let row = snapshot.devices.row(mac);
+    let (name, source) = row
+        .and_then(|r| r.name.as_ref())
+        .map_or((None, None), |(n, s)| (Some(n.as_str()), Some(s.as_str())));
     let mut first: Option<SystemTime> = None;
     let mut last: Option<SystemTime> = None;
     let mut totals = serde_json::Map::new();
     for direction in Direction::ALL {
-        let ledger = state.ledger.device(&DeviceId { mac, direction });
+        let ledger = snapshot.traffic.device(&DeviceId { mac, direction });
         let total = ledger.map(|d| d.total()).unwrap_or_default();
         totals.insert(direction.as_str().to_owned(), count(total));
         if let Some((f, l)) = ledger.and_then(|d| d.seen()) {
@@ -82,35 +81,36 @@ fn device(state: &State, mac: MacAddr) -> Value {
             last = Some(last.map_or(l, |x| x.max(l)));
         }
     }
-    let status = state.policy.status(mac, naming.devices.group(mac));
     let mut unexpected = serde_json::Map::new();
     for direction in Direction::ALL {
-        let sum = state
-            .policy
-            .unexpected()
-            .filter(|s| s.mac == mac && s.direction == direction)
-            .fold(Count::default(), |a, s| {
-                Count::new(a.bytes + s.count.bytes, a.packets + s.count.packets)
-            });
-        unexpected.insert(direction.as_str().to_owned(), count(sum));
+        let sum = row.map(|r| r.unexpected[direction as usize]);
+        unexpected.insert(
+            direction.as_str().to_owned(),
+            count(sum.unwrap_or_default()),
+        );
     }
     let now = SystemTime::now();
+    let status = row.map(|r| &r.status);
+    let learning = status.and_then(|s| s.learning);
     let policy = json!({
-        "section": status.policy,
-        "learning": status.learning.map(|l| l.active(now)),
-        "learning_until": time(status.learning.and_then(|l| l.until())),
-        "baseline": status.baseline,
-        "new_destinations": state.policy.new_destinations(mac),
+        "section": status.map(|s| s.policy.as_str()),
+        "learning": learning.map(|l| l.active(now)),
+        "learning_until": time(learning.and_then(|l| l.until())),
+        "baseline": status.map_or(0, |s| s.baseline),
+        "new_destinations": row.map_or(0, |r| r.new_destinations),
         "unexpected": unexpected,
     });
+    let addresses: Vec<String> = row
+        .map(|r| r.addresses.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
     json!({
         "mac": mac.to_string(),
         "name": name,
         "policy": policy,
         "name_source": source,
-        "group": naming.devices.group(mac),
+        "group": row.and_then(|r| r.group.as_deref()),
         "locally_administered": mac.is_locally_administered(),
-        "addresses": naming.devices.addresses(mac).iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "addresses": addresses,
         "totals": totals,
         "first_seen": time(first),
         "last_seen": time(last),
@@ -120,7 +120,7 @@ fn device(state: &State, mac: MacAddr) -> Value {
 }
 
 /// A device's destinations, both directions merged by label.
-pub fn destinations(state: &State, mac: &str) -> Result<Value, ApiError> {
+pub fn destinations(snapshot: &Snapshot, mac: &str) -> Result<Value, ApiError> {
     let mac: MacAddr = mac
         .parse()
         .map_err(|e: crate::types::mac::ParseMacError| ApiError::BadMac(e.to_string()))?;
@@ -135,7 +135,7 @@ pub fn destinations(state: &State, mac: &str) -> Result<Value, ApiError> {
     let mut found = false;
     let mut unattributed = serde_json::Map::new();
     for direction in Direction::ALL {
-        let Some(ledger) = state.ledger.device(&DeviceId { mac, direction }) else {
+        let Some(ledger) = snapshot.traffic.device(&DeviceId { mac, direction }) else {
             continue;
         };
         found = true;
@@ -148,7 +148,7 @@ pub fn destinations(state: &State, mac: &str) -> Result<Value, ApiError> {
             m.last = Some(m.last.map_or(d.last_seen, |x| x.max(d.last_seen)));
         }
     }
-    if !found && !state.naming.devices.known().contains(&mac) {
+    if !found && snapshot.devices.row(mac).is_none() {
         return Err(ApiError::UnknownDevice(mac));
     }
     let list: Vec<Value> = merged

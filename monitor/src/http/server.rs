@@ -1,7 +1,8 @@
 //! The HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` and the JSON API
 //! (`/api/devices`, `/api/devices/{mac}/destinations`).
 //!
-//! Handlers only render what the poller already published: no syscall on the scrape path.
+//! Handlers only render the snapshot the poller published last (see `snapshot`): no lock on
+//! the state and no syscall on the scrape path.
 //!
 //! Connections are served by our own loop around hyper, so that no client can hold the agent:
 //! a request's headers must arrive within [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`]
@@ -29,12 +30,12 @@ use axum::{
     routing::get,
 };
 
-use crate::{http::metrics::SharedMetrics, runtime::state::Shared};
+use crate::{http::metrics::SharedMetrics, snapshot::Published};
 
 #[derive(Clone)]
 struct AppState {
     metrics: SharedMetrics,
-    shared: Shared,
+    published: Published,
     /// A poll older than this makes `/healthz` fail.
     stale_after: Duration,
 }
@@ -52,13 +53,13 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: SharedMetrics,
-    shared: Shared,
+    published: Published,
     poll_interval: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = AppState {
         metrics,
-        shared,
+        published,
         stale_after: poll_interval * 3 + Duration::from_secs(5),
     };
     let app = Router::new()
@@ -127,27 +128,67 @@ pub async fn serve(
 async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
     // Rendering 100k series takes tens of milliseconds of CPU: keep it off the async workers.
     let metrics = state.metrics.clone();
-    match tokio::task::spawn_blocking(move || metrics.render()).await {
-        Ok(body) => (
+    match tokio::task::spawn_blocking(move || metrics.render_chunks()).await {
+        Ok(chunks) => (
             StatusCode::OK,
             [(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            body,
+            axum::body::Body::new(Chunks::new(chunks)),
         ),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("rendering failed: {e}\n"),
+            axum::body::Body::from(format!("rendering failed: {e}\n")),
         ),
+    }
+}
+
+/// A body sent as the pieces it was rendered in, with its exact length.
+struct Chunks {
+    pieces: std::collections::VecDeque<bytes::Bytes>,
+    left: u64,
+}
+
+impl Chunks {
+    fn new(pieces: Vec<bytes::Bytes>) -> Self {
+        let left = pieces.iter().map(|p| p.len() as u64).sum();
+        Self {
+            pieces: pieces.into_iter().filter(|p| !p.is_empty()).collect(),
+            left,
+        }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let piece = self.pieces.pop_front();
+        if let Some(p) = &piece {
+            self.left -= p.len() as u64;
+        }
+        std::task::Poll::Ready(piece.map(|p| Ok(http_body::Frame::data(p))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
     }
 }
 
 /// 200 when the last poll is recent, 503 otherwise (the kernel maps cannot be read, or the
 /// poller is stuck): a liveness check for systemd, procd or a load balancer.
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    let last = state.shared.read().expect("state lock").last_poll;
+    let last = state.published.latest().polled_at;
     let age = last.and_then(|t| SystemTime::now().duration_since(t).ok());
     match age {
         Some(age) if age <= state.stale_after => (StatusCode::OK, "ok\n".to_owned()),
@@ -172,15 +213,22 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> impl IntoRespon
 }
 
 async fn api_devices(State(state): State<AppState>) -> impl IntoResponse {
-    let body = crate::http::api::devices(&state.shared.read().expect("state lock"));
-    json_response(StatusCode::OK, body)
+    // Thousands of devices make a large document: built off the async workers.
+    let snapshot = state.published.latest();
+    match tokio::task::spawn_blocking(move || crate::http::api::devices(&snapshot)).await {
+        Ok(body) => json_response(StatusCode::OK, body),
+        Err(e) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({ "error": format!("rendering failed: {e}") }),
+        ),
+    }
 }
 
 async fn api_destinations(
     State(state): State<AppState>,
     Path(mac): Path<String>,
 ) -> impl IntoResponse {
-    let result = crate::http::api::destinations(&state.shared.read().expect("state lock"), &mac);
+    let result = crate::http::api::destinations(&state.published.latest(), &mac);
     match result {
         Ok(body) => json_response(StatusCode::OK, body),
         Err(e) => json_response(

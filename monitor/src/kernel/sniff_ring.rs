@@ -1,31 +1,40 @@
-//! The reader of the kernel's ring buffer of copied packets: it wakes when records arrive and
-//! hands them to [`crate::naming::Naming`] under the state lock, in batches, so a burst of DNS
-//! answers costs one lock per batch. Records the kernel could not write because the ring was
-//! full are counted by the kernel (`sniff_drops`); bytes are counted whatever happens here.
+//! The reader of the kernel's ring buffer of copied packets: it wakes when records arrive,
+//! decodes and parses them (see `naming::records`) and sends them to the state's owner, the
+//! poller, in batches. When the poller falls behind, the channel fills, this thread waits, the
+//! ring fills and the kernel counts what it could not copy (`sniff_drops`): bytes are counted
+//! whatever happens here, only names may be missed.
 
 use std::{
     os::fd::AsRawFd,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, SystemTime},
 };
 
 use aya::maps::{MapData, RingBuf};
+use crossbeam_channel::{SendTimeoutError, Sender};
 
-use crate::runtime::state::Shared;
+use crate::{
+    naming::{Observation, records},
+    runtime::{fault, shutdown::Shutdown},
+};
 
-/// Records handled per lock: bounds how long a scrape may wait on a burst.
+/// Records per batch: one message, one wake-up of the poller.
 const BATCH: usize = 512;
-/// How long one wait for records lasts before the stop flag is checked again.
+/// Batches waiting for the poller before this thread waits too.
+pub const QUEUED_BATCHES: usize = 64;
+/// How long one wait for records lasts before the shutdown token is looked at again.
 const WAKE: Duration = Duration::from_millis(200);
 
-/// Reads records until `stop` is set.
-pub fn run(mut ring: RingBuf<MapData>, shared: Shared, stop: Arc<AtomicBool>) {
+/// Copied packets, decoded, with when they were read.
+pub struct Sniffed {
+    pub at: SystemTime,
+    pub observations: Vec<Observation>,
+}
+
+/// Reads records until `shutdown`.
+pub fn run(mut ring: RingBuf<MapData>, owner: Sender<Sniffed>, shutdown: Shutdown) {
     let fd = ring.as_raw_fd();
-    while !stop.load(Ordering::Relaxed) {
-        crate::runtime::fault::panic_if_requested("sniff");
+    while !shutdown.is_triggered() {
+        fault::panic_if_requested("sniff");
         let mut pollfd = libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -41,22 +50,38 @@ pub fn run(mut ring: RingBuf<MapData>, shared: Shared, stop: Arc<AtomicBool>) {
             }
             continue;
         }
-        drain(&mut ring, &shared);
+        if !drain(&mut ring, &owner, &shutdown) {
+            return;
+        }
     }
 }
 
-/// Handles every record available now, a batch per lock.
-pub fn drain(ring: &mut RingBuf<MapData>, shared: &Shared) {
+/// Sends every record available now, a batch at a time. False when the owner is gone.
+fn drain(ring: &mut RingBuf<MapData>, owner: &Sender<Sniffed>, shutdown: &Shutdown) -> bool {
     loop {
-        let now = SystemTime::now();
-        let mut state = shared.write().expect("state lock");
-        let mut handled = 0;
-        while handled < BATCH {
-            let Some(record) = ring.next() else {
-                return;
-            };
-            state.naming.handle(&record, now);
-            handled += 1;
+        let mut observations = Vec::new();
+        while observations.len() < BATCH {
+            let Some(record) = ring.next() else { break };
+            observations.push(records::decode(&record));
+        }
+        if observations.is_empty() {
+            return true;
+        }
+        let mut batch = Sniffed {
+            at: SystemTime::now(),
+            observations,
+        };
+        loop {
+            match owner.send_timeout(batch, WAKE) {
+                Ok(()) => break,
+                Err(SendTimeoutError::Disconnected(_)) => return false,
+                Err(SendTimeoutError::Timeout(back)) => {
+                    if shutdown.is_triggered() {
+                        return true;
+                    }
+                    batch = back;
+                }
+            }
         }
     }
 }

@@ -6,19 +6,22 @@
 //! kernel copied (a DNS answer's destination is the device's address). All of it is bounded:
 //! a device cannot make the agent remember an unbounded number of addresses, and the number of
 //! devices remembered from DHCP is capped.
+//!
+//! The registry does no I/O: lease files are read and parsed elsewhere (see
+//! [`super::lease_files`]) and their results applied here. The leases are indexed by MAC when
+//! applied, so a name or an address is one lookup however many leases there are.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
-    os::unix::fs::MetadataExt,
-    path::Path,
     time::SystemTime,
 };
 
+use super::lease_files::LeaseRead;
 use crate::{
     config::{DeviceConfig, LeaseSource},
     kernel::neighbours::Neighbour,
-    parsers::leases::{self, Lease},
+    parsers::leases::Lease,
     types::MacAddr,
 };
 
@@ -45,12 +48,10 @@ impl NameSource {
     }
 }
 
-/// One lease file and what was last read from it.
-#[derive(Debug)]
+/// One lease file, what was last read from it, and its counters.
+#[derive(Clone, Debug)]
 pub struct LeaseFile {
     pub source: LeaseSource,
-    /// (modification time, size, inode) at the last read: a change means read again.
-    stamp: Option<(i64, i64, u64, u64)>,
     leases: Vec<Lease>,
     /// Malformed lines skipped, over all reads.
     pub skipped_lines: u64,
@@ -60,17 +61,30 @@ pub struct LeaseFile {
     pub reads: u64,
 }
 
+/// What the lease files say of one MAC.
+#[derive(Debug, Default)]
+struct LeasedDevice {
+    /// The hostname: the first file in configuration order that names it, and within a file
+    /// the lease that expires last (with its expiry, to compare within the file).
+    hostname: Option<(usize, Option<SystemTime>, String)>,
+    addresses: BTreeSet<IpAddr>,
+}
+
 /// The device registry.
 #[derive(Debug, Default)]
 pub struct Devices {
     configured: BTreeMap<MacAddr, DeviceConfig>,
     lease_files: Vec<LeaseFile>,
+    /// The leases of every file by MAC; rebuilt when a file or the neighbour table changes.
+    leased: HashMap<MacAddr, LeasedDevice>,
     /// Hostnames devices sent in DHCP requests.
     dhcp_hostnames: HashMap<MacAddr, String>,
     /// Addresses seen in copied packets, with when.
     seen_addresses: HashMap<MacAddr, BTreeMap<IpAddr, SystemTime>>,
     /// The neighbour table at the last refresh.
     neighbours: HashMap<MacAddr, BTreeSet<IpAddr>>,
+    /// Bumped by every change of a name, group, address or the set of devices.
+    generation: u64,
 }
 
 impl Devices {
@@ -81,7 +95,6 @@ impl Devices {
                 .iter()
                 .map(|source| LeaseFile {
                     source: source.clone(),
-                    stamp: None,
                     leases: Vec::new(),
                     skipped_lines: 0,
                     read_errors: 0,
@@ -92,64 +105,52 @@ impl Devices {
         }
     }
 
+    /// Moves whenever anything the registry shows changed.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Names and groups from a reloaded configuration.
     pub fn set_configured(&mut self, configured: BTreeMap<MacAddr, DeviceConfig>) {
         self.configured = configured;
+        self.generation += 1;
     }
 
-    /// Reads again every lease file that changed since the last read. A file that cannot be
-    /// read keeps its last leases (a DHCP server rewriting it is not a reason to forget names).
-    pub fn refresh_leases(&mut self) {
-        for file in &mut self.lease_files {
-            let path = file.source.path.clone();
-            let stamp = match std::fs::metadata(&path) {
-                Ok(m) => (m.mtime(), m.mtime_nsec(), m.ino(), m.len()),
-                Err(e) => {
-                    if file.stamp.is_some() || file.read_errors == 0 {
-                        tracing::warn!(path = %path.display(), "lease file unreadable: {e}");
-                    }
-                    file.read_errors += 1;
-                    file.stamp = None;
-                    continue;
-                }
-            };
-            if file.stamp == Some(stamp) {
-                continue;
+    /// The outcome of reading lease file `index` (in configuration order). A file that cannot
+    /// be read keeps its last leases: a DHCP server rewriting it is not a reason to forget.
+    pub fn apply_lease_read(&mut self, index: usize, read: LeaseRead) {
+        let Some(file) = self.lease_files.get_mut(index) else {
+            return;
+        };
+        match read {
+            LeaseRead::Read(parsed) => {
+                file.skipped_lines += parsed.skipped.len() as u64;
+                file.leases = parsed.leases;
+                file.reads += 1;
+                self.index_leases();
             }
-            match read_leases(&path, file.source.format) {
-                Ok(parsed) => {
-                    file.skipped_lines += parsed.skipped.len() as u64;
-                    for skipped in parsed.skipped.iter().take(3) {
-                        tracing::warn!(
-                            path = %path.display(),
-                            line = skipped.line,
-                            "skipped a malformed lease: {}",
-                            skipped.reason
-                        );
-                    }
-                    file.leases = parsed.leases;
-                    file.reads += 1;
-                    file.stamp = Some(stamp);
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "lease file unreadable: {e}");
-                    file.read_errors += 1;
-                }
-            }
+            LeaseRead::Failed => file.read_errors += 1,
         }
+        self.generation += 1;
     }
 
     /// Replaces the neighbour table's view of addresses.
     pub fn set_neighbours(&mut self, entries: &[Neighbour]) {
-        self.neighbours.clear();
+        let mut neighbours: HashMap<MacAddr, BTreeSet<IpAddr>> = HashMap::new();
         for n in entries {
             if n.mac.is_multicast() {
                 continue;
             }
-            let set = self.neighbours.entry(n.mac).or_default();
+            let set = neighbours.entry(n.mac).or_default();
             if set.len() < ADDRESSES_PER_DEVICE {
                 set.insert(n.addr);
             }
+        }
+        if neighbours != self.neighbours {
+            self.neighbours = neighbours;
+            // Leases without a MAC belong to the neighbour that holds their address.
+            self.index_leases();
+            self.generation += 1;
         }
     }
 
@@ -158,7 +159,10 @@ impl Devices {
         if self.dhcp_hostnames.len() >= DHCP_DEVICES && !self.dhcp_hostnames.contains_key(&mac) {
             return;
         }
-        self.dhcp_hostnames.insert(mac, hostname.to_owned());
+        if self.dhcp_hostnames.get(&mac).map(String::as_str) != Some(hostname) {
+            self.dhcp_hostnames.insert(mac, hostname.to_owned());
+            self.generation += 1;
+        }
     }
 
     /// An address the device used, seen in a copied packet.
@@ -170,7 +174,9 @@ impl Devices {
             return;
         }
         let seen = self.seen_addresses.entry(mac).or_default();
-        seen.insert(addr, now);
+        if seen.insert(addr, now).is_none() {
+            self.generation += 1;
+        }
         if seen.len() > ADDRESSES_PER_DEVICE {
             // Forget the address seen longest ago.
             if let Some(oldest) = seen.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a) {
@@ -184,7 +190,7 @@ impl Devices {
         if let Some(device) = self.configured.get(&mac) {
             return Some((device.name.as_str(), NameSource::Config));
         }
-        if let Some(name) = self.lease_hostname(mac) {
+        if let Some((_, _, name)) = self.leased.get(&mac).and_then(|l| l.hostname.as_ref()) {
             return Some((name, NameSource::Lease));
         }
         self.dhcp_hostnames
@@ -199,13 +205,11 @@ impl Devices {
 
     /// Every address known for the device, from leases, the neighbour table and packets.
     pub fn addresses(&self, mac: MacAddr) -> BTreeSet<IpAddr> {
-        let mut all: BTreeSet<IpAddr> = self
-            .lease_files
-            .iter()
-            .flat_map(|f| f.leases.iter())
-            .filter(|lease| lease_mac(lease, &self.neighbours) == Some(mac))
-            .filter_map(|lease| lease.addr)
-            .collect();
+        let mut all = self
+            .leased
+            .get(&mac)
+            .map(|l| l.addresses.clone())
+            .unwrap_or_default();
         if let Some(n) = self.neighbours.get(&mac) {
             all.extend(n.iter().copied());
         }
@@ -221,9 +225,7 @@ impl Devices {
         all.extend(self.dhcp_hostnames.keys());
         all.extend(self.seen_addresses.keys());
         all.extend(self.neighbours.keys());
-        for lease in self.lease_files.iter().flat_map(|f| f.leases.iter()) {
-            all.extend(lease_mac(lease, &self.neighbours));
-        }
+        all.extend(self.leased.keys());
         all
     }
 
@@ -232,71 +234,46 @@ impl Devices {
         &self.lease_files
     }
 
-    /// The hostname the lease files give the device: the first file in configuration order
-    /// that names it, and within a file the lease that expires last.
-    fn lease_hostname(&self, mac: MacAddr) -> Option<&str> {
-        self.lease_files.iter().find_map(|file| {
-            file.leases
-                .iter()
-                .filter(|lease| lease_mac(lease, &self.neighbours) == Some(mac))
-                .filter_map(|lease| Some((lease.hostname.as_deref()?, lease.expires)))
-                .max_by_key(|(_, expires)| *expires)
-                .map(|(name, _)| name)
-        })
+    /// Rebuilds [`Devices::leased`] from the files and the neighbour table: one pass over the
+    /// leases, where looking each device up in every lease made a scrape quadratic.
+    fn index_leases(&mut self) {
+        let by_addr: HashMap<IpAddr, MacAddr> = self
+            .neighbours
+            .iter()
+            .flat_map(|(mac, addrs)| addrs.iter().map(move |a| (*a, *mac)))
+            .collect();
+        let mut leased: HashMap<MacAddr, LeasedDevice> = HashMap::new();
+        for (index, file) in self.lease_files.iter().enumerate() {
+            for lease in &file.leases {
+                let Some(mac) = lease_mac(lease, &by_addr) else {
+                    continue;
+                };
+                let device = leased.entry(mac).or_default();
+                device.addresses.extend(lease.addr);
+                let Some(hostname) = &lease.hostname else {
+                    continue;
+                };
+                let better = match &device.hostname {
+                    None => true,
+                    // An earlier file wins; within a file, the lease that expires last.
+                    Some((i, expires, _)) => *i == index && lease.expires >= *expires,
+                };
+                if better {
+                    device.hostname = Some((index, lease.expires, hostname.clone()));
+                }
+            }
+        }
+        self.leased = leased;
     }
 }
 
 /// The MAC a lease belongs to: its own, or for formats without one (odhcpd's hosts file) the
 /// neighbour that holds its address.
-fn lease_mac(lease: &Lease, neighbours: &HashMap<MacAddr, BTreeSet<IpAddr>>) -> Option<MacAddr> {
+fn lease_mac(lease: &Lease, neighbours_by_addr: &HashMap<IpAddr, MacAddr>) -> Option<MacAddr> {
     if let Some(mac) = lease.mac {
         return Some(mac);
     }
-    let addr = lease.addr?;
-    neighbours
-        .iter()
-        .find(|(_, addrs)| addrs.contains(&addr))
-        .map(|(mac, _)| *mac)
-}
-
-/// Lease files are small (one line per device); a file bigger than this is not a lease file.
-const LEASE_FILE_MAX_BYTES: u64 = 16 * 1024 * 1024;
-
-fn read_leases(path: &Path, format: crate::config::LeaseFormat) -> std::io::Result<leases::Leases> {
-    use std::{io::Read, os::unix::fs::OpenOptionsExt as _};
-    // O_NONBLOCK: opening a FIFO (or a device) would otherwise wait for a writer, and the
-    // agent with it. The opened file must then be a regular one; a read of a regular file
-    // ignores the flag.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let kind = file.metadata()?.file_type();
-    if !kind.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("not a regular file ({})", describe_file_type(kind)),
-        ));
-    }
-    let mut text = String::new();
-    file.take(LEASE_FILE_MAX_BYTES).read_to_string(&mut text)?;
-    Ok(leases::parse(format, &text))
-}
-
-/// What a non-regular file is, for an error message.
-fn describe_file_type(kind: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt as _;
-    if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_dir() {
-        "a directory"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
-    }
+    neighbours_by_addr.get(&lease.addr?).copied()
 }
 
 #[cfg(test)]
@@ -304,27 +281,17 @@ mod tests {
     use std::{net::Ipv4Addr, path::PathBuf};
 
     use super::*;
-    use crate::config::LeaseFormat;
+    use crate::{config::LeaseFormat, naming::lease_files::LeaseReader};
+
+    /// What the file watcher does each round: look at the files, apply what changed.
+    fn refresh(devices: &mut Devices, reader: &mut LeaseReader) {
+        for (index, read) in reader.check() {
+            devices.apply_lease_read(index, read);
+        }
+    }
 
     const PHONE: MacAddr = MacAddr([0, 0x16, 0x3e, 0, 0, 1]);
     const LAPTOP: MacAddr = MacAddr([0, 0x16, 0x3e, 0, 0, 2]);
-
-    #[test]
-    fn a_fifo_or_a_directory_is_an_error_not_a_hang() {
-        let dir = std::env::temp_dir().join(format!("egress-devices-fifo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let fifo = dir.join("leases.fifo");
-        let _ = std::fs::remove_file(&fifo);
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-        let err = read_leases(&fifo, LeaseFormat::Dnsmasq).unwrap_err();
-        assert!(
-            err.to_string().contains("not a regular file (a FIFO)"),
-            "{err}"
-        );
-        let err = read_leases(&dir, LeaseFormat::Dnsmasq).unwrap_err();
-        assert!(err.to_string().contains("a directory"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 
     fn temp_file(name: &str, text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("egress-devices-{}", std::process::id()));
@@ -350,17 +317,16 @@ mod tests {
                 group: Some("work".into()),
             },
         );
-        let mut devices = Devices::new(
-            configured,
-            &[LeaseSource {
-                format: LeaseFormat::Dnsmasq,
-                path: path.clone(),
-            }],
-        );
+        let sources = [LeaseSource {
+            format: LeaseFormat::Dnsmasq,
+            path: path.clone(),
+        }];
+        let mut devices = Devices::new(configured, &sources);
+        let mut reader = LeaseReader::new(&sources);
         let stranger = MacAddr([0x02, 0, 0, 0, 0, 9]);
         devices.observe_dhcp_hostname(stranger, "android-1234");
         devices.observe_dhcp_hostname(PHONE, "phone-dhcp");
-        devices.refresh_leases();
+        refresh(&mut devices, &mut reader);
         assert_eq!(
             devices.name(LAPTOP),
             Some(("work laptop", NameSource::Config))
@@ -378,18 +344,18 @@ mod tests {
                 .contains(&IpAddr::V4(Ipv4Addr::new(192, 168, 50, 11)))
         );
         // A changed file is read again; an unchanged one is not.
-        devices.refresh_leases();
+        refresh(&mut devices, &mut reader);
         assert_eq!(devices.lease_files()[0].reads, 1);
         std::fs::write(
             &path,
             "1900000000 00:16:3e:00:00:01 192.168.50.11 renamed *\n",
         )
         .unwrap();
-        devices.refresh_leases();
+        refresh(&mut devices, &mut reader);
         assert_eq!(devices.name(PHONE), Some(("renamed", NameSource::Lease)));
         // A vanished file keeps the last names.
         std::fs::remove_file(&path).unwrap();
-        devices.refresh_leases();
+        refresh(&mut devices, &mut reader);
         assert_eq!(devices.name(PHONE), Some(("renamed", NameSource::Lease)));
         assert_eq!(devices.lease_files()[0].read_errors, 1);
     }

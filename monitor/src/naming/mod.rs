@@ -4,25 +4,23 @@
 
 pub mod destinations;
 pub mod devices;
+pub mod lease_files;
+pub mod records;
 
 use std::{
     collections::{BTreeMap, HashSet},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     time::SystemTime,
 };
 
-use monitor_common::{
-    FAMILY_V4, IPPROTO_TCP, SNIFF_DHCP, SNIFF_DNS_QUERY, SNIFF_DNS_RESPONSE, SNIFF_TLS_HELLO,
-    SniffHeader,
-};
+use monitor_common::{SNIFF_DHCP, SNIFF_DNS_QUERY, SNIFF_DNS_RESPONSE, SNIFF_TLS_HELLO};
+pub use records::{Observation, Seen, ServerName};
 
 use crate::{
     config::{Config, LabelMode},
-    naming::destinations::DestinationNames,
-    naming::devices::Devices,
-    parsers::{dhcp, dns, domain, tls},
-    types::Label,
-    types::MacAddr,
+    naming::{destinations::DestinationNames, devices::Devices},
+    parsers::domain,
+    types::{Label, MacAddr},
 };
 
 /// Resolvers remembered per device for the bypass metric; more are counted as "other".
@@ -62,7 +60,7 @@ pub const KINDS: [(u8, &str); 4] = [
     (SNIFF_DHCP, "dhcp"),
 ];
 
-fn kind_index(kind: u8) -> Option<usize> {
+pub(crate) fn kind_index(kind: u8) -> Option<usize> {
     KINDS.iter().position(|(k, _)| *k == kind)
 }
 
@@ -132,93 +130,71 @@ impl Naming {
         })
     }
 
-    /// Handles one record from the ring buffer.
+    /// Handles one record from the ring buffer: [`records::decode`] then [`Naming::apply`].
     pub fn handle(&mut self, record: &[u8], now: SystemTime) {
-        let Some((header, payload)) = decode(record) else {
-            self.stats.malformed += 1;
-            return;
-        };
-        let Some(kind) = kind_index(header.kind) else {
+        self.apply(records::decode(record), now);
+    }
+
+    /// Applies what one copied packet said (parsed on the sniff thread).
+    pub fn apply(&mut self, observation: Observation, now: SystemTime) {
+        let Observation::Record { kind, mac, seen } = observation else {
             self.stats.malformed += 1;
             return;
         };
         self.stats.records[kind] += 1;
-        let mac = MacAddr(header.mac);
-        let (src, dst) = addresses(&header);
-        let ok = match header.kind {
-            SNIFF_DNS_RESPONSE => {
-                self.devices.observe_address(mac, dst, now);
-                self.dns_response(mac, &header, payload, now)
+        let ok = match seen {
+            Seen::DnsAnswer { device, bindings } => {
+                self.devices.observe_address(mac, device, now);
+                match bindings {
+                    Some(bindings) => {
+                        for b in &bindings {
+                            self.destinations.bind_dns(mac, b.addr, &b.name, b.ttl, now);
+                            self.stats.names_bound += 1;
+                        }
+                        true
+                    }
+                    None => false,
+                }
             }
-            SNIFF_DNS_QUERY => {
-                self.devices.observe_address(mac, src, now);
-                self.count_bypass(mac, dst, BypassProtocol::Dns);
+            Seen::DnsQuery { device, resolver } => {
+                self.devices.observe_address(mac, device, now);
+                self.count_bypass(mac, resolver, BypassProtocol::Dns);
                 true
             }
-            SNIFF_TLS_HELLO => {
-                self.devices.observe_address(mac, src, now);
-                if header.dst_port == DOT_PORT {
-                    self.count_bypass(mac, dst, BypassProtocol::Dot);
-                } else if header.dst_port == HTTPS_PORT && self.public_resolvers.contains(&dst) {
-                    self.count_bypass(mac, dst, BypassProtocol::Doh);
+            Seen::TlsHello {
+                device,
+                server,
+                port,
+                name,
+            } => {
+                self.devices.observe_address(mac, device, now);
+                if port == DOT_PORT {
+                    self.count_bypass(mac, server, BypassProtocol::Dot);
+                } else if port == HTTPS_PORT && self.public_resolvers.contains(&server) {
+                    self.count_bypass(mac, server, BypassProtocol::Doh);
                 }
-                match tls::client_hello_server_name(payload) {
-                    Ok(name) => {
-                        self.destinations.bind_tls(mac, dst, &name, now);
+                match name {
+                    ServerName::Named(name) => {
+                        self.destinations.bind_tls(mac, server, &name, now);
                         self.stats.names_bound += 1;
                         true
                     }
-                    Err(e) => {
-                        tracing::debug!(%mac, %dst, "ClientHello without a usable server name: {e}");
-                        matches!(e, tls::TlsError::NoServerName)
-                    }
+                    ServerName::None => true,
+                    ServerName::Unparsable => false,
                 }
             }
-            SNIFF_DHCP => match dhcp::parse_request(payload) {
-                Ok(request) => {
-                    if let Some(hostname) = &request.hostname {
-                        self.devices
-                            .observe_dhcp_hostname(request.client_mac, hostname);
+            Seen::Dhcp(request) => match request {
+                Some(hostname) => {
+                    if let Some((client, hostname)) = hostname {
+                        self.devices.observe_dhcp_hostname(client, &hostname);
                     }
                     true
                 }
-                Err(e) => {
-                    tracing::debug!(%mac, "DHCP request not understood: {e}");
-                    false
-                }
+                None => false,
             },
-            _ => unreachable!("kind_index accepted it"),
         };
         if !ok {
             self.stats.parse_errors[kind] += 1;
-        }
-    }
-
-    fn dns_response(
-        &mut self,
-        mac: MacAddr,
-        header: &SniffHeader,
-        payload: &[u8],
-        now: SystemTime,
-    ) -> bool {
-        let transport = if header.protocol == IPPROTO_TCP {
-            dns::Transport::Tcp
-        } else {
-            dns::Transport::Udp
-        };
-        match dns::parse_response(payload, transport) {
-            Ok(response) => {
-                for binding in &response.bindings {
-                    self.destinations
-                        .bind_dns(mac, binding.addr, &binding.name, binding.ttl, now);
-                    self.stats.names_bound += 1;
-                }
-                true
-            }
-            Err(e) => {
-                tracing::debug!(%mac, "DNS answer not understood: {e}");
-                false
-            }
         }
     }
 
@@ -234,34 +210,10 @@ impl Naming {
     }
 }
 
-/// Splits a record into its header and the captured payload.
-fn decode(record: &[u8]) -> Option<(SniffHeader, &[u8])> {
-    const HEADER: usize = size_of::<SniffHeader>();
-    if record.len() < HEADER {
-        return None;
-    }
-    // SAFETY: SniffHeader is plain old data (repr(C), no padding, every bit pattern valid) and
-    // the slice holds at least its size; read_unaligned copes with any alignment.
-    let header: SniffHeader = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
-    let rest = &record[HEADER..];
-    let captured = (header.captured as usize).min(rest.len());
-    Some((header, &rest[..captured]))
-}
-
-/// (source, destination) of the copied packet.
-fn addresses(header: &SniffHeader) -> (IpAddr, IpAddr) {
-    let addr = |raw: [u8; 16]| {
-        if header.family == FAMILY_V4 {
-            IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
-        } else {
-            IpAddr::V6(Ipv6Addr::from(raw))
-        }
-    };
-    (addr(header.src), addr(header.dst))
-}
-
 #[cfg(test)]
 mod tests {
+    use monitor_common::{FAMILY_V4, SniffHeader};
+
     use super::*;
 
     fn record(kind: u8, src: [u8; 4], dst: [u8; 4], dst_port: u16, payload: &[u8]) -> Vec<u8> {

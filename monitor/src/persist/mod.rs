@@ -5,3 +5,4 @@
 pub mod baseline;
 pub mod control;
 pub mod state_file;
+pub mod writer;

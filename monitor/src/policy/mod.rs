@@ -109,6 +109,9 @@ pub struct Policy {
     /// Last-seen times moved since the last write.
     touched: bool,
     last_write: Option<Instant>,
+    /// Bumped by every change a metric or the API shows (not by last-seen times): a snapshot
+    /// renders the policy's families again only when it moved.
+    generation: u64,
     /// Counts of reloads and state writes, for the agent's own metrics.
     pub reloads: [u64; 2],
     pub last_reload_ok: bool,
@@ -137,6 +140,19 @@ impl Policy {
     /// A new policy, from a reload: counts and state stay.
     pub fn set_config(&mut self, config: PolicyConfig) {
         self.config = config;
+        self.generation += 1;
+    }
+
+    /// A reload of the configuration, and whether it was accepted.
+    pub fn reloaded(&mut self, ok: bool) {
+        self.reloads[if ok { SUCCESS } else { FAILURE }] += 1;
+        self.last_reload_ok = ok;
+        self.generation += 1;
+    }
+
+    /// Moves whenever what the policy shows changed (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Judges one poll's newly exported bytes of a device to a destination.
@@ -148,10 +164,31 @@ impl Policy {
         step: Count,
         now: SystemTime,
     ) {
+        let new_device = !self.devices.contains_key(&id.mac);
+        let mut changed = false;
+        let counted = self.judge(id, group, target, step, now, &mut changed);
+        self.changed |= changed;
+        if new_device || changed || counted {
+            self.generation += 1;
+        }
+    }
+
+    /// [`Policy::observe`]; `changed` is set when the persisted state changed, and the result
+    /// says whether a new-destination or unexpected counter moved.
+    fn judge(
+        &mut self,
+        id: DeviceId,
+        group: Option<&str>,
+        target: &Target<'_>,
+        step: Count,
+        now: SystemTime,
+        changed: &mut bool,
+    ) -> bool {
         let mac = id.mac;
+        let mut counted = false;
         let record = self.devices.entry(mac).or_default();
         // An address whose name is gone is judged (and remembered as seen) by the name it had.
-        let remembered = recall_or_remember(record, target, now, &mut self.changed);
+        let remembered = recall_or_remember(record, target, now, changed);
         let target = match &remembered {
             Some(r) => Target {
                 addr: target.addr,
@@ -162,7 +199,7 @@ impl Policy {
         };
         let applies = self.config.applies(mac, group);
         let section = applies.section();
-        let learning = learning_now(record, section, now, &mut self.changed);
+        let learning = learning_now(record, section, now, changed);
         match record.seen.get_mut(target.label) {
             Some(seen) => {
                 seen.last = now;
@@ -176,23 +213,26 @@ impl Policy {
                         last: now,
                     },
                 );
-                self.changed = true;
+                *changed = true;
                 if !learning {
                     *self.new_destinations.entry(mac).or_default() += 1;
+                    counted = true;
                 }
                 if record.seen.len() > MAX_SEEN_PER_DEVICE {
                     forget_oldest(record);
                 }
             }
         }
-        let Some(section) = section else { return };
+        let Some(section) = section else {
+            return counted;
+        };
         let rule = match verdict(section, record, &target, learning) {
-            Verdict::Fine => return,
+            Verdict::Fine => return counted,
             Verdict::Learn => {
                 if record.baseline.insert(Rule::for_label(target.label)) {
-                    self.changed = true;
+                    *changed = true;
                 }
-                return;
+                return counted;
             }
             Verdict::Unexpected(rule) => rule,
         };
@@ -214,6 +254,7 @@ impl Policy {
             count.bytes.saturating_add(step.bytes),
             count.packets.saturating_add(step.packets),
         );
+        true
     }
 
     /// Every unexpected series.
@@ -268,6 +309,7 @@ impl Policy {
     pub fn accept(&mut self, mac: MacAddr, rule: Rule) -> bool {
         let added = self.devices.entry(mac).or_default().baseline.insert(rule);
         self.changed |= added;
+        self.generation += 1;
         added
     }
 
@@ -276,6 +318,7 @@ impl Policy {
     pub fn forget(&mut self, mac: MacAddr) -> bool {
         let had = self.devices.remove(&mac).is_some();
         self.changed |= had;
+        self.generation += 1;
         had
     }
 
@@ -311,6 +354,7 @@ impl Policy {
     /// The outcome of writing a snapshot: a failed write is retried at the next due time.
     pub fn wrote(&mut self, ok: bool) {
         self.writes[if ok { SUCCESS } else { FAILURE }] += 1;
+        self.generation += 1;
         if !ok {
             self.changed = true;
         }

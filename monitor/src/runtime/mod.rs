@@ -1,18 +1,28 @@
-//! Wiring: check, bind, load, attach, poll, serve, and detach on SIGINT or SIGTERM.
+//! The agent's run: check, bind, load, attach, start the threads, serve, and on SIGINT or
+//! SIGTERM (or when any thread ends) stop them all and detach.
+//!
+//! Threads and what they own: the poller owns the state and the kernel side (see `poller`);
+//! the sniff thread reads the ring of copied packets; the file watcher reads lease files and
+//! the configuration; the state writer writes the state file; the control thread answers
+//! `baseline` requests; the HTTP server runs on a small tokio runtime. They talk through
+//! channels, and share one [`shutdown::Shutdown`] token that any of them pulls when it ends.
 
 pub mod fault;
+pub mod files;
 pub mod poller;
 pub mod reload;
+pub mod shutdown;
 pub mod state;
+pub mod threads;
 
 use std::{
     net::SocketAddr,
     path::PathBuf,
     sync::{
-        Arc, RwLock,
+        Arc,
         atomic::{AtomicBool, Ordering},
-        mpsc,
     },
+    time::{Duration, Instant},
 };
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -20,14 +30,26 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     config::{Config, Overrides},
     http::metrics::Metrics,
-    kernel::loader::{self, LoadError, MapSizes},
-    persist::baseline,
-    persist::state_file as store,
+    kernel::{
+        Live,
+        loader::{self, LoadError, MapSizes},
+    },
+    naming::lease_files::LeaseReader,
+    persist::{baseline, control::Control, state_file as store},
     policy::Policy,
-    runtime::poller::PollerConfig,
-    runtime::reload::Reloader,
-    runtime::state::State,
+    runtime::{
+        poller::{Inbox, Message, Poller, PollerConfig},
+        reload::Reloader,
+        shutdown::Shutdown,
+        state::State,
+        threads::{Ended, ThreadPanic, Worker},
+    },
+    snapshot::Published,
 };
+
+/// How long a stop waits for the threads, all together: SIGTERM ends the agent within 5 s
+/// whatever its clients or files do.
+const STOP_DEADLINE: Duration = Duration::from_secs(4);
 
 /// Why the agent could not start or stopped with an error. One line each.
 #[derive(Debug, thiserror::Error)]
@@ -62,13 +84,6 @@ pub enum RunError {
         thread: &'static str,
         message: String,
     },
-}
-
-/// A thread that died by panicking, and what it said.
-#[derive(Debug)]
-pub struct ThreadPanic {
-    pub thread: &'static str,
-    pub message: String,
 }
 
 impl From<ThreadPanic> for RunError {
@@ -142,41 +157,74 @@ pub fn run(
     );
     let mut state = State::new(&config);
     state.policy = Policy::new(config.policy.clone(), records);
-    let shared = Arc::new(RwLock::new(state));
-    let _control = crate::persist::control::serve(&config.state_dir, shared.clone())
-        .map_err(state_dir_error)?;
-    let reload_requested = Arc::new(AtomicBool::new(false));
+    let control = Control::bind(&config.state_dir).map_err(state_dir_error)?;
+    let published = Published::default();
     let metrics =
-        Arc::new(Metrics::new(shared.clone()).map_err(|e| RunError::Runtime(e.to_string()))?);
-    let (stop_tx, stop_rx) = mpsc::channel();
-    let poller_config = PollerConfig {
-        interval: config.poll_interval,
-        lan: config.lan.clone(),
-        extra_local: config.local_prefixes.clone(),
-        flow_capacity: config.flow_map_entries,
-        device_capacity: config.device_map_entries,
-        reloader: Reloader::new(
-            config_path,
-            overrides,
-            config.clone(),
-            reload_requested.clone(),
-        ),
-        state_dir: config.state_dir.clone(),
-    };
-    // Wakes the server when the poller ends for any reason, panics included.
-    let poller_ended = Arc::new(tokio::sync::Notify::new());
-    let poller = {
-        let shared = shared.clone();
-        let self_metrics = metrics.self_metrics.clone();
-        let on_exit = OnExit(poller_ended.clone());
-        std::thread::Builder::new()
-            .name("poller".into())
-            .spawn(move || {
-                let _on_exit = on_exit;
-                poller::run(loaded, poller_config, shared, self_metrics, stop_rx)
-            })
-            .map_err(|e| RunError::Runtime(format!("cannot start the poller: {e}")))?
-    };
+        Arc::new(Metrics::new(published.clone()).map_err(|e| RunError::Runtime(e.to_string()))?);
+    let reload_requested = Arc::new(AtomicBool::new(false));
+    let shutdown = Shutdown::new();
+    let (kernel, ring) = Live::new(
+        loaded,
+        config.lan.clone(),
+        config.local_prefixes.clone(),
+        config.flow_map_entries,
+        config.device_map_entries,
+    );
+
+    let (messages_tx, messages) = crossbeam_channel::unbounded::<Message>();
+    let (sniffed_tx, sniffed) =
+        crossbeam_channel::bounded(crate::kernel::sniff_ring::QUEUED_BATCHES);
+    let (jobs_tx, jobs) = crossbeam_channel::unbounded();
+    let spawn_error = |e: std::io::Error| RunError::Runtime(format!("cannot start a thread: {e}"));
+    let mut workers: Vec<Worker<()>> = Vec::new();
+    let poller = Poller::new(
+        kernel,
+        state,
+        PollerConfig {
+            interval: config.poll_interval,
+            flow_capacity: config.flow_map_entries,
+            device_capacity: config.device_map_entries,
+        },
+        published.clone(),
+        metrics.self_metrics.clone(),
+        jobs_tx,
+    );
+    let token = shutdown.clone();
+    let inbox = Inbox { messages, sniffed };
+    let polling = threads::spawn("poller", &shutdown, move || poller.run(inbox, &token));
+    workers.push(polling.map_err(spawn_error)?);
+    let token = shutdown.clone();
+    let sniffing = threads::spawn("sniff", &shutdown, move || {
+        crate::kernel::sniff_ring::run(ring, sniffed_tx, token)
+    });
+    workers.push(sniffing.map_err(spawn_error)?);
+    let (dir, wrote) = (config.state_dir.clone(), messages_tx.clone());
+    let writing = threads::spawn("state writer", &shutdown, move || {
+        crate::persist::writer::run(dir, jobs, |ok| {
+            let _ = wrote.send(Message::Wrote(ok));
+        })
+    });
+    workers.push(writing.map_err(spawn_error)?);
+    let reloader = Reloader::new(
+        config_path,
+        overrides,
+        config.clone(),
+        reload_requested.clone(),
+    );
+    let leases = LeaseReader::new(&config.leases);
+    let (interval, to_poller, token) =
+        (config.poll_interval, messages_tx.clone(), shutdown.clone());
+    let watching = threads::spawn("files", &shutdown, move || {
+        files::run(leases, reloader, interval, to_poller, token)
+    });
+    workers.push(watching.map_err(spawn_error)?);
+    let (to_poller, token) = (messages_tx, shutdown.clone());
+    let controlling = threads::spawn("control", &shutdown, move || {
+        fault::panic_if_requested("control");
+        let forward = |request| to_poller.send(Message::Control(request)).is_ok();
+        control.serve(forward, token)
+    });
+    workers.push(controlling.map_err(spawn_error)?);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -186,50 +234,37 @@ pub fn run(
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tracing::info!(listen = %config.listen, "serving /metrics");
+        let token = shutdown.clone();
         let stop = async move {
             tokio::select! {
                 () = shutdown_signal(reload_requested) => {}
-                () = poller_ended.notified() => {
-                    tracing::error!("the poller stopped: shutting down");
-                }
+                () = token.wait() => {}
             }
         };
-        crate::http::server::serve(listener, metrics, shared, config.poll_interval, stop).await
+        crate::http::server::serve(listener, metrics, published, config.poll_interval, stop).await
     });
+    // Whatever stopped the server stops every thread.
+    shutdown.trigger();
+    let deadline = Instant::now() + STOP_DEADLINE;
     // Blocking renders still running are not waited for.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    // Stop the poller whatever happened to the server: it owns the links and detaches them.
-    let _ = stop_tx.send(());
-    let polled = match poller.join() {
-        Ok(result) => result.map_err(RunError::from),
-        Err(payload) => Err(RunError::Panicked {
-            thread: "poller",
-            message: panic_message(payload.as_ref()),
-        }),
-    };
-    polled?;
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let mut panicked: Option<ThreadPanic> = None;
+    for worker in workers {
+        match worker.join_by(deadline) {
+            Ended::Returned(()) => {}
+            Ended::Panicked(p) => {
+                tracing::error!(thread = p.thread, "the thread panicked: {}", p.message);
+                panicked.get_or_insert(p);
+            }
+            Ended::Running(name) => {
+                tracing::warn!(thread = name, "a thread did not stop in time; leaving it");
+            }
+        }
+    }
+    if let Some(p) = panicked {
+        return Err(p.into());
+    }
     served.map_err(|e| RunError::Runtime(format!("HTTP server failed: {e}")))
-}
-
-/// Notifies when dropped: at the end of the thread that owns it, also when it unwinds.
-struct OnExit(Arc<tokio::sync::Notify>);
-
-impl Drop for OnExit {
-    fn drop(&mut self) {
-        // A stored permit: the server may not be waiting yet.
-        self.0.notify_one();
-    }
-}
-
-/// The text a panic was raised with.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        (*text).to_owned()
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "(no message)".to_owned()
-    }
 }
 
 /// Completes on SIGINT or SIGTERM. SIGHUP asks the poller to read the configuration again.

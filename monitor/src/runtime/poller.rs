@@ -1,160 +1,197 @@
-//! The poll loop: every `poll_interval`, refresh the local prefixes, read the kernel maps,
-//! settle them into the ledger and publish. It runs on its own thread because reading the maps
-//! (see `collect`) takes blocking syscalls, which have no place on the async runtime.
+//! The poller: the owner of the agent's state. Every `poll_interval` it runs its stages (follow
+//! the LAN's interfaces, write the local prefixes, refresh the neighbours, read the kernel maps
+//! and settle them, save the state file when due, publish a snapshot); between polls it
+//! applies what other threads send it (decoded packets, lease files, a reloaded
+//! configuration, control requests, state writes done). It runs on its own thread because
+//! reading the maps takes blocking syscalls, which have no place on the async runtime; it
+//! never reads or writes a file itself.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-        mpsc,
-    },
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, Instant, SystemTime};
 
-use ipnet::IpNet;
-use monitor_common::KernelStats;
+use crossbeam_channel::{Receiver, Sender};
 
+use super::{fault, reload::Reload, shutdown::Shutdown, state::State};
 use crate::{
+    config::Config,
     http::metrics::SelfMetrics,
-    kernel::counters::{self, Collected, CounterMaps},
-    kernel::device_totals::DeviceTotals,
-    kernel::loader::{KernelMaps, Loaded},
-    kernel::offload::OffloadWatch,
-    kernel::prefixes::{self, LocalPrefixMaps},
-    ledger::Reading,
-    policy::Target,
-    runtime::state::{MapUsage, Shared, State},
+    kernel::{KernelSource, counters::Collected, sniff_ring::Sniffed},
+    naming::lease_files::LeaseRead,
+    persist::{
+        control::{self, ControlReply, ControlRequest},
+        writer::WriteJob,
+    },
+    snapshot::{MapUsage, Published, Snapshot},
 };
-
-/// What the poller needs besides the kernel objects.
-pub struct PollerConfig {
-    pub interval: Duration,
-    pub lan: Vec<String>,
-    pub extra_local: Vec<IpNet>,
-    pub flow_capacity: u32,
-    pub device_capacity: u32,
-    /// Reads the configuration again on SIGHUP or when the file changes.
-    pub reloader: crate::runtime::reload::Reloader,
-    /// Where the policy's state file is written.
-    pub state_dir: std::path::PathBuf,
-}
 
 /// How often the neighbour table is read (a netlink dump of every entry), and the hook devices
 /// are checked for hardware offload.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(5);
+/// How long the final state file write may take at a stop.
+const FINAL_WRITE: Duration = Duration::from_secs(2);
 
-/// Polls until `stop` receives (or its sender is dropped), then drops `loaded`, which detaches
-/// the programs. Fails when the sniff thread died: the agent must not go on half blind.
-pub fn run(
-    loaded: Loaded,
-    mut config: PollerConfig,
-    shared: Shared,
+/// What other threads tell the poller.
+pub enum Message {
+    /// Lease files that changed or failed, by index in the configuration.
+    Leases(Vec<(usize, LeaseRead)>),
+    Reload(Reload),
+    Control(ControlRequest),
+    /// A state file write finished: whether it succeeded.
+    Wrote(bool),
+}
+
+/// The channels the poller listens on.
+pub struct Inbox {
+    pub messages: Receiver<Message>,
+    pub sniffed: Receiver<Sniffed>,
+}
+
+/// What the poller needs besides the kernel and its channels.
+pub struct PollerConfig {
+    pub interval: Duration,
+    pub flow_capacity: u32,
+    pub device_capacity: u32,
+}
+
+/// The poller and the state it owns.
+pub struct Poller<K> {
+    kernel: K,
+    state: State,
+    config: PollerConfig,
+    published: Published,
     metrics: SelfMetrics,
-    stop: mpsc::Receiver<()>,
-) -> Result<(), crate::runtime::ThreadPanic> {
-    let Loaded {
-        mut ebpf,
-        maps,
-        mut hooks,
-    } = loaded;
-    // The programs log rare events (a full device map) through aya-log; drained every poll.
-    let mut kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
-        Ok(logger) => Some(logger),
-        Err(e) => {
-            tracing::warn!(error = %e, "kernel log records will not be shown");
-            None
+    /// Where state file texts go to be written.
+    writer: Sender<WriteJob>,
+    /// A periodic write is on its way: no second one until it is done.
+    write_in_flight: bool,
+    neighbours_read: Option<Instant>,
+}
+
+impl<K: KernelSource> Poller<K> {
+    pub fn new(
+        kernel: K,
+        state: State,
+        config: PollerConfig,
+        published: Published,
+        metrics: SelfMetrics,
+        writer: Sender<WriteJob>,
+    ) -> Self {
+        let mut poller = Self {
+            kernel,
+            state,
+            config,
+            published,
+            metrics,
+            writer,
+            write_in_flight: false,
+            neighbours_read: None,
+        };
+        poller.state.agent.attachments = poller.kernel.attachments();
+        poller
+    }
+
+    /// The state, for tests.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Polls until `shutdown`, then writes what changed and drops the kernel side, which
+    /// detaches the programs.
+    pub fn run(mut self, inbox: Inbox, shutdown: &Shutdown) {
+        let Inbox {
+            mut messages,
+            mut sniffed,
+        } = inbox;
+        let mut next = Instant::now();
+        'polls: loop {
+            fault::panic_if_requested("poller");
+            self.apply_pending(&sniffed);
+            self.poll(SystemTime::now());
+            next += self.config.interval;
+            let now = Instant::now();
+            if next < now {
+                // Overran (a huge map, a stalled machine): skip the missed ticks, do not burst.
+                next = now + self.config.interval;
+            }
+            loop {
+                let wait = next.saturating_duration_since(Instant::now());
+                if wait.is_zero() {
+                    break;
+                }
+                crossbeam_channel::select! {
+                    recv(shutdown.channel()) -> _ => break 'polls,
+                    recv(messages) -> m => match m {
+                        Ok(m) => self.handle(m),
+                        // Every sender is gone: nothing more will come.
+                        Err(_) => messages = crossbeam_channel::never(),
+                    },
+                    recv(sniffed) -> b => match b {
+                        Ok(b) => self.apply_sniffed(b),
+                        Err(_) => sniffed = crossbeam_channel::never(),
+                    },
+                    default(wait) => break,
+                }
+            }
         }
-    };
-    let KernelMaps {
-        devices,
-        device_slots,
-        device_totals,
-        mut flows,
-        stats,
-        mut local,
-        sniff,
-    } = maps;
-    let mut devices =
-        DeviceTotals::new(devices, device_slots, device_totals, config.device_capacity);
-    // Copied packets are read as they arrive, on their own thread.
-    let sniff_stop = Arc::new(AtomicBool::new(false));
-    let sniffer = {
-        let (shared, stop) = (shared.clone(), sniff_stop.clone());
-        std::thread::Builder::new()
-            .name("sniff".into())
-            .spawn(move || crate::kernel::sniff_ring::run(sniff, shared, stop))
-            .expect("cannot start the sniff thread")
-    };
-    let mut neighbours_read: Option<Instant> = None;
-    let mut offload = OffloadWatch::default();
-    shared.write().expect("state lock").attachments = hooks.attachments();
-    let mut next = Instant::now();
-    loop {
+        self.stop(&messages);
+    }
+
+    /// One poll: every stage in order.
+    pub fn poll(&mut self, now: SystemTime) {
         let started = Instant::now();
-        crate::runtime::fault::panic_if_requested("poller");
-        if sniffer.is_finished() {
-            break;
+        self.kernel.flush_log();
+        self.follow_interfaces();
+        self.sync_local_prefixes();
+        self.refresh_neighbours();
+        self.read_and_settle(now);
+        self.save_if_due();
+        self.publish(now);
+        self.metrics
+            .poll_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.polls.inc();
+    }
+
+    /// Stage: hook ports that appeared; the attachments shown follow.
+    fn follow_interfaces(&mut self) {
+        if let Some(attachments) = self.kernel.follow_interfaces() {
+            self.state.agent.attachments = attachments;
         }
-        if let Some(log) = kernel_log.as_mut() {
-            log.flush();
-        }
-        if hooks.follow(&mut ebpf) {
-            shared.write().expect("state lock").attachments = hooks.attachments();
-        }
-        if let Err(e) = sync_prefixes(&mut local, &mut flows, &config) {
-            metrics
-                .poll_errors
-                .with_label_values(&["local_prefixes"])
-                .inc();
-            tracing::warn!(error = %e, "could not update the local prefixes");
-        }
-        let due = neighbours_read.is_none_or(|t| t.elapsed() >= NEIGHBOUR_REFRESH);
-        if due {
-            let attached: Vec<(String, String)> = hooks
-                .attachments()
-                .into_iter()
-                .filter(|a| a.mode.is_some())
-                .map(|a| (a.interface, a.lan))
-                .collect();
-            let found = offload.check(&attached);
-            shared.write().expect("state lock").hardware_offload = found;
-        }
-        let neighbours = if due {
-            neighbours_read = Some(Instant::now());
-            match crate::kernel::neighbours::dump() {
-                // Only the LAN's neighbours are devices: the WAN gateway is not.
-                Ok(mut n) => {
-                    let lan = hooks.lan_ifindexes();
-                    n.retain(|n| lan.contains(&n.ifindex));
-                    Some(n)
-                }
-                Err(e) => {
-                    tracing::debug!("neighbour table: {e}");
-                    None
-                }
+    }
+
+    /// Stage: the local prefixes of now.
+    fn sync_local_prefixes(&mut self) {
+        match self.kernel.sync_local_prefixes() {
+            Ok(counts) => self.state.agent.local_prefixes = counts,
+            Err(e) => {
+                self.metrics
+                    .poll_errors
+                    .with_label_values(&["local_prefixes"])
+                    .inc();
+                tracing::warn!(error = %e, "could not update the local prefixes");
             }
-        } else {
-            None
-        };
-        {
-            let mut state = shared.write().expect("state lock");
-            if let Some(n) = &neighbours {
-                state.naming.devices.set_neighbours(n);
-            }
-            state.naming.devices.refresh_leases();
         }
-        let counter_maps = CounterMaps {
-            flows: &flows,
-            devices: &devices,
-            stats: &stats,
-        };
-        let collected = counters::read(&counter_maps, config.flow_capacity);
-        if let Ok(c) = &collected
-            && let Err(e) = devices.assign(&c.devices_without_slot)
+    }
+
+    /// Stage, every [`NEIGHBOUR_REFRESH`]: the neighbour table and hardware offload.
+    fn refresh_neighbours(&mut self) {
+        if self
+            .neighbours_read
+            .is_some_and(|t| t.elapsed() < NEIGHBOUR_REFRESH)
         {
-            tracing::warn!(error = %e, "could not give new devices their slot");
+            return;
         }
-        match collected {
+        self.neighbours_read = Some(Instant::now());
+        self.state.agent.hardware_offload = self.kernel.hardware_offload();
+        match self.kernel.lan_neighbours() {
+            Ok(n) => self.state.naming.devices.set_neighbours(&n),
+            Err(e) => tracing::debug!("neighbour table: {e}"),
+        }
+    }
+
+    /// Stage: read the counter maps and settle them into the ledger. A failed read is counted
+    /// and the last good totals stay.
+    fn read_and_settle(&mut self, now: SystemTime) {
+        match self.kernel.read_counters() {
             Ok(Collected {
                 reading,
                 kernel,
@@ -162,98 +199,147 @@ pub fn run(
                 device_entries,
                 ..
             }) => {
-                let mut state = shared.write().expect("state lock");
-                publish(&mut state, &reading, kernel, SystemTime::now());
-                state.flows = MapUsage {
+                self.state.settle(&reading, kernel, now);
+                self.state.agent.flows = MapUsage {
                     entries: flow_entries,
-                    capacity: config.flow_capacity.into(),
+                    capacity: self.config.flow_capacity.into(),
                 };
-                state.devices = MapUsage {
+                self.state.agent.devices = MapUsage {
                     entries: device_entries,
-                    capacity: config.device_capacity.into(),
+                    capacity: self.config.device_capacity.into(),
                 };
-                state.local_prefixes = local.counts();
             }
             Err(e) => {
-                metrics.poll_errors.with_label_values(&["read_maps"]).inc();
+                self.metrics
+                    .poll_errors
+                    .with_label_values(&["read_maps"])
+                    .inc();
                 tracing::warn!(error = %e, "could not read the kernel maps");
             }
         }
-        config.reloader.check(&shared);
-        // Failures are logged and counted inside; the next due time retries.
-        let _ = crate::runtime::state::save(&shared, &config.state_dir, false);
-        metrics
-            .poll_duration
-            .observe(started.elapsed().as_secs_f64());
-        metrics.polls.inc();
-        next += config.interval;
-        let now = Instant::now();
-        if next < now {
-            // Overran (a huge map, a stalled machine): skip the missed ticks, do not burst.
-            next = now + config.interval;
+    }
+
+    /// Stage: hand the state file's text to the writer when a write is due.
+    fn save_if_due(&mut self) {
+        if self.write_in_flight {
+            return;
         }
-        match stop.recv_timeout(next - now) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        if let Some(text) = self.state.state_file_if_due(false) {
+            self.write_in_flight = self.writer.send(WriteJob { text, done: None }).is_ok();
         }
     }
-    // What changed since the last write, so a restart loses nothing learned.
-    let _ = crate::runtime::state::save(&shared, &config.state_dir, true);
-    sniff_stop.store(true, Ordering::Relaxed);
-    let sniffed = sniffer
-        .join()
-        .map_err(|payload| crate::runtime::panic_message(payload.as_ref()));
-    drop(kernel_log);
-    drop(hooks);
-    drop(ebpf);
-    tracing::info!("detached from the LAN interfaces");
-    sniffed.map_err(|message| crate::runtime::ThreadPanic {
-        thread: "sniff",
-        message,
-    })
-}
 
-/// Settles one poll's reading into the state: bytes read now are labelled with the names
-/// valid now (see `ledger`), then expired names are dropped.
-pub fn publish(state: &mut State, reading: &Reading, kernel: [KernelStats; 2], now: SystemTime) {
-    let State {
-        ledger,
-        naming,
-        policy,
-        ..
-    } = state;
-    let names = &*naming;
-    ledger.apply_observed(
-        reading,
-        now,
-        &mut |mac, addr| names.label(mac, addr, now),
-        &mut |id, addr, label, step| {
-            // The full host name, not the label: a rule may name one host of a domain.
-            let host = names.destinations.lookup(id.mac, addr, now);
-            let target = Target {
-                addr,
-                host: host.map(|b| b.name.as_str()),
-                label,
+    /// Stage: the snapshot scrapes and the API read from now on.
+    fn publish(&mut self, now: SystemTime) {
+        let previous = self.published.latest();
+        let snapshot: Snapshot = self.state.snapshot(&previous, now);
+        drop(previous);
+        self.published.publish(snapshot);
+    }
+
+    /// Applies decoded packets that are waiting, so a name sniffed before the maps are read
+    /// labels the bytes read now.
+    fn apply_pending(&mut self, sniffed: &Receiver<Sniffed>) {
+        for batch in sniffed
+            .try_iter()
+            .take(crate::kernel::sniff_ring::QUEUED_BATCHES)
+        {
+            self.apply_sniffed(batch);
+        }
+    }
+
+    /// Applies one batch of decoded packets.
+    pub fn apply_sniffed(&mut self, batch: Sniffed) {
+        for observation in batch.observations {
+            self.state.naming.apply(observation, batch.at);
+        }
+    }
+
+    /// Applies one message.
+    pub fn handle(&mut self, message: Message) {
+        match message {
+            Message::Leases(read) => {
+                for (index, read) in read {
+                    self.state.naming.devices.apply_lease_read(index, read);
+                }
+            }
+            Message::Reload(Reload::Accepted(config)) => {
+                self.apply_config(&config);
+                self.publish(SystemTime::now());
+            }
+            Message::Reload(Reload::Rejected) => {
+                self.state.policy.reloaded(false);
+                self.publish(SystemTime::now());
+            }
+            Message::Control(request) => self.answer(request),
+            Message::Wrote(ok) => {
+                self.write_in_flight = false;
+                self.state.policy.wrote(ok);
+            }
+        }
+    }
+
+    /// A reloaded configuration's policy and device names, in force at once.
+    fn apply_config(&mut self, config: &Config) {
+        self.state.policy.set_config(config.policy.clone());
+        self.state
+            .naming
+            .devices
+            .set_configured(config.devices.clone());
+        self.state.policy.reloaded(true);
+    }
+
+    /// A `baseline` request: applied, written at once if it changed something, and published.
+    fn answer(&mut self, ControlRequest { request, reply }: ControlRequest) {
+        let State {
+            policy,
+            naming,
+            ledger,
+            ..
+        } = &mut self.state;
+        let (result, written) = match control::execute(policy, naming, ledger, &request) {
+            Ok((text, true)) => {
+                let written = self.state.state_file_if_due(true).and_then(|text| {
+                    let (done, written) = crossbeam_channel::bounded(1);
+                    let job = WriteJob {
+                        text,
+                        done: Some(done),
+                    };
+                    self.writer.send(job).ok().map(|()| written)
+                });
+                self.publish(SystemTime::now());
+                (Ok(text), written)
+            }
+            Ok((text, false)) => (Ok(text), None),
+            Err(e) => (Err(e), None),
+        };
+        let _ = reply.send(ControlReply { result, written });
+    }
+
+    /// The end: what changed since the last write goes to the writer, so a restart loses
+    /// nothing learned; then the kernel side is dropped.
+    fn stop(mut self, messages: &Receiver<Message>) {
+        // Outcomes of writes already done, so the final text is taken after them.
+        for message in messages.try_iter() {
+            if let Message::Wrote(ok) = message {
+                self.handle(Message::Wrote(ok));
+            }
+        }
+        if let Some(text) = self.state.state_file_if_due(true) {
+            let (done, written) = crossbeam_channel::bounded(1);
+            let job = WriteJob {
+                text,
+                done: Some(done),
             };
-            policy.observe(id, names.devices.group(id.mac), &target, step, now);
-        },
-    );
-    naming.destinations.expire(now);
-    state.kernel = kernel;
-    state.last_poll = Some(now);
+            if self.writer.send(job).is_ok() && written.recv_timeout(FINAL_WRITE).is_err() {
+                tracing::warn!("the state file was not written before the stop");
+            }
+        }
+        drop(self.kernel);
+        tracing::info!("detached from the LAN interfaces");
+    }
 }
 
-/// Writes the local prefixes of now, and forgets the flows to the ones that became local.
-fn sync_prefixes(
-    local: &mut LocalPrefixMaps,
-    flows: &mut counters::Flows,
-    config: &PollerConfig,
-) -> anyhow::Result<()> {
-    let wanted = prefixes::wanted(&config.lan, &config.extra_local)?;
-    let added = local.sync(&wanted)?;
-    if !added.is_empty() {
-        let forgotten = prefixes::forget_flows_to(flows, &added)?;
-        tracing::info!(prefixes = ?wanted, ?added, forgotten_flows = forgotten, "local prefixes updated");
-    }
-    Ok(())
-}
+#[cfg(test)]
+#[path = "poller_tests.rs"]
+mod tests;

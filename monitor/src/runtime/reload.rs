@@ -1,7 +1,8 @@
 //! Reloading the configuration without a restart: on SIGHUP, or when the file changes (its
-//! modification time, size or inode: editors replace files), the poller reads it again. A
-//! valid file's policy and device names take effect at once, counts untouched; an invalid one
-//! is rejected with its file, line and reason, and the policy in force stays.
+//! modification time, size or inode: editors replace files), the file watcher's thread reads
+//! it again and hands the outcome to the poller ([`Reload`]). A valid file's policy and device
+//! names take effect at once, counts untouched; an invalid one is rejected with its file, line
+//! and reason, and the policy in force stays.
 
 use std::{
     os::unix::fs::MetadataExt as _,
@@ -13,11 +14,15 @@ use std::{
     time::SystemTime,
 };
 
-use crate::{
-    config::{Config, Overrides},
-    policy::{FAILURE, SUCCESS},
-    runtime::state::Shared,
-};
+use crate::config::{Config, Overrides};
+
+/// The outcome of reading the configuration again, for the poller to apply.
+#[derive(Debug)]
+pub enum Reload {
+    Accepted(Box<Config>),
+    /// The file did not load: the message is logged, the policy in force stays.
+    Rejected,
+}
 
 /// What identifies a version of the file.
 type Stamp = (Option<SystemTime>, u64, u64);
@@ -49,19 +54,19 @@ impl Reloader {
         }
     }
 
-    /// Reloads if asked to or if the file changed since the last attempt. Returns whether a
+    /// Reloads if asked to or if the file changed since the last attempt; `None` when no
     /// reload was attempted.
-    pub fn check(&mut self, shared: &Shared) -> bool {
+    pub fn check(&mut self) -> Option<Reload> {
         let asked = self.requested.swap(false, Ordering::Relaxed);
         let Some(path) = self.path.clone() else {
             if asked {
                 tracing::info!("SIGHUP: no configuration file to read again (no --config)");
             }
-            return false;
+            return None;
         };
         let now = stamp(&path);
         if !asked && now == self.stamp {
-            return false;
+            return None;
         }
         // A failed attempt is not retried until the file changes again or SIGHUP.
         self.stamp = now;
@@ -74,12 +79,6 @@ impl Reloader {
                         "configuration reloaded; these keys take effect at the next restart"
                     );
                 }
-                let mut state = shared.write().expect("state lock");
-                state.policy.set_config(config.policy.clone());
-                state.naming.devices.set_configured(config.devices.clone());
-                state.policy.reloads[SUCCESS] += 1;
-                state.policy.last_reload_ok = true;
-                drop(state);
                 tracing::info!(
                     file = %path.display(),
                     devices = config.policy.devices.len(),
@@ -87,19 +86,16 @@ impl Reloader {
                     default = config.policy.default.is_some(),
                     "configuration reloaded: the new policy is in force"
                 );
-                self.current = config;
+                self.current = config.clone();
+                Some(Reload::Accepted(Box::new(config)))
             }
             Err(e) => {
-                let mut state = shared.write().expect("state lock");
-                state.policy.reloads[FAILURE] += 1;
-                state.policy.last_reload_ok = false;
-                drop(state);
                 tracing::error!(
                     "configuration reload rejected, the previous policy stays in force: {e}"
                 );
+                Some(Reload::Rejected)
             }
         }
-        true
     }
 }
 
@@ -149,10 +145,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::RwLock;
-
     use super::*;
-    use crate::runtime::state::State;
 
     #[test]
     fn a_changed_file_is_reloaded_and_a_bad_one_rejected() {
@@ -162,7 +155,6 @@ mod tests {
         let base = "lan = [\"br-lan\"]\n[devices]\n\"02:00:00:00:00:05\" = \"camera\"\n";
         std::fs::write(&path, base).unwrap();
         let config = Config::load(Some(&path), &Overrides::default()).unwrap();
-        let shared: Shared = Arc::new(RwLock::new(State::new(&config)));
         let hup = Arc::new(AtomicBool::new(false));
         let mut reloader = Reloader::new(
             Some(path.clone()),
@@ -170,29 +162,21 @@ mod tests {
             config,
             hup.clone(),
         );
-        assert!(!reloader.check(&shared), "nothing changed");
+        assert!(reloader.check().is_none(), "nothing changed");
 
         let policy = format!("{base}[policy.devices.camera]\nallow = [\"vendor.example\"]\n");
         std::fs::write(&path, &policy).unwrap();
-        assert!(reloader.check(&shared));
-        {
-            let state = shared.read().unwrap();
-            assert_eq!(state.policy.config().devices.len(), 1);
-            assert_eq!(state.policy.reloads, [1, 0]);
+        match reloader.check() {
+            Some(Reload::Accepted(config)) => assert_eq!(config.policy.devices.len(), 1),
+            other => panic!("{other:?}"),
         }
-        // A typo: rejected, the policy in force stays, and no retry until something changes.
+        // A typo: rejected, and no retry until something changes.
         std::fs::write(&path, format!("{policy}deny = [\"*.x\"]\n")).unwrap();
-        assert!(reloader.check(&shared));
-        assert!(!reloader.check(&shared));
-        {
-            let state = shared.read().unwrap();
-            assert_eq!(state.policy.config().devices.len(), 1);
-            assert_eq!(state.policy.reloads, [1, 1]);
-            assert!(!state.policy.last_reload_ok);
-        }
+        assert!(matches!(reloader.check(), Some(Reload::Rejected)));
+        assert!(reloader.check().is_none());
         // SIGHUP tries again even if the file did not change.
         hup.store(true, Ordering::Relaxed);
-        assert!(reloader.check(&shared));
+        assert!(matches!(reloader.check(), Some(Reload::Rejected)));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

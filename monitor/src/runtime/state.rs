@@ -1,25 +1,21 @@
-//! What the poller publishes and the HTTP handlers read. The poller holds the write lock only
-//! to apply a reading it already took from the kernel, so a scrape never waits on a syscall.
+//! The agent's state, owned by the poller's thread: no lock, and nobody else holds a
+//! reference. Other threads send it messages (copied packets, lease files read, a reloaded
+//! configuration, control requests; see `poller`), and read it only through the snapshot the
+//! poller publishes after each poll (see `snapshot`).
 
-use std::{
-    sync::{Arc, RwLock},
-    time::SystemTime,
-};
+use std::time::SystemTime;
 
 use monitor_common::KernelStats;
 
 use crate::{
-    config::Config, kernel::hooks::Attachment, ledger::Ledger, naming::Naming, policy::Policy,
+    config::Config,
+    ledger::{Ledger, Reading},
+    naming::Naming,
+    policy::{Policy, Target},
+    snapshot::{self, AgentStats, Snapshot, Sources},
 };
 
-/// Sizes of one kernel map.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MapUsage {
-    pub entries: u64,
-    pub capacity: u64,
-}
-
-/// Everything one scrape shows.
+/// Everything the agent knows.
 #[derive(Debug)]
 pub struct State {
     pub ledger: Ledger,
@@ -27,15 +23,8 @@ pub struct State {
     pub naming: Naming,
     /// The policy, learned baselines and unexpected traffic.
     pub policy: Policy,
-    /// Per direction (`DIRECTION_EGRESS`, `DIRECTION_INGRESS`), summed over CPUs.
-    pub kernel: [KernelStats; 2],
-    pub flows: MapUsage,
-    pub devices: MapUsage,
-    /// Local prefixes written to the kernel: (IPv4, IPv6).
-    pub local_prefixes: (usize, usize),
-    pub attachments: Vec<Attachment>,
-    /// Per hook device: whether hardware offload may hide its packets (see `offload`).
-    pub hardware_offload: Vec<(String, bool)>,
+    /// What the kernel side reported at the last poll: statistics, maps, hooks.
+    pub agent: AgentStats,
     pub last_poll: Option<SystemTime>,
 }
 
@@ -45,41 +34,56 @@ impl State {
             ledger: Ledger::new(config.max_destinations_per_device as usize),
             naming: Naming::new(config),
             policy: Policy::new(config.policy.clone(), Default::default()),
-            kernel: Default::default(),
-            flows: MapUsage::default(),
-            devices: MapUsage::default(),
-            local_prefixes: (0, 0),
-            attachments: Vec::new(),
-            hardware_offload: Vec::new(),
+            agent: AgentStats::default(),
             last_poll: None,
         }
     }
-}
 
-/// The state shared between the poller and the server.
-pub type Shared = Arc<RwLock<State>>;
+    /// Settles one poll's reading: bytes read now are labelled with the names valid now (see
+    /// `ledger`), and judged by the policy; then expired names are dropped.
+    pub fn settle(&mut self, reading: &Reading, kernel: [KernelStats; 2], now: SystemTime) {
+        let Self {
+            ledger,
+            naming,
+            policy,
+            ..
+        } = self;
+        let names = &*naming;
+        ledger.apply_observed(
+            reading,
+            now,
+            &mut |mac, addr| names.label(mac, addr, now),
+            &mut |id, addr, label, step| {
+                // The full host name, not the label: a rule may name one host of a domain.
+                let host = names.destinations.lookup(id.mac, addr, now);
+                let target = Target {
+                    addr,
+                    host: host.map(|b| b.name.as_str()),
+                    label,
+                };
+                policy.observe(id, names.devices.group(id.mac), &target, step, now);
+            },
+        );
+        naming.destinations.expire(now);
+        self.agent.kernel = kernel;
+        self.last_poll = Some(now);
+    }
 
-/// Writes the policy's state file when due (`force`: whatever changed), outside the state
-/// lock. One writer at a time, each with a snapshot taken after the previous write, so an
-/// older snapshot never replaces a newer file.
-pub fn save(shared: &Shared, dir: &std::path::Path, force: bool) -> std::io::Result<()> {
-    static WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _writer = WRITER.lock().unwrap_or_else(|e| e.into_inner());
-    let text = {
-        let mut guard = shared.write().expect("state lock");
-        let State { policy, naming, .. } = &mut *guard;
+    /// The snapshot of now; `previous` lends whatever did not change.
+    pub fn snapshot(&self, previous: &Snapshot, now: SystemTime) -> Snapshot {
+        let sources = Sources {
+            ledger: &self.ledger,
+            naming: &self.naming,
+            policy: &self.policy,
+        };
+        snapshot::take(&sources, previous, self.agent.clone(), self.last_poll, now)
+    }
+
+    /// The state file's text when a write is due (`force`: whatever changed), with the
+    /// devices' names of now.
+    pub fn state_file_if_due(&mut self, force: bool) -> Option<String> {
+        let Self { policy, naming, .. } = self;
         let name = |mac| naming.devices.name(mac).map(|(n, _)| n.to_owned());
         policy.snapshot_if_due(std::time::Instant::now(), force, &name)
-    };
-    let Some(text) = text else { return Ok(()) };
-    let result = crate::persist::state_file::write(dir, &text);
-    if let Err(e) = &result {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the state file");
     }
-    shared
-        .write()
-        .expect("state lock")
-        .policy
-        .wrote(result.is_ok());
-    result
 }

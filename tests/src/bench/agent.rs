@@ -25,7 +25,6 @@ use std::{
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd},
-    sync::{Arc, RwLock},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -39,7 +38,8 @@ use monitor::{
         loader::{self, MapSizes},
     },
     ledger::Reading,
-    runtime::{poller, state::State},
+    runtime::state::State,
+    snapshot::{Published, Snapshot},
     types::{Count, DeviceId, Direction, MacAddr},
 };
 use monitor_common::{
@@ -351,8 +351,14 @@ fn timed<T>(f: impl FnOnce() -> T) -> (Duration, T) {
     (start.elapsed(), out)
 }
 
-/// A poll as the poller does it: read, then settle into the ledger with the names of now.
-fn poll(maps: &CounterMaps<'_>, capacity: u32, shared: &RwLock<State>) -> Duration {
+/// A poll as the poller does it: read, settle into the ledger with the names of now, and
+/// publish the snapshot scrapes read.
+fn poll(
+    maps: &CounterMaps<'_>,
+    capacity: u32,
+    state: &mut State,
+    published: &Published,
+) -> Duration {
     timed(|| {
         let Collected {
             reading,
@@ -361,10 +367,12 @@ fn poll(maps: &CounterMaps<'_>, capacity: u32, shared: &RwLock<State>) -> Durati
             device_entries,
             ..
         } = collect::read(maps, capacity).unwrap_or_else(|e| panic!("reading the maps: {e}"));
-        let mut state = shared.write().expect("state lock");
-        poller::publish(&mut state, &reading, kernel, SystemTime::now());
-        state.flows.entries = flow_entries;
-        state.devices.entries = device_entries;
+        let now = SystemTime::now();
+        state.settle(&reading, kernel, now);
+        state.agent.flows.entries = flow_entries;
+        state.agent.devices.entries = device_entries;
+        let snapshot = state.snapshot(&published.latest(), now);
+        published.publish(snapshot);
     })
     .0
 }
@@ -415,25 +423,33 @@ fn bench_flows(n: usize, repetitions: usize, cpus: usize) -> PollRow {
     let per_key = time_read(collect::read_per_key);
     let batch = time_read(collect::read_batch);
 
-    let shared = Arc::new(RwLock::new(State::new(&default_config())));
-    let first_poll = poll(&maps, capacity, &shared);
+    let mut state = State::new(&default_config());
+    let published = Published::default();
+    let first_poll = poll(&maps, capacity, &mut state, &published);
     // The device totals read now settle at the next poll: after it, every flow is exported.
-    poll(&maps, capacity, &shared);
+    poll(&maps, capacity, &mut state, &published);
     let mut grew = Vec::with_capacity(repetitions);
     for _ in 0..repetitions {
         generation += 1;
         kernel.fill(n, generation);
-        grew.push(poll(&kernel.counter_maps(), capacity, &shared));
+        grew.push(poll(
+            &kernel.counter_maps(),
+            capacity,
+            &mut state,
+            &published,
+        ));
     }
     let poll_all_grew = median_of(repetitions, || grew.pop().expect("one per repetition"));
     let maps = kernel.counter_maps();
     // Settles the last growth; after that nothing changes.
-    poll(&maps, capacity, &shared);
-    let poll_idle = median_of(repetitions, || poll(&maps, capacity, &shared));
-    check_settled(n, generation, cpus, &shared.read().expect("state lock"));
+    poll(&maps, capacity, &mut state, &published);
+    let poll_idle = median_of(repetitions, || {
+        poll(&maps, capacity, &mut state, &published)
+    });
+    check_settled(n, generation, cpus, &state);
 
     let rss_after = rss().0;
-    let metrics = Metrics::new(shared.clone()).expect("registering the metrics");
+    let metrics = Metrics::new(published.clone()).expect("registering the metrics");
     let body = metrics.render();
     let scrape_samples = count_samples(&body);
     drop(body);
@@ -557,8 +573,9 @@ fn state_with_series(series: usize) -> State {
 
 fn bench_render(series: usize, repetitions: usize) -> RenderRow {
     trim_heap();
-    let shared = Arc::new(RwLock::new(state_with_series(series)));
-    let metrics = Metrics::new(shared).expect("registering the metrics");
+    let published = Published::default();
+    published.publish(state_with_series(series).snapshot(&Snapshot::default(), SystemTime::now()));
+    let metrics = Metrics::new(published).expect("registering the metrics");
     let (samples, body_bytes) = {
         let body = metrics.render();
         (count_samples(&body), body.len())

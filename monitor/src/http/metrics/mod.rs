@@ -1,13 +1,16 @@
-//! The Prometheus exposition. Traffic and kernel statistics are written from the shared state
-//! at scrape time straight into the text format (they mirror totals kept elsewhere, which the
+//! The Prometheus exposition, written from the latest [`Snapshot`]. Traffic and kernel
+//! statistics are written at scrape time straight into the text format (they mirror totals kept elsewhere, which the
 //! client library's own counters cannot do; and building a protobuf object per sample first
 //! took most of the time and memory of a scrape with 100k series); the agent's own
-//! measurements are ordinary metrics of the client library, appended after them.
+//! measurements are ordinary metrics of the client library, appended after them. The device
+//! and policy families are rendered when the snapshot's device table is built (see
+//! [`device_families`]), not at each scrape.
 
 use std::sync::Arc;
 
 use std::fmt::Write as _;
 
+use bytes::Bytes;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -16,7 +19,7 @@ mod policy;
 
 use crate::{
     naming::KINDS,
-    runtime::state::Shared,
+    snapshot::{DeviceTable, Published, Snapshot},
     types::{Count, Direction},
 };
 
@@ -34,12 +37,12 @@ pub struct SelfMetrics {
 /// The registry and everything in it.
 pub struct Metrics {
     registry: Registry,
-    shared: Shared,
+    published: Published,
     pub self_metrics: SelfMetrics,
 }
 
 impl Metrics {
-    pub fn new(shared: Shared) -> prometheus::Result<Self> {
+    pub fn new(published: Published) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let poll_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -74,7 +77,7 @@ impl Metrics {
         ))?;
         Ok(Self {
             registry,
-            shared,
+            published,
             self_metrics: SelfMetrics {
                 poll_duration,
                 polls,
@@ -83,25 +86,37 @@ impl Metrics {
         })
     }
 
-    /// The text exposition format, version 0.0.4.
-    pub fn render(&self) -> String {
-        let mut text = {
-            let state = self.shared.read().expect("state lock");
-            state_families(&state)
-        };
-        let mut out = Vec::with_capacity(16 * 1024);
+    /// The text exposition format, version 0.0.4, in pieces: the device table's families are
+    /// shared with the snapshot, not copied, so their weight costs a scrape only the bytes sent.
+    pub fn render_chunks(&self) -> Vec<Bytes> {
+        let snapshot = self.published.latest();
+        let (traffic, rest) = state_families(&snapshot);
+        let mut rest = rest.into_bytes();
         let families = self.registry.gather();
         TextEncoder::new()
-            .encode(&families, &mut out)
+            .encode(&families, &mut rest)
             .expect("encoding to memory cannot fail");
-        text.push_str(std::str::from_utf8(&out).expect("the text format is UTF-8"));
+        // The table's families last: the pieces rendered now leave at once.
+        vec![
+            Bytes::from(traffic),
+            Bytes::from(rest),
+            snapshot.devices.families.clone(),
+        ]
+    }
+
+    /// The whole exposition as one text.
+    pub fn render(&self) -> String {
+        let chunks = self.render_chunks();
+        let mut text = String::with_capacity(chunks.iter().map(Bytes::len).sum());
+        for chunk in &chunks {
+            text.push_str(std::str::from_utf8(chunk).expect("the text format is UTF-8"));
+        }
         text
     }
 }
 
 /// Every family the collector emits, by name, so that filling them reads like the exposition.
 struct Families {
-    device_info: Family,
     resolver_bypass: Family,
     build_info: Family,
     sniff_records: Family,
@@ -127,11 +142,6 @@ impl Families {
     fn new() -> Self {
         use MetricType::{Counter as COUNTER, Gauge as GAUGE};
         Self {
-            device_info: Family::new(
-                "egress_device_info",
-                "One series per known device: its name, where the name comes from (config, lease, dhcp, or mac when none), its group, and whether its MAC is locally administered (randomised); always 1.",
-                GAUGE,
-            ),
             resolver_bypass: Family::new(
                 "egress_resolver_bypass_total",
                 "DNS lookups a device made around the router's resolver: queries to another resolver (protocol dns), TLS handshakes on port 853 (dot), TLS handshakes to a listed public resolver on port 443 (doh).",
@@ -233,7 +243,6 @@ impl Families {
     /// Appends the exposition of every family with samples, in order.
     fn write_into(self, out: &mut String) {
         let families = [
-            self.device_info,
             self.resolver_bypass,
             self.build_info,
             self.sniff_records,
@@ -251,6 +260,7 @@ impl Families {
             self.map_max_entries,
             self.local_prefixes,
             self.interface_attached,
+            self.hardware_offload,
             self.last_poll,
         ];
         write_families(out, families);
@@ -365,19 +375,19 @@ const DESTINATION_BYTES_HELP: &str = "IP-layer bytes between a LAN device and on
 const DESTINATION_PACKETS_HELP: &str = "IP packets between a LAN device and one remote destination; destination=\"unattributed\" holds what the device total has beyond its listed destinations.";
 
 /// The traffic families: one pass over the ledger per family, written straight into `out`.
-fn traffic_families(out: &mut String, state: &crate::runtime::state::State) {
+fn traffic_families(out: &mut String, snapshot: &Snapshot) {
+    let table = &snapshot.devices;
     // (device label, mac label, direction, ledger) per device and direction.
-    let devices: Vec<(String, String, Direction, &crate::ledger::DeviceLedger)> = state
-        .ledger
+    let devices: Vec<(String, String, Direction, &crate::ledger::DeviceView)> = snapshot
+        .traffic
         .devices()
         .map(|(id, ledger)| {
-            let mac = id.mac.to_string();
-            let name = state
-                .naming
-                .devices
-                .name(id.mac)
-                .map_or_else(|| mac.clone(), |(n, _)| n.to_owned());
-            (name, mac, id.direction, ledger)
+            (
+                table.label(id.mac),
+                id.mac.to_string(),
+                id.direction,
+                ledger,
+            )
         })
         .collect();
     let bytes: fn(Count) -> u64 = |c| c.bytes;
@@ -433,126 +443,136 @@ fn traffic_families(out: &mut String, state: &crate::runtime::state::State) {
     }
 }
 
-/// The families built from the state, in the text format.
-fn state_families(state: &crate::runtime::state::State) -> String {
+/// The families of the device table: what is known of each device, and its policy. Rendered
+/// when the table is built, so a scrape only copies them.
+pub fn device_families(table: &DeviceTable, now: std::time::SystemTime) -> String {
+    let mut out = String::with_capacity(table.rows().count() * 320 + 4096);
+    policy::write_devices(&mut out, table, now);
+    let mut device_info = Family::new(
+        "egress_device_info",
+        "One series per known device: its name, where the name comes from (config, lease, dhcp, or mac when none), its group, and whether its MAC is locally administered (randomised); always 1.",
+        MetricType::Gauge,
+    );
+    for (mac, row) in table.rows() {
+        let mac_s = mac.to_string();
+        let (name, source) = row
+            .name
+            .as_ref()
+            .map_or((mac_s.as_str(), "mac"), |(n, s)| (n.as_str(), s.as_str()));
+        let local = if mac.is_locally_administered() {
+            "true"
+        } else {
+            "false"
+        };
+        device_info.push(
+            &[
+                ("device", name),
+                ("mac", &mac_s),
+                ("name_source", source),
+                ("group", row.group.as_deref().unwrap_or("")),
+                ("locally_administered", local),
+            ],
+            1.0,
+        );
+    }
+    write_families(&mut out, [device_info]);
+    out
+}
+
+/// The families built from the snapshot at scrape time, in the text format: the traffic,
+/// then everything else.
+fn state_families(snapshot: &Snapshot) -> (String, String) {
     // Room for the traffic lines (about 160 bytes each) and the rest, so nothing is copied.
-    let lines: usize = state
-        .ledger
+    let lines: usize = snapshot
+        .traffic
         .devices()
         .map(|(_, d)| 2 * (d.tracked_labels() + 2))
         .sum();
-    let mut out = String::with_capacity(lines * 160 + 64 * 1024);
-    traffic_families(&mut out, state);
-    policy::write(&mut out, state);
-    {
-        let mut f = Families::new();
-        let naming = &state.naming;
-        let mut known = naming.devices.known();
-        known.extend(state.ledger.devices().map(|(id, _)| id.mac));
-        for mac in known {
-            let mac_s = mac.to_string();
-            let (name, source) = naming
-                .devices
-                .name(mac)
-                .map_or((mac_s.as_str(), "mac"), |(n, s)| (n, s.as_str()));
-            let local = if mac.is_locally_administered() {
-                "true"
-            } else {
-                "false"
-            };
-            f.device_info.push(
-                &[
-                    ("device", name),
-                    ("mac", &mac_s),
-                    ("name_source", source),
-                    ("group", naming.devices.group(mac).unwrap_or("")),
-                    ("locally_administered", local),
-                ],
-                1.0,
-            );
-        }
-        for (mac, resolver, protocol, n) in naming.bypass() {
-            let mac_s = mac.to_string();
-            let name = naming.devices.name(mac).map_or(mac_s.as_str(), |(n, _)| n);
-            f.resolver_bypass.push(
-                &[
-                    ("device", name),
-                    ("mac", &mac_s),
-                    ("resolver", resolver),
-                    ("protocol", protocol.as_str()),
-                ],
-                n as f64,
-            );
-        }
-        f.build_info
-            .push(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
-        for (i, (_, kind)) in KINDS.iter().enumerate() {
-            f.sniff_records
-                .push(&[("kind", kind)], naming.stats.records[i] as f64);
-            f.sniff_parse_errors
-                .push(&[("kind", kind)], naming.stats.parse_errors[i] as f64);
-        }
-        let dropped = state.kernel[0].sniff_drops + state.kernel[1].sniff_drops;
-        f.sniff_dropped.push(&[], dropped as f64);
-        f.names_held.push(&[], naming.destinations.len() as f64);
-        for file in naming.devices.lease_files() {
-            let labels = [
-                ("path", file.source.path.to_str().unwrap_or("(not UTF-8)")),
-                ("format", file.source.format.as_str()),
-            ];
-            f.lease_reads.push(&labels, file.reads as f64);
-            f.lease_skipped_lines
-                .push(&labels, file.skipped_lines as f64);
-            f.lease_read_errors.push(&labels, file.read_errors as f64);
-        }
-        for direction in Direction::ALL {
-            let k = &state.kernel[direction as usize];
-            let d = direction.as_str();
-            for (result, value) in [
-                ("counted", k.counted),
-                ("not_ip", k.not_ip),
-                ("local", k.local),
-                ("parse_error", k.parse_errors),
-                ("device_map_full", k.device_update_errors),
-            ] {
-                f.kernel_frames
-                    .push(&[("direction", d), ("result", result)], value as f64);
-            }
-            f.kernel_flow_update_errors
-                .push(&[("direction", d)], k.flow_update_errors as f64);
-            f.kernel_flows_created
-                .push(&[("direction", d)], k.flows_created as f64);
-            f.kernel_header_pulls
-                .push(&[("direction", d)], k.header_pulls as f64);
-        }
-        for (map, usage) in [("flows", state.flows), ("devices", state.devices)] {
-            f.map_entries.push(&[("map", map)], usage.entries as f64);
-            f.map_max_entries
-                .push(&[("map", map)], usage.capacity as f64);
-        }
-        let (v4, v6) = state.local_prefixes;
-        f.local_prefixes.push(&[("family", "ipv4")], v4 as f64);
-        f.local_prefixes.push(&[("family", "ipv6")], v6 as f64);
-        for a in &state.attachments {
-            let (mode, up) = a.mode.map_or(("none", 0.0), |m| (m.as_str(), 1.0));
-            f.interface_attached.push(
-                &[("interface", &a.interface), ("lan", &a.lan), ("mode", mode)],
-                up,
-            );
-        }
-        for (interface, on) in &state.hardware_offload {
-            f.hardware_offload
-                .push(&[("interface", interface)], f64::from(u8::from(*on)));
-        }
-        if let Some(t) = state.last_poll {
-            let secs = t
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            f.last_poll.push(&[], secs);
-        }
-        f.write_into(&mut out);
+    let table = &snapshot.devices;
+    let mut traffic = String::with_capacity(lines * 160);
+    traffic_families(&mut traffic, snapshot);
+    let mut out = String::with_capacity(64 * 1024);
+    let agent = &snapshot.agent;
+    policy::write_health(&mut out, agent);
+    let mut f = Families::new();
+    for (mac, resolver, protocol, n) in &agent.bypass {
+        let mac_s = mac.to_string();
+        let name = table.label(*mac);
+        f.resolver_bypass.push(
+            &[
+                ("device", &name),
+                ("mac", &mac_s),
+                ("resolver", resolver),
+                ("protocol", protocol.as_str()),
+            ],
+            *n as f64,
+        );
     }
-    out
+    f.build_info
+        .push(&[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    for (i, (_, kind)) in KINDS.iter().enumerate() {
+        f.sniff_records
+            .push(&[("kind", kind)], agent.sniff.records[i] as f64);
+        f.sniff_parse_errors
+            .push(&[("kind", kind)], agent.sniff.parse_errors[i] as f64);
+    }
+    let dropped = agent.kernel[0].sniff_drops + agent.kernel[1].sniff_drops;
+    f.sniff_dropped.push(&[], dropped as f64);
+    f.names_held.push(&[], agent.names_held as f64);
+    for file in &agent.lease_files {
+        let labels = [("path", file.path.as_str()), ("format", file.format)];
+        f.lease_reads.push(&labels, file.reads as f64);
+        f.lease_skipped_lines
+            .push(&labels, file.skipped_lines as f64);
+        f.lease_read_errors.push(&labels, file.read_errors as f64);
+    }
+    for direction in Direction::ALL {
+        let k = &agent.kernel[direction as usize];
+        let d = direction.as_str();
+        for (result, value) in [
+            ("counted", k.counted),
+            ("not_ip", k.not_ip),
+            ("local", k.local),
+            ("parse_error", k.parse_errors),
+            ("device_map_full", k.device_update_errors),
+        ] {
+            f.kernel_frames
+                .push(&[("direction", d), ("result", result)], value as f64);
+        }
+        f.kernel_flow_update_errors
+            .push(&[("direction", d)], k.flow_update_errors as f64);
+        f.kernel_flows_created
+            .push(&[("direction", d)], k.flows_created as f64);
+        f.kernel_header_pulls
+            .push(&[("direction", d)], k.header_pulls as f64);
+    }
+    for (map, usage) in [("flows", agent.flows), ("devices", agent.devices)] {
+        f.map_entries.push(&[("map", map)], usage.entries as f64);
+        f.map_max_entries
+            .push(&[("map", map)], usage.capacity as f64);
+    }
+    let (v4, v6) = agent.local_prefixes;
+    f.local_prefixes.push(&[("family", "ipv4")], v4 as f64);
+    f.local_prefixes.push(&[("family", "ipv6")], v6 as f64);
+    for a in &agent.attachments {
+        let (mode, up) = a.mode.map_or(("none", 0.0), |m| (m.as_str(), 1.0));
+        f.interface_attached.push(
+            &[("interface", &a.interface), ("lan", &a.lan), ("mode", mode)],
+            up,
+        );
+    }
+    for (interface, on) in &agent.hardware_offload {
+        f.hardware_offload
+            .push(&[("interface", interface)], f64::from(u8::from(*on)));
+    }
+    if let Some(t) = snapshot.polled_at {
+        let secs = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        f.last_poll.push(&[], secs);
+    }
+    f.write_into(&mut out);
+    (traffic, out)
 }
 
 /// Shared handle for the HTTP layer.
@@ -562,7 +582,6 @@ pub type SharedMetrics = Arc<Metrics>;
 mod tests {
     use std::{
         net::{IpAddr, Ipv4Addr},
-        sync::{Arc, RwLock},
         time::SystemTime,
     };
 
@@ -602,7 +621,9 @@ mod tests {
                 .ledger
                 .apply(&reading, SystemTime::now(), &mut |_, a| Label::Addr(a));
         }
-        let metrics = Metrics::new(Arc::new(RwLock::new(state))).unwrap();
+        let published = Published::default();
+        published.publish(state.snapshot(&Snapshot::default(), SystemTime::now()));
+        let metrics = Metrics::new(published).unwrap();
         let text = metrics.render();
         let want = format!(
             "egress_destination_bytes_total{{device=\"say \\\"hi\\\" \\\\ now\",mac=\"00:16:3e:00:00:01\",direction=\"egress\",destination=\"192.0.2.10\"}} {big}\n"

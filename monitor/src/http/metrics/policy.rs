@@ -1,28 +1,21 @@
 //! The policy's families: unexpected traffic, new destinations, learning, and the health of
 //! policy reloads and state writes.
 
-use std::{collections::BTreeSet, fmt::Write as _, time::SystemTime};
+use std::{fmt::Write as _, time::SystemTime};
 
 use super::{Family, MetricType, write_families};
 use crate::{
     policy::{FAILURE, OTHER, SUCCESS},
-    runtime::state::State,
-    types::MacAddr,
+    snapshot::{AgentStats, DeviceTable},
 };
 
 const UNEXPECTED_BYTES_HELP: &str = "IP-layer bytes to or from destinations the device's policy does not allow (rule: deny:domain, deny:cidr, not-allowed, not-in-baseline), since the agent started. Destinations beyond max_unexpected_destinations per device are counted under destination=\"other\".";
 const UNEXPECTED_PACKETS_HELP: &str = "Packets to or from destinations the device's policy does not allow; labels as egress_unexpected_bytes_total.";
 
-pub(super) fn write(out: &mut String, state: &State) {
+/// The per-device families: unexpected traffic, new destinations, the policy that applies,
+/// learning and baselines.
+pub(super) fn write_devices(out: &mut String, table: &DeviceTable, now: SystemTime) {
     use MetricType::{Counter, Gauge};
-    let naming = &state.naming;
-    let policy = &state.policy;
-    let name_of = |mac: MacAddr, mac_s: &str| -> String {
-        naming
-            .devices
-            .name(mac)
-            .map_or_else(|| mac_s.to_owned(), |(n, _)| n.to_owned())
-    };
     let mut bytes = Family::new(
         "egress_unexpected_bytes_total",
         UNEXPECTED_BYTES_HELP,
@@ -34,11 +27,11 @@ pub(super) fn write(out: &mut String, state: &State) {
         Counter,
     );
     let mut destination = String::with_capacity(64);
-    for s in policy.unexpected() {
+    for s in &table.unexpected {
         let mac = s.mac.to_string();
-        let name = name_of(s.mac, &mac);
+        let name = table.label(s.mac);
         destination.clear();
-        match s.destination {
+        match &s.destination {
             Some(label) => {
                 let _ = write!(destination, "{label}");
             }
@@ -80,17 +73,12 @@ pub(super) fn write(out: &mut String, state: &State) {
         "Entries in the device's baseline (learned or accepted destinations).",
         Gauge,
     );
-    let mut devices: BTreeSet<MacAddr> = naming.devices.known();
-    devices.extend(state.ledger.devices().map(|(id, _)| id.mac));
-    devices.extend(policy.records().keys());
-    let now = SystemTime::now();
-    for mac in devices {
+    for (mac, row) in table.rows() {
         let mac_s = mac.to_string();
-        let name = name_of(mac, &mac_s);
+        let name = table.label(*mac);
         let labels = [("device", name.as_str()), ("mac", mac_s.as_str())];
-        new_destinations.push(&labels, policy.new_destinations(mac) as f64);
-        let group = naming.devices.group(mac);
-        let status = policy.status(mac, group);
+        new_destinations.push(&labels, row.new_destinations as f64);
+        let status = &row.status;
         policy_info.push(
             &[
                 ("device", name.as_str()),
@@ -109,7 +97,23 @@ pub(super) fn write(out: &mut String, state: &State) {
             baseline.push(&labels, status.baseline as f64);
         }
     }
+    write_families(
+        out,
+        [
+            bytes,
+            packets,
+            new_destinations,
+            policy_info,
+            learning,
+            learning_end,
+            baseline,
+        ],
+    );
+}
 
+/// The health of reloads and state writes.
+pub(super) fn write_health(out: &mut String, agent: &AgentStats) {
+    use MetricType::{Counter, Gauge};
     let mut reloads = Family::new(
         "egress_monitor_policy_reloads_total",
         "Reloads of the configuration file (SIGHUP or a change of the file), by result; a failed one leaves the previous policy in force.",
@@ -126,25 +130,11 @@ pub(super) fn write(out: &mut String, state: &State) {
         Counter,
     );
     for (result, i) in [("success", SUCCESS), ("failure", FAILURE)] {
-        reloads.push(&[("result", result)], policy.reloads[i] as f64);
-        writes.push(&[("result", result)], policy.writes[i] as f64);
+        reloads.push(&[("result", result)], agent.reloads[i] as f64);
+        writes.push(&[("result", result)], agent.writes[i] as f64);
     }
-    reload_ok.push(&[], if policy.last_reload_ok { 1.0 } else { 0.0 });
-    write_families(
-        out,
-        [
-            bytes,
-            packets,
-            new_destinations,
-            policy_info,
-            learning,
-            learning_end,
-            baseline,
-            reloads,
-            reload_ok,
-            writes,
-        ],
-    );
+    reload_ok.push(&[], if agent.last_reload_ok { 1.0 } else { 0.0 });
+    write_families(out, [reloads, reload_ok, writes]);
 }
 
 fn epoch_seconds(t: SystemTime) -> f64 {

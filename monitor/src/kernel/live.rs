@@ -1,0 +1,141 @@
+//! The kernel as the poller sees it ([`super::KernelSource`]): the loaded programs, their
+//! maps and hooks, owned together so that dropping them detaches the programs.
+
+use aya::Ebpf;
+use ipnet::IpNet;
+
+use super::{
+    KernelSource,
+    counters::{self, CollectError, Collected, CounterMaps, Flows, Stats},
+    device_totals::DeviceTotals,
+    hooks::{Attachment, Hooks},
+    loader::{KernelMaps, Loaded},
+    neighbours::Neighbour,
+    offload::OffloadWatch,
+    prefixes::{self, LocalPrefixMaps},
+};
+
+/// The running programs and everything a poll reads or writes of them. Fields drop in
+/// order: the log reader, the hooks (detaching the programs), the maps, then the object.
+pub struct Live {
+    log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    hooks: Hooks,
+    offload: OffloadWatch,
+    devices: DeviceTotals,
+    flows: Flows,
+    stats: Stats,
+    local: LocalPrefixMaps,
+    lan: Vec<String>,
+    extra_local: Vec<IpNet>,
+    flow_capacity: u32,
+    ebpf: Ebpf,
+}
+
+impl Live {
+    /// Takes the loaded programs; returns the ring of copied packets, which the sniff thread
+    /// reads on its own.
+    pub fn new(
+        loaded: Loaded,
+        lan: Vec<String>,
+        extra_local: Vec<IpNet>,
+        flow_capacity: u32,
+        device_capacity: u32,
+    ) -> (Self, aya::maps::RingBuf<aya::maps::MapData>) {
+        let Loaded {
+            mut ebpf,
+            maps,
+            hooks,
+        } = loaded;
+        // The programs log rare events (a full device map) through aya-log.
+        let log = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                tracing::warn!(error = %e, "kernel log records will not be shown");
+                None
+            }
+        };
+        let KernelMaps {
+            devices,
+            device_slots,
+            device_totals,
+            flows,
+            stats,
+            local,
+            sniff,
+        } = maps;
+        let live = Self {
+            log,
+            hooks,
+            offload: OffloadWatch::default(),
+            devices: DeviceTotals::new(devices, device_slots, device_totals, device_capacity),
+            flows,
+            stats,
+            local,
+            lan,
+            extra_local,
+            flow_capacity,
+            ebpf,
+        };
+        (live, sniff)
+    }
+}
+
+impl KernelSource for Live {
+    fn follow_interfaces(&mut self) -> Option<Vec<Attachment>> {
+        self.hooks
+            .follow(&mut self.ebpf)
+            .then(|| self.hooks.attachments())
+    }
+
+    fn attachments(&self) -> Vec<Attachment> {
+        self.hooks.attachments()
+    }
+
+    fn sync_local_prefixes(&mut self) -> anyhow::Result<(usize, usize)> {
+        let wanted = prefixes::wanted(&self.lan, &self.extra_local)?;
+        let added = self.local.sync(&wanted)?;
+        if !added.is_empty() {
+            let forgotten = prefixes::forget_flows_to(&mut self.flows, &added)?;
+            tracing::info!(prefixes = ?wanted, ?added, forgotten_flows = forgotten, "local prefixes updated");
+        }
+        Ok(self.local.counts())
+    }
+
+    fn read_counters(&mut self) -> Result<Collected, CollectError> {
+        let maps = CounterMaps {
+            flows: &self.flows,
+            devices: &self.devices,
+            stats: &self.stats,
+        };
+        let collected = counters::read(&maps, self.flow_capacity)?;
+        if let Err(e) = self.devices.assign(&collected.devices_without_slot) {
+            tracing::warn!(error = %e, "could not give new devices their slot");
+        }
+        Ok(collected)
+    }
+
+    fn lan_neighbours(&mut self) -> std::io::Result<Vec<Neighbour>> {
+        let mut all = super::neighbours::dump()?;
+        // Only the LAN's neighbours are devices: the WAN gateway is not.
+        let lan = self.hooks.lan_ifindexes();
+        all.retain(|n| lan.contains(&n.ifindex));
+        Ok(all)
+    }
+
+    fn hardware_offload(&mut self) -> Vec<(String, bool)> {
+        let attached: Vec<(String, String)> = self
+            .hooks
+            .attachments()
+            .into_iter()
+            .filter(|a| a.mode.is_some())
+            .map(|a| (a.interface, a.lan))
+            .collect();
+        self.offload.check(&attached)
+    }
+
+    fn flush_log(&mut self) {
+        if let Some(log) = self.log.as_mut() {
+            log.flush();
+        }
+    }
+}
