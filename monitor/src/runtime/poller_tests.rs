@@ -292,7 +292,7 @@ fn the_device_table_is_built_again_only_when_something_it_shows_changed() {
 }
 
 /// About `series` samples: address destinations over 250 devices, two samples each.
-fn big_reading(series: usize) -> (Vec<(DeviceId, IpAddr, Count)>, Vec<(DeviceId, Count)>) {
+fn big_reading(series: usize) -> Reading {
     let devices: Vec<DeviceId> = (0..250u8)
         .map(|d| egress(MacAddr([2, 0, 0, 1, 0, d])))
         .collect();
@@ -305,7 +305,10 @@ fn big_reading(series: usize) -> (Vec<(DeviceId, IpAddr, Count)>, Vec<(DeviceId,
             (devices[slot], server(i as u32), count)
         })
         .collect();
-    (flows, devices.into_iter().zip(totals).collect())
+    Reading {
+        flows,
+        devices: devices.into_iter().zip(totals).collect(),
+    }
 }
 
 #[test]
@@ -313,7 +316,7 @@ fn a_scrape_of_100k_series_does_not_delay_a_poll() {
     let interval = Duration::from_millis(400);
     let mut rig = rig(&config(""), interval);
     {
-        let (flows, devices) = big_reading(100_000);
+        let Reading { flows, devices } = big_reading(100_000);
         let mut fake = rig.kernel.inner.lock().unwrap();
         fake.reading = flows;
         fake.devices = devices;
