@@ -6,7 +6,9 @@ use std::{collections::BTreeMap, ops::Range, time::Duration};
 
 use serde::{Deserialize, Deserializer};
 
-use super::{DeviceConfig, EXPECT_DURATION, check_duration, de_str, de_u32, parse_duration};
+use super::file::{EXPECT_DURATION, de_str, de_u32};
+use super::model::DeviceConfig;
+use super::validate::{check_duration, parse_duration};
 use crate::{policy::Rule, types::MacAddr};
 
 /// Unexpected destinations exported per device before the rest fold into `other`.
