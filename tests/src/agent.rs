@@ -1,7 +1,7 @@
-//! The real `egress-monitor` binary, run in a lab's router namespace, and its `/metrics`.
+//! The real `egress-monitor` binary, run in a lab's router namespace, and its `/metrics`
+//! ([`Scrape`], parsed and read in `crate::scrape`, re-exported here).
 
 use std::{
-    collections::BTreeMap,
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
     path::PathBuf,
@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use crate::scrape::{DeviceLabel, Mac, Sample, Scrape, promtool_check_metrics};
 use crate::{Lab, LabChild, netns, traffic::wait_until};
 
 /// Where the agent listens inside the router namespace: its loopback, unreachable from
@@ -355,181 +356,6 @@ pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)>
     })
 }
 
-/// One sample of the text exposition.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// A parsed `/metrics` page.
-#[derive(Clone, Debug)]
-pub struct Scrape {
-    pub text: String,
-    pub samples: Vec<Sample>,
-}
-
-impl Scrape {
-    /// Parses the text format (samples only; comments are kept in `text`).
-    pub fn parse(text: &str) -> Scrape {
-        let samples = text
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(|l| parse_sample(l).unwrap_or_else(|| panic!("unparsable sample line: {l}")))
-            .collect();
-        Scrape {
-            text: text.to_owned(),
-            samples,
-        }
-    }
-
-    /// Samples of `name` whose labels include all of `labels`.
-    pub fn matching<'a>(
-        &'a self,
-        name: &'a str,
-        labels: &'a [(&'a str, &'a str)],
-    ) -> impl Iterator<Item = &'a Sample> + 'a {
-        self.samples.iter().filter(move |s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-    }
-
-    /// The value of the single sample of `name` with these labels; None if there is none.
-    /// Panics if several match: the caller's labels are not specific enough.
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let found: Vec<&Sample> = self.matching(name, labels).collect();
-        assert!(
-            found.len() <= 1,
-            "{name}{labels:?} matches {} samples",
-            found.len()
-        );
-        found.first().map(|s| s.value)
-    }
-
-    /// The value as an integer, 0 when absent.
-    pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        self.value(name, labels).unwrap_or(0.0) as u64
-    }
-
-    /// The sum over every sample of `name` with these labels.
-    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        self.matching(name, labels).map(|s| s.value as u64).sum()
-    }
-
-    /// (bytes, packets) of a device in a direction (`egress_device_*_total`).
-    pub fn device_total(&self, device: &str, direction: &str) -> (u64, u64) {
-        let labels = [("device", device), ("direction", direction)];
-        (
-            self.count("egress_device_bytes_total", &labels),
-            self.count("egress_device_packets_total", &labels),
-        )
-    }
-
-    /// (bytes, packets) between a device and a destination (`egress_destination_*_total`).
-    pub fn destination(&self, device: &str, direction: &str, destination: &str) -> (u64, u64) {
-        let labels = [
-            ("device", device),
-            ("direction", direction),
-            ("destination", destination),
-        ];
-        (
-            self.count("egress_destination_bytes_total", &labels),
-            self.count("egress_destination_packets_total", &labels),
-        )
-    }
-
-    /// Asserts that `device`'s traffic with `server` is, both ways, exactly what the WAN end of
-    /// the uplink counted for that server.
-    pub fn assert_matches_wan(&self, device: &str, server: std::net::IpAddr, wan: crate::WanCount) {
-        let dest = server.to_string();
-        assert!(
-            wan.rx_packets > 0 && wan.tx_packets > 0,
-            "{server}: traffic crossed the uplink both ways"
-        );
-        assert_eq!(
-            self.destination(device, "egress", &dest),
-            (wan.rx_bytes, wan.rx_packets),
-            "{device} -> {server}: egress equals what arrived at the server"
-        );
-        assert_eq!(
-            self.destination(device, "ingress", &dest),
-            (wan.tx_bytes, wan.tx_packets),
-            "{device} <- {server}: ingress equals what the server sent"
-        );
-    }
-}
-
-fn parse_sample(line: &str) -> Option<Sample> {
-    let (name_and_labels, value) = line.rsplit_once(' ')?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse().ok()?,
-    };
-    let (name, labels) = match name_and_labels.split_once('{') {
-        None => (name_and_labels.to_owned(), BTreeMap::new()),
-        Some((name, rest)) => (name.to_owned(), parse_labels(rest.strip_suffix('}')?)?),
-    };
-    Some(Sample {
-        name,
-        labels,
-        value,
-    })
-}
-
-fn parse_labels(mut s: &str) -> Option<BTreeMap<String, String>> {
-    let mut labels = BTreeMap::new();
-    while !s.is_empty() {
-        let (key, rest) = s.split_once("=\"")?;
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let end = loop {
-            match chars.next()? {
-                (i, '"') => break i,
-                (_, '\\') => match chars.next()?.1 {
-                    'n' => value.push('\n'),
-                    c => value.push(c),
-                },
-                (_, c) => value.push(c),
-            }
-        };
-        labels.insert(key.to_owned(), value);
-        s = rest[end + 1..].trim_start_matches(',');
-    }
-    Some(labels)
-}
-
-/// Runs `promtool check metrics` on an exposition; (success, what it printed).
-pub fn promtool_check_metrics(text: &str) -> (bool, String) {
-    use std::{
-        io::Write,
-        process::{Command, Stdio},
-    };
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect(
-            "promtool (Debian package prometheus) must be installed: cargo xtask setup does it",
-        );
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let mut printed = String::from_utf8_lossy(&out.stdout).into_owned();
-    printed.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), printed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,19 +368,5 @@ mod tests {
         assert!(!kernel_at_least("6.1.0-57-amd64", (6, 6)));
         assert!(!kernel_at_least("5.10.0-46-amd64", (6, 6)));
         assert!(kernel_at_least("10.0", (6, 6)));
-    }
-
-    #[test]
-    fn parses_samples_with_escaped_labels() {
-        let s = Scrape::parse(
-            "# HELP x y\nx_total{a=\"1\",b=\"q\\\"uote\"} 12\nplain 3.5\nh_bucket{le=\"+Inf\"} 2\n",
-        );
-        assert_eq!(s.count("x_total", &[("a", "1")]), 12);
-        assert_eq!(
-            s.samples[0].labels.get("b").map(String::as_str),
-            Some("q\"uote")
-        );
-        assert_eq!(s.value("plain", &[]), Some(3.5));
-        assert_eq!(s.count("h_bucket", &[("le", "+Inf")]), 2);
     }
 }

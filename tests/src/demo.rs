@@ -26,7 +26,7 @@ use std::{
 use crate::{
     Lab, OUTSIDE_RESOLVER_V4, ROUTER_LAN_V4, RecordType, TCP_SINK_PORT, TCP_SOURCE_PORT,
     UDP_SINK_PORT,
-    agent::{AGENT_LISTEN, Agent, Scrape},
+    agent::{AGENT_LISTEN, Agent, Mac, Scrape},
     alerting::{self, Alerting},
     dns_lookup, netns, tcp_download, tcp_upload, udp_send,
 };
@@ -320,33 +320,18 @@ fn print_table(lab: &Lab, s: &Scrape, elapsed: Duration) {
     ));
     for d in lab.devices() {
         let mac = d.mac_string();
-        let total = |direction: &str| {
-            s.count(
-                "egress_device_bytes_total",
-                &[("mac", &mac), ("direction", direction)],
-            )
-        };
-        let mut destinations: BTreeMap<u64, String> = BTreeMap::new();
-        for sample in s.matching(
-            "egress_destination_bytes_total",
-            &[("mac", &mac), ("direction", "egress")],
-        ) {
-            destinations.insert(sample.value as u64, sample.labels["destination"].clone());
-        }
-        let top = destinations
-            .iter()
-            .next_back()
-            .filter(|(bytes, _)| **bytes > 0)
-            .map(|(bytes, dest)| format!("{dest} ({})", human(*bytes)))
+        let total = |direction: &str| s.device_total(Mac(&mac), direction).0;
+        let top = s
+            .destinations(Mac(&mac), "egress")
+            .into_iter()
+            .max_by_key(|(_, bytes)| *bytes)
+            .map(|(dest, bytes)| format!("{dest} ({})", human(bytes)))
             .unwrap_or_default();
         let name = s
             .matching("egress_device_info", &[("mac", &mac)])
             .next()
             .map_or(d.name.clone(), |info| info.labels["device"].clone());
-        let bypass: u64 = s
-            .matching("egress_resolver_bypass_total", &[("mac", &mac)])
-            .map(|m| m.value as u64)
-            .sum();
+        let bypass = s.sum("egress_resolver_bypass_total", &[("mac", &mac)]);
         let top = if bypass > 0 {
             format!("{top}; bypassed the router's resolver {bypass}x")
         } else {

@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::lab::{DEVICE_IF, Device, Lab};
 use crate::process::LabChild;
-use crate::topology::{DEVICE_IF, Device, Lab};
 use crate::traffic::wait_until;
 
 /// Lease time dnsmasq grants (10 minutes): long enough that no lease expires during a test,

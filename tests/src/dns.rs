@@ -23,8 +23,8 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 pub use hickory_proto::rr::RecordType;
 use hickory_proto::rr::{Name, RData};
 
+use crate::lab::{SERVERS_V4, SERVERS_V6};
 use crate::netns::run_in;
-use crate::topology::{SERVERS_V4, SERVERS_V6};
 
 /// The DNS port, where both resolvers listen (UDP and TCP).
 pub const DNS_PORT: u16 = 53;

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use crate::dhcp::DHCP_LEASE_SECS;
 use crate::dns::{OUTSIDE_RESOLVER_V4, OUTSIDE_RESOLVER_V6, dnsmasq_zone_lines};
+use crate::lab::{Device, Lab, ROUTER_LAN_V4, ROUTER_LAN_V6};
 use crate::process::LabChild;
-use crate::topology::{Device, Lab, ROUTER_LAN_V4, ROUTER_LAN_V6};
 
 /// Debian's dnsmasq-base puts it here, outside a normal user's PATH.
 const DNSMASQ: &str = "/usr/sbin/dnsmasq";
@@ -67,7 +67,7 @@ pub(crate) fn router_config(dir: &Path, dhcp_devices: Option<&[Device]>) -> Stri
          dhcp-range={network},static,255.255.255.0,{minutes}m\n\
          dhcp-option=option:router,{ROUTER_LAN_V4}\n\
          dhcp-option=option:dns-server,{ROUTER_LAN_V4}\n",
-        network = crate::topology::lan_v4_network(),
+        network = crate::lab::lan_v4_network(),
     )
     .expect("writing to a String");
     for d in devices {
@@ -121,7 +121,7 @@ pub(crate) fn wait_started(child: &LabChild, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::{device_ipv4, device_ipv6, device_mac};
+    use crate::lab::{device_ipv4, device_ipv6, device_mac};
 
     fn device(index: u8) -> Device {
         Device {

@@ -39,12 +39,13 @@ mod dhcp;
 pub mod dns;
 mod dnsmasq;
 pub mod frames;
+mod lab;
 pub mod netns;
 mod process;
+mod scrape;
 mod scratch;
 mod servers;
 mod tls;
-mod topology;
 mod traffic;
 
 pub use counters::{LinkStats, WAN_TABLE, WanCount, link_stats};
@@ -54,13 +55,13 @@ pub use dns::{
     ResponseCode, SHORT_TTL, SHORT_TTL_NAME, ZONE, ZONE_TTL, ZoneName, dns_burst, dns_lookup,
     dns_query, zone_addresses, zone_chain, zone_name,
 };
+pub use lab::*;
 pub use netns::{
     cleanup_stale, exec, exec_ok, exec_ok_stdin, ip_batch, require_root, run_in, spawn,
 };
 pub use process::LabChild;
 pub use servers::Servers;
 pub use tls::{TLS_CONNECT_TIMEOUT, TlsOutcome, TlsServer, tls_connect};
-pub use topology::*;
 pub use traffic::{
     MAX_UDP_PAYLOAD, TCP_SINK_PORT, TCP_SOURCE_PORT, TcpCount, TcpSink, TcpSource, UDP_SINK_PORT,
     UdpCount, UdpSink, ping, tcp_download, tcp_upload, udp_ip_bytes, udp_send, wait_until,

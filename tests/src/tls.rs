@@ -12,9 +12,9 @@ use std::process::{Child, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::lab::Lab;
 use crate::netns::{self, exec_ok};
 use crate::process::LabChild;
-use crate::topology::Lab;
 
 /// How long [`tls_connect`] may take in all: connect, handshake, sending, closing.
 pub const TLS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -8,8 +8,7 @@ use std::{
 };
 
 use egress_lab::{
-    Lab, SERVERS_V4, SERVERS_V6, TCP_SINK_PORT, TCP_SOURCE_PORT, UDP_SINK_PORT,
-    agent::{Agent, Scrape},
+    Lab, SERVERS_V4, SERVERS_V6, TCP_SINK_PORT, TCP_SOURCE_PORT, UDP_SINK_PORT, agent::Agent,
     run_in, tcp_download, tcp_upload, udp_ip_bytes, udp_send,
 };
 
@@ -18,34 +17,6 @@ const DEVICES_CONFIG: &str = r#"
 "00:16:3e:00:00:01" = "phone"
 "00:16:3e:00:00:02" = { name = "laptop" }
 "#;
-
-/// Per device and direction, the destinations (unattributed included) sum to the total.
-fn assert_sums_add_up(s: &Scrape) {
-    for total in s.matching("egress_device_bytes_total", &[]) {
-        let device = &total.labels["device"];
-        let direction = &total.labels["direction"];
-        for (family, total_name) in [
-            (
-                "egress_destination_bytes_total",
-                "egress_device_bytes_total",
-            ),
-            (
-                "egress_destination_packets_total",
-                "egress_device_packets_total",
-            ),
-        ] {
-            let labels = [
-                ("device", device.as_str()),
-                ("direction", direction.as_str()),
-            ];
-            assert_eq!(
-                s.sum(family, &labels),
-                s.count(total_name, &labels),
-                "{family} of {device} {direction} does not add up to {total_name}"
-            );
-        }
-    }
-}
 
 #[test]
 fn udp_and_tcp_are_counted_exactly_per_device_destination_and_direction() {
@@ -143,7 +114,7 @@ fn udp_and_tcp_are_counted_exactly_per_device_destination_and_direction() {
     // Super-packets carry only their headers in the skb's linear part; that is all the
     // programs read, so none had to be pulled in.
     assert_eq!(s.sum("egress_monitor_kernel_header_pulls_total", &[]), 0);
-    assert_sums_add_up(&s);
+    s.assert_destinations_add_up();
     assert_eq!(
         s.sum(
             "egress_destination_bytes_total",
@@ -154,11 +125,7 @@ fn udp_and_tcp_are_counted_exactly_per_device_destination_and_direction() {
     );
 
     // The exposition is clean for promtool, and /healthz is up.
-    let (ok, complaints) = egress_lab::agent::promtool_check_metrics(&s.text);
-    assert!(
-        ok && complaints.trim().is_empty(),
-        "promtool check metrics:\n{complaints}"
-    );
+    s.assert_passes_promtool();
     assert_eq!(agent.get("/healthz").map(|(code, _)| code), Some(200));
 }
 
@@ -291,7 +258,7 @@ fn lan_router_multicast_and_broadcast_traffic_is_not_a_destination() {
         "expected at least 21 local frames, saw {}",
         local_after - local_before
     );
-    assert_sums_add_up(&s);
+    s.assert_destinations_add_up();
 }
 
 #[test]
@@ -320,7 +287,7 @@ fn a_tiny_flow_map_keeps_exact_device_totals_and_a_correct_unattributed() {
         (240 * per_packet, 240),
         "the device total is exact whatever the flow map evicted"
     );
-    assert_sums_add_up(&s);
+    s.assert_destinations_add_up();
     let (unattributed, _) = s.destination("phone", "egress", "unattributed");
     assert!(
         unattributed > 0,
@@ -420,13 +387,7 @@ fn clsact_mode_counts_exactly_and_replaces_the_filters_a_killed_agent_left() {
 
     let agent = Agent::start(&lab, &config, &[]);
     let s = agent.scrape();
-    assert_eq!(
-        s.value(
-            "egress_monitor_interface_attached",
-            &[("interface", "lan1"), ("lan", "br-lan"), ("mode", "clsact")]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(s.attached("lan1", "br-lan", "clsact"), Some(1.0));
     udp_send(&phone.ns, to, 100, 4);
     let s = agent.settled();
     assert_eq!(
@@ -488,14 +449,7 @@ fn a_rebuilt_bridge_is_attached_again_and_counting_goes_on() {
         "before and after the restart, nothing lost or doubled"
     );
     assert_eq!(
-        s.value(
-            "egress_monitor_interface_attached",
-            &[
-                ("interface", "lan1"),
-                ("lan", "br-lan"),
-                ("mode", egress_lab::agent::auto_attach_mode())
-            ]
-        ),
+        s.attached("lan1", "br-lan", egress_lab::agent::auto_attach_mode()),
         Some(1.0),
         "auto attaches with TCX from 6.6, clsact below"
     );
@@ -540,5 +494,5 @@ fn a_device_contacting_countless_hosts_keeps_a_bounded_number_of_series() {
         "the total stays exact"
     );
     assert!(s.destination("phone", "egress", "unattributed").0 >= 80 * 128);
-    assert_sums_add_up(&s);
+    s.assert_destinations_add_up();
 }

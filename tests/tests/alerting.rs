@@ -8,14 +8,13 @@
 //! `--nocapture` to see it).
 
 use std::{
-    collections::BTreeMap,
     net::IpAddr,
     path::PathBuf,
     time::{Duration, Instant},
 };
 
 use egress_lab::{
-    Lab, SERVERS_V4, Servers,
+    Lab, SERVERS_V4,
     agent::{Agent, Scrape},
     alerting::{Alert, Alerting, EVALUATION_INTERVAL, Notification},
     wait_until,
@@ -29,6 +28,8 @@ const UNEXPECTED: &str = "EgressUnexpectedDestination";
 const ALERT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the webhook may lag behind Alertmanager's API (group_wait is 0 s).
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Each sending of a device: [`DATAGRAMS`] datagrams of [`PAYLOAD`] bytes, to a server's UDP
+/// sink (so no ICMP error comes back: the traffic is egress only).
 const PAYLOAD: usize = 600;
 const DATAGRAMS: u32 = 5;
 
@@ -59,27 +60,11 @@ fn devices_section(lab: &Lab) -> String {
     )
 }
 
-/// Sends [`DATAGRAMS`] datagrams from `device` to the UDP sink on `to` (a sink, so no ICMP error
-/// comes back: the traffic is egress only); the IP-layer bytes sent.
-fn send(lab: &Lab, device: &str, to: IpAddr) -> u64 {
-    lab.send_to_sink(device, to, PAYLOAD, DATAGRAMS)
-}
-
-/// The sinks that receive the devices' traffic.
-fn servers(lab: &Lab) -> Servers {
-    lab.start_servers(0)
-}
-
 /// Waits until Prometheus has scraped the agent's count of `device`'s egress bytes to
 /// `destination` as `settled` shows it (so the rules have the traffic, and a count from before
 /// a restart of the agent does not pass for it), then lets a few evaluations pass.
 fn wait_evaluated(alerting: &Alerting, settled: &Scrape, device: &str, destination: &str) {
-    let labels = [
-        ("device", device),
-        ("destination", destination),
-        ("direction", "egress"),
-    ];
-    let bytes = settled.count("egress_destination_bytes_total", &labels);
+    let (bytes, _) = settled.destination(device, "egress", destination);
     assert!(
         bytes > 0,
         "no traffic of {device} to {destination} to wait for"
@@ -111,25 +96,6 @@ fn alerts_named(alerting: &Alerting, alertname: &str) -> Vec<(String, String, St
         .collect();
     found.sort();
     found
-}
-
-/// The unexpected-traffic series of the agent, as (device, destination, rule, direction) ->
-/// bytes.
-fn unexpected_bytes(s: &Scrape) -> BTreeMap<(String, String, String, String), u64> {
-    s.matching("egress_unexpected_bytes_total", &[])
-        .map(|m| {
-            let label = |k: &str| m.labels.get(k).cloned().unwrap_or_default();
-            (
-                (
-                    label("device"),
-                    label("destination"),
-                    label("rule"),
-                    label("direction"),
-                ),
-                m.value as u64,
-            )
-        })
-        .collect()
 }
 
 /// Waits for the alert with `labels` in Alertmanager and then at the webhook, and prints how
@@ -184,7 +150,7 @@ fn wait_alert(
 #[test]
 fn an_alert_on_agent_metrics_reaches_alertmanager_and_its_webhook() {
     let lab = lab();
-    let _servers = servers(&lab);
+    let _servers = lab.start_servers(0);
     let rules = lab.scratch_dir().join("plumbing-rules.yml");
     std::fs::write(
         &rules,
@@ -201,7 +167,7 @@ fn an_alert_on_agent_metrics_reaches_alertmanager_and_its_webhook() {
 
     // Traffic the rule does not match raises nothing.
     let updates = lab.resolve("tv", "updates.vendor.example");
-    send(&lab, "tv", updates);
+    lab.send_to_sink("tv", updates, PAYLOAD, DATAGRAMS);
     wait_evaluated(&alerting, &agent.settled(), "tv", "vendor.example");
     assert_eq!(
         alerting.alert_rule("EgressLabPlumbing").unwrap().health,
@@ -211,7 +177,7 @@ fn an_alert_on_agent_metrics_reaches_alertmanager_and_its_webhook() {
 
     let tracker = lab.resolve("camera", "tracker.ads.example.co.uk");
     let first_packet = Instant::now();
-    let sent = send(&lab, "camera", tracker);
+    let sent = lab.send_to_sink("camera", tracker, PAYLOAD, DATAGRAMS);
     let (alert, notification) = wait_alert(
         &alerting,
         "EgressLabPlumbing",
@@ -233,14 +199,10 @@ fn an_alert_on_agent_metrics_reaches_alertmanager_and_its_webhook() {
         [("camera".into(), "example.co.uk".into(), String::new())]
     );
     assert_eq!(
-        agent.settled().count(
-            "egress_destination_bytes_total",
-            &[
-                ("device", "camera"),
-                ("destination", "example.co.uk"),
-                ("direction", "egress")
-            ]
-        ),
+        agent
+            .settled()
+            .destination("camera", "egress", "example.co.uk")
+            .0,
         sent
     );
 }
@@ -270,7 +232,7 @@ fn a_rules_file_prometheus_cannot_load_is_reported_with_its_log() {
 fn traffic_outside_a_device_allow_list_raises_an_alert() {
     let rules = shipped_rules();
     let lab = lab();
-    let _servers = servers(&lab);
+    let _servers = lab.start_servers(0);
     let alerting = Alerting::start(&lab, &rules);
     let config = format!(
         "{}\n[policy.devices.camera]\nallow = [\"updates.vendor.example\"]\n",
@@ -282,11 +244,11 @@ fn traffic_outside_a_device_allow_list_raises_an_alert() {
     // Allowed: the name the camera resolved is on its list. The tv has no policy: monitored
     // only, whatever it talks to.
     let updates = lab.resolve("camera", "updates.vendor.example");
-    send(&lab, "camera", updates);
+    lab.send_to_sink("camera", updates, PAYLOAD, DATAGRAMS);
     let tracker = lab.resolve("tv", "tracker.ads.example.co.uk");
-    send(&lab, "tv", tracker);
+    lab.send_to_sink("tv", tracker, PAYLOAD, DATAGRAMS);
     let s = agent.settled();
-    assert_eq!(unexpected_bytes(&s), BTreeMap::new());
+    assert_eq!(s.unexpected_series(), 0, "nothing is unexpected");
     assert_eq!(
         s.value(
             "egress_device_policy_info",
@@ -310,7 +272,7 @@ fn traffic_outside_a_device_allow_list_raises_an_alert() {
     // Not allowed: the same tracker, from the camera.
     let tracker = lab.resolve("camera", "tracker.ads.example.co.uk");
     let first_packet = Instant::now();
-    let sent = send(&lab, "camera", tracker);
+    let sent = lab.send_to_sink("camera", tracker, PAYLOAD, DATAGRAMS);
     let (alert, notification) = wait_alert(
         &alerting,
         UNEXPECTED,
@@ -327,18 +289,17 @@ fn traffic_outside_a_device_allow_list_raises_an_alert() {
     );
     assert_eq!(alert.state, "active");
     assert_eq!(notification.status, "firing");
+    let s = agent.settled();
     assert_eq!(
-        unexpected_bytes(&agent.settled()),
-        BTreeMap::from([(
-            (
-                "camera".into(),
-                "example.co.uk".into(),
-                "not-allowed".into(),
-                "egress".into()
-            ),
-            sent
-        )])
+        s.unexpected("camera", "egress"),
+        [(
+            "example.co.uk".into(),
+            "not-allowed".into(),
+            sent,
+            DATAGRAMS.into()
+        )]
     );
+    assert_eq!(s.unexpected_series(), 1, "the camera's, and nothing else");
     assert_eq!(
         alerts_named(&alerting, UNEXPECTED),
         [(
@@ -357,7 +318,7 @@ fn traffic_outside_a_device_allow_list_raises_an_alert() {
 fn after_learning_and_a_restart_only_a_new_destination_raises_an_alert() {
     let rules = shipped_rules();
     let lab = lab();
-    let _servers = servers(&lab);
+    let _servers = lab.start_servers(0);
     let alerting = Alerting::start(&lab, &rules);
     let state_dir = lab.scratch_dir().join("state");
     std::fs::create_dir(&state_dir).expect("create the state directory");
@@ -374,14 +335,14 @@ fn after_learning_and_a_restart_only_a_new_destination_raises_an_alert() {
     // Learning: the tv's first traffic, to server A, goes into its baseline.
     let agent = Agent::start(&lab, &config, &[]);
     let server_a = lab.resolve("tv", "updates.vendor.example");
-    send(&lab, "tv", server_a);
+    lab.send_to_sink("tv", server_a, PAYLOAD, DATAGRAMS);
     let s = agent.settled();
     assert_eq!(
         learning(&s),
         Some(1.0),
         "the tv learns for 8 s from its first sight"
     );
-    assert_eq!(unexpected_bytes(&s), BTreeMap::new());
+    assert_eq!(s.unexpected_series(), 0, "nothing is unexpected");
     let learned = wait_until(Duration::from_secs(30), || {
         learning(&agent.scrape()) == Some(0.0)
     });
@@ -403,14 +364,14 @@ fn after_learning_and_a_restart_only_a_new_destination_raises_an_alert() {
     // before. The tv does not ask the DNS again (its own cache), so the new agent labels the
     // bytes by address; the policy still knows the address by the name the tv reached it by.
     let agent = Agent::start(&lab, &config, &[]);
-    send(&lab, "tv", server_a);
-    send(&lab, "tv", server_a);
+    lab.send_to_sink("tv", server_a, PAYLOAD, DATAGRAMS);
+    lab.send_to_sink("tv", server_a, PAYLOAD, DATAGRAMS);
     let s = agent.settled();
     assert_eq!(
         (learning(&s), baseline(&s), new_destinations(&s)),
         (Some(0.0), Some(1.0), 0)
     );
-    assert_eq!(unexpected_bytes(&s), BTreeMap::new());
+    assert_eq!(s.unexpected_series(), 0, "nothing is unexpected");
     wait_evaluated(&alerting, &s, "tv", &server_a.to_string());
     assert_eq!(alerts_named(&alerting, UNEXPECTED), []);
 
@@ -418,7 +379,7 @@ fn after_learning_and_a_restart_only_a_new_destination_raises_an_alert() {
     let server_b = IpAddr::V4(SERVERS_V4[4]);
     let b = server_b.to_string();
     let first_packet = Instant::now();
-    let sent = send(&lab, "tv", server_b);
+    let sent = lab.send_to_sink("tv", server_b, PAYLOAD, DATAGRAMS);
     let (alert, notification) = wait_alert(
         &alerting,
         UNEXPECTED,
@@ -432,17 +393,10 @@ fn after_learning_and_a_restart_only_a_new_destination_raises_an_alert() {
     assert_eq!(notification.status, "firing");
     let s = agent.settled();
     assert_eq!(
-        unexpected_bytes(&s),
-        BTreeMap::from([(
-            (
-                "tv".into(),
-                b.clone(),
-                "not-in-baseline".into(),
-                "egress".into()
-            ),
-            sent
-        )])
+        s.unexpected("tv", "egress"),
+        [(b.clone(), "not-in-baseline".into(), sent, DATAGRAMS.into())]
     );
+    assert_eq!(s.unexpected_series(), 1, "the tv's, and nothing else");
     assert_eq!(new_destinations(&s), 1);
     assert_eq!(
         alerts_named(&alerting, UNEXPECTED),

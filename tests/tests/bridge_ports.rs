@@ -10,7 +10,7 @@ use std::{
 
 use egress_lab::{
     LAN_BRIDGE, Lab, SERVERS_V4, SERVERS_V6, UDP_SINK_PORT,
-    agent::{Agent, Scrape, attached_programs, expected_lan_programs, lan_programs},
+    agent::{Agent, attached_programs, auto_attach_mode, expected_lan_programs, lan_programs},
     exec_ok, udp_ip_bytes, udp_send, wait_until,
 };
 
@@ -20,26 +20,21 @@ const DEVICES_CONFIG: &str = r#"
 "00:16:3e:00:00:02" = "laptop"
 "#;
 
-fn attached(s: &Scrape, port: &str) -> Option<f64> {
-    s.value(
-        "egress_monitor_interface_attached",
-        &[
-            ("interface", port),
-            ("lan", LAN_BRIDGE),
-            ("mode", egress_lab::agent::auto_attach_mode()),
-        ],
-    )
-}
-
 #[test]
 fn the_bridge_is_counted_on_its_ports_without_bridged_traffic() {
     let lab = Lab::new();
     let _servers = lab.start_servers(0);
     let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
     assert_eq!(lan_programs(&lab), expected_lan_programs(&lab));
+    let mode = auto_attach_mode();
     let s = agent.scrape();
     for d in lab.devices() {
-        assert_eq!(attached(&s, &d.router_port), Some(1.0), "{}", d.router_port);
+        assert_eq!(
+            s.attached(&d.router_port, LAN_BRIDGE, mode),
+            Some(1.0),
+            "{}",
+            d.router_port
+        );
     }
     assert_eq!(
         s.matching(
@@ -83,6 +78,7 @@ fn ports_that_leave_join_or_are_recreated_are_followed() {
     let lab = Lab::new();
     let _servers = lab.start_servers(0);
     let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
+    let mode = auto_attach_mode();
     let r = lab.router_ns();
     let phone = lab.device("phone");
     let port = phone.router_port.clone();
@@ -98,7 +94,7 @@ fn ports_that_leave_join_or_are_recreated_are_followed() {
         "{port} kept its programs after leaving the bridge: {:?}",
         attached_programs(r, &port)
     );
-    assert_eq!(attached(&agent.scrape(), &port), None);
+    assert_eq!(agent.scrape().attached(&port, LAN_BRIDGE, mode), None);
 
     // It joins again: attached again, and counting goes on exactly.
     exec_ok(r, "ip", &["link", "set", &port, "master", LAN_BRIDGE]);
@@ -112,7 +108,7 @@ fn ports_that_leave_join_or_are_recreated_are_followed() {
     udp_send(&phone.ns, to, 100, 3);
     let s = agent.settled();
     assert_eq!(s.device_total("phone", "egress"), (5 * 128, 5));
-    assert_eq!(attached(&s, &port), Some(1.0));
+    assert_eq!(s.attached(&port, LAN_BRIDGE, mode), Some(1.0));
 
     // A new port (a Wi-Fi interface coming up), deleted and re-created under its name: each
     // incarnation gets the programs.
@@ -136,14 +132,16 @@ fn ports_that_leave_join_or_are_recreated_are_followed() {
             "round {round}: the new port was not attached; agent log:\n{}",
             agent.log()
         );
-        assert_eq!(attached(&agent.scrape(), "wlan9"), Some(1.0));
+        assert_eq!(
+            agent.scrape().attached("wlan9", LAN_BRIDGE, mode),
+            Some(1.0)
+        );
         exec_ok(r, "ip", &["link", "del", "wlan9"]);
         assert!(
-            wait_until(Duration::from_secs(10), || attached(
-                &agent.scrape(),
-                "wlan9"
-            )
-            .is_none()),
+            wait_until(Duration::from_secs(10), || agent
+                .scrape()
+                .attached("wlan9", LAN_BRIDGE, mode)
+                .is_none()),
             "round {round}: a deleted port is still reported"
         );
     }

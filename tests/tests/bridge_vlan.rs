@@ -63,22 +63,8 @@ fn a_vlan_of_a_filtering_bridge_is_counted_on_the_ports_with_its_prefixes() {
     let s = agent.scrape();
     for d in lab.devices() {
         assert_eq!(
-            s.value(
-                "egress_monitor_interface_attached",
-                &[
-                    ("interface", &d.router_port),
-                    ("lan", VLAN_IF),
-                    ("mode", "tcx")
-                ]
-            )
-            .or_else(|| s.value(
-                "egress_monitor_interface_attached",
-                &[
-                    ("interface", &d.router_port),
-                    ("lan", VLAN_IF),
-                    ("mode", "clsact")
-                ]
-            )),
+            s.attached(&d.router_port, VLAN_IF, "tcx")
+                .or_else(|| s.attached(&d.router_port, VLAN_IF, "clsact")),
             Some(1.0),
             "{} is hooked for {VLAN_IF}",
             d.router_port

@@ -106,10 +106,8 @@ fn a_prefix_that_becomes_local_stops_counting_as_a_destination() {
         s.destination("phone", "egress", &target.to_string()),
         (first, 10)
     );
-    let v4_prefixes = |s: &Scrape| {
-        s.value("egress_monitor_local_prefixes", &[("family", "ipv4")])
-            .expect("local prefixes gauge") as u64
-    };
+    let v4_prefixes =
+        |s: &Scrape| s.exported("egress_monitor_local_prefixes", &[("family", "ipv4")]);
     let prefixes_before = v4_prefixes(&s);
 
     // The router gets a second LAN subnet that holds the target.

@@ -7,15 +7,12 @@ use std::{net::IpAddr, time::Duration};
 
 use egress_lab::{
     Lab, OUTSIDE_RESOLVER_V4, ROUTER_LAN_V4, RecordType, SERVERS_V4, SHORT_TTL, SHORT_TTL_NAME,
-    agent::{Agent, Scrape},
+    agent::{Agent, Mac},
     dns_burst, dns_query, tls_connect,
 };
 
+/// The payload of every datagram the devices send.
 const PAYLOAD: usize = 700;
-
-fn router() -> IpAddr {
-    IpAddr::V4(ROUTER_LAN_V4)
-}
 
 /// A lab whose router runs dnsmasq for DHCP and DNS, as a home router does.
 fn naming_lab() -> Lab {
@@ -24,44 +21,6 @@ fn naming_lab() -> Lab {
         .hostname("phone", "redmi-note-12")
         .hostname("camera", "ipcam-7f3a")
         .build()
-}
-
-/// The WAN servers' sinks, so that datagrams to them raise no ICMP errors back.
-fn servers(lab: &Lab) -> egress_lab::Servers {
-    lab.start_servers(0)
-}
-
-/// Resolves `name` (A) on the device through the router and returns its first address.
-fn resolve(lab: &Lab, device: &str, name: &str) -> IpAddr {
-    lab.resolve(device, name)
-}
-
-/// Sends `count` datagrams of [`PAYLOAD`] bytes from the device to `addr`'s UDP sink; returns
-/// the IP-layer bytes sent.
-fn send(lab: &Lab, device: &str, addr: IpAddr, count: u32) -> u64 {
-    lab.send_to_sink(device, addr, PAYLOAD, count)
-}
-
-fn egress_bytes(s: &Scrape, mac: &str, destination: &str) -> u64 {
-    s.count(
-        "egress_destination_bytes_total",
-        &[
-            ("mac", mac),
-            ("direction", "egress"),
-            ("destination", destination),
-        ],
-    )
-}
-
-/// The destinations of one device and direction, by label.
-fn destinations(s: &Scrape, mac: &str, direction: &str) -> Vec<(String, u64)> {
-    s.matching(
-        "egress_destination_bytes_total",
-        &[("mac", mac), ("direction", direction)],
-    )
-    .filter(|m| m.value > 0.0)
-    .map(|m| (m.labels["destination"].clone(), m.value as u64))
-    .collect()
 }
 
 #[test]
@@ -73,16 +32,16 @@ fn devices_are_named_from_the_real_lease_file_and_renames_are_followed() {
     );
     // Traffic before the agent starts puts the WAN gateway in the router's neighbour table,
     // which the agent reads at its first poll: it must not become a device.
-    send(&lab, "phone", IpAddr::V4(SERVERS_V4[1]), 1);
+    lab.send_to_sink("phone", IpAddr::V4(SERVERS_V4[1]), PAYLOAD, 1);
     let agent = Agent::start(&lab, &config, &[]);
     let phone = lab.device("phone");
-    let sent = send(&lab, "phone", IpAddr::V4(SERVERS_V4[0]), 5);
+    let sent = lab.send_to_sink("phone", IpAddr::V4(SERVERS_V4[0]), PAYLOAD, 5);
     let s = agent.settled();
     let info = |mac: &str| {
-        let labels = [("mac", mac)];
-        let m: Vec<_> = s.matching("egress_device_info", &labels).collect();
-        assert_eq!(m.len(), 1, "one info series for {mac}: {m:?}");
-        m[0].labels.clone()
+        s.sample("egress_device_info", &[("mac", mac)])
+            .unwrap_or_else(|| panic!("no info series for {mac}"))
+            .labels
+            .clone()
     };
     let p = info(&phone.mac_string());
     assert_eq!(
@@ -107,13 +66,7 @@ fn devices_are_named_from_the_real_lease_file_and_renames_are_followed() {
         info(&lab.device("camera").mac_string())["device"],
         "ipcam-7f3a"
     );
-    assert_eq!(
-        s.count(
-            "egress_device_bytes_total",
-            &[("device", "redmi-note-12"), ("direction", "egress")]
-        ),
-        sent
-    );
+    assert_eq!(s.device_total("redmi-note-12", "egress").0, sent);
 
     // The API knows the device, its addresses and totals.
     let (status, body) = agent.get("/api/devices").expect("GET /api/devices");
@@ -175,17 +128,16 @@ fn traffic_to_a_resolved_server_is_counted_under_the_name_exactly() {
     let agent = Agent::start(&lab, "destination_label = \"host\"\n", &[]);
     let mac = lab.device("phone").mac_string();
     // A name with two CNAMEs before its address: the device asked for the first one.
-    let cdn = resolve(&lab, "phone", "cdn.vendor.example");
+    let cdn = lab.resolve("phone", "cdn.vendor.example");
     assert_eq!(cdn, IpAddr::V4(SERVERS_V4[1]));
-    let telemetry = resolve(&lab, "phone", "telemetry.vendor.example");
-    let to_cdn = send(&lab, "phone", cdn, 7);
-    let to_telemetry = send(&lab, "phone", telemetry, 3);
+    let telemetry = lab.resolve("phone", "telemetry.vendor.example");
+    let to_cdn = lab.send_to_sink("phone", cdn, PAYLOAD, 7);
+    let to_telemetry = lab.send_to_sink("phone", telemetry, PAYLOAD, 3);
     // An address the device never resolved keeps its address as label.
     let unnamed = IpAddr::V4(SERVERS_V4[4]);
-    let to_unnamed = send(&lab, "phone", unnamed, 2);
+    let to_unnamed = lab.send_to_sink("phone", unnamed, PAYLOAD, 2);
     let s = agent.settled();
-    let mut got = destinations(&s, &mac, "egress");
-    got.sort();
+    let got = s.destinations(Mac(&mac), "egress");
     let mut want = vec![
         ("cdn.vendor.example".to_owned(), to_cdn),
         ("telemetry.vendor.example".to_owned(), to_telemetry),
@@ -213,24 +165,25 @@ fn traffic_to_a_resolved_server_is_counted_under_the_name_exactly() {
 #[test]
 fn two_devices_naming_one_server_differently_each_get_their_own_name() {
     let lab = naming_lab();
-    // Default label: the registrable domain, public-suffix aware.
-    let _servers = servers(&lab);
+    // Default label: the registrable domain, public-suffix aware. The servers' sinks take the
+    // datagrams, so that no ICMP error comes back.
+    let _servers = lab.start_servers(0);
     let agent = Agent::start(&lab, "", &[]);
-    let phone_addr = resolve(&lab, "phone", "tracker.ads.example.co.uk");
-    let camera_addr = resolve(&lab, "camera", "api.camera-cloud.example.com.au");
+    let phone_addr = lab.resolve("phone", "tracker.ads.example.co.uk");
+    let camera_addr = lab.resolve("camera", "api.camera-cloud.example.com.au");
     assert_eq!(
         phone_addr, camera_addr,
         "the zone gives both names one address"
     );
-    let phone_sent = send(&lab, "phone", phone_addr, 4);
-    let camera_sent = send(&lab, "camera", camera_addr, 6);
+    let phone_sent = lab.send_to_sink("phone", phone_addr, PAYLOAD, 4);
+    let camera_sent = lab.send_to_sink("camera", camera_addr, PAYLOAD, 6);
     let s = agent.settled();
     assert_eq!(
-        destinations(&s, &lab.device("phone").mac_string(), "egress"),
+        s.destinations(Mac(&lab.device("phone").mac_string()), "egress"),
         vec![("example.co.uk".to_owned(), phone_sent)]
     );
     assert_eq!(
-        destinations(&s, &lab.device("camera").mac_string(), "egress"),
+        s.destinations(Mac(&lab.device("camera").mac_string()), "egress"),
         vec![("example.com.au".to_owned(), camera_sent)]
     );
     // The API lists the destination with its address and both directions.
@@ -260,20 +213,26 @@ fn a_name_is_dropped_after_its_ttl_and_the_grace_period() {
     let lab = naming_lab();
     let agent = Agent::start(&lab, "[names]\ndns_grace = \"1s\"\n", &[]);
     let mac = lab.device("phone").mac_string();
-    let addr = resolve(&lab, "phone", SHORT_TTL_NAME);
-    let named = send(&lab, "phone", addr, 3);
-    let s = agent.settled();
-    assert_eq!(egress_bytes(&s, &mac, "vendor.example"), named);
-    // TTL (2 s) + grace (1 s) later, the same address is only an address again.
-    std::thread::sleep(Duration::from_secs(u64::from(SHORT_TTL) + 2));
-    let unnamed = send(&lab, "phone", addr, 5);
+    let addr = lab.resolve("phone", SHORT_TTL_NAME);
+    let named = lab.send_to_sink("phone", addr, PAYLOAD, 3);
     let s = agent.settled();
     assert_eq!(
-        egress_bytes(&s, &mac, "vendor.example"),
+        s.destination(Mac(&mac), "egress", "vendor.example").0,
+        named
+    );
+    // TTL (2 s) + grace (1 s) later, the same address is only an address again.
+    std::thread::sleep(Duration::from_secs(u64::from(SHORT_TTL) + 2));
+    let unnamed = lab.send_to_sink("phone", addr, PAYLOAD, 5);
+    let s = agent.settled();
+    assert_eq!(
+        s.destination(Mac(&mac), "egress", "vendor.example").0,
         named,
         "no byte moves"
     );
-    assert_eq!(egress_bytes(&s, &mac, &addr.to_string()), unnamed);
+    assert_eq!(
+        s.destination(Mac(&mac), "egress", &addr.to_string()).0,
+        unnamed
+    );
     assert_eq!(s.value("egress_monitor_destination_names", &[]), Some(0.0));
 }
 
@@ -300,12 +259,12 @@ fn a_server_contacted_by_address_is_named_from_the_client_hello() {
     let s = agent.settled();
     let mac = lab.device("phone").mac_string();
     assert_eq!(
-        destinations(&s, &mac, "egress"),
+        s.destinations(Mac(&mac), "egress"),
         vec![("hidden-tracker.example.net".to_owned(), wan.rx_bytes)],
         "every byte of the connection, the handshake before the ClientHello included"
     );
     assert_eq!(
-        destinations(&s, &mac, "ingress"),
+        s.destinations(Mac(&mac), "ingress"),
         vec![("hidden-tracker.example.net".to_owned(), wan.tx_bytes)]
     );
     assert_eq!(
@@ -333,14 +292,14 @@ fn a_device_that_goes_around_the_router_resolver_is_reported() {
         RecordType::A,
         false,
     )[0];
-    let sent = send(&lab, "phone", addr, 2);
+    let sent = lab.send_to_sink("phone", addr, PAYLOAD, 2);
     // DNS over TLS, and DNS over HTTPS to a listed resolver.
     let _dot = lab.start_tls_server(resolver, 853);
     let _doh = lab.start_tls_server(resolver, 443);
     assert!(tls_connect(&phone.ns, resolver, 853, "dns.example", 10).handshake);
     assert!(tls_connect(&phone.ns, resolver, 443, "dns.example", 10).handshake);
     // The laptop uses the router's resolver: no bypass.
-    resolve(&lab, "laptop", "updates.vendor.example");
+    lab.resolve("laptop", "updates.vendor.example");
     let s = agent.settled();
     let bypass = |protocol: &str| {
         s.count(
@@ -361,7 +320,8 @@ fn a_device_that_goes_around_the_router_resolver_is_reported() {
         0
     );
     assert_eq!(
-        egress_bytes(&s, &phone.mac_string(), "updates.vendor.example"),
+        s.destination(Mac(&phone.mac_string()), "egress", "updates.vendor.example")
+            .0,
         sent
     );
 }
@@ -377,7 +337,7 @@ fn a_burst_of_dns_answers_overflows_the_ring_but_bytes_stay_exact() {
     agent.child().signal(libc::SIGSTOP);
     let answers = dns_burst(
         &lab.device("phone").ns,
-        router(),
+        ROUTER_LAN_V4.into(),
         &[
             "telemetry.vendor.example",
             "cdn.vendor.example",
@@ -385,8 +345,8 @@ fn a_burst_of_dns_answers_overflows_the_ring_but_bytes_stay_exact() {
         ],
         500,
     );
-    let unnamed = send(&lab, "phone", IpAddr::V4(SERVERS_V4[4]), 10);
-    let named = send(&lab, "phone", IpAddr::V4(SERVERS_V4[0]), 10);
+    let unnamed = lab.send_to_sink("phone", IpAddr::V4(SERVERS_V4[4]), PAYLOAD, 10);
+    let named = lab.send_to_sink("phone", IpAddr::V4(SERVERS_V4[0]), PAYLOAD, 10);
     agent.child().signal(libc::SIGCONT);
     let s = agent.settled();
     let dropped = s.count("egress_monitor_sniff_dropped_total", &[]);
@@ -405,13 +365,14 @@ fn a_burst_of_dns_answers_overflows_the_ring_but_bytes_stay_exact() {
     );
     assert!(copied > 0 && copied < 40, "{copied} records fit in 64 KiB");
     // Names from the records that made it (the burst resolved telemetry.vendor.example first).
-    assert_eq!(egress_bytes(&s, &mac, "vendor.example"), named);
-    assert_eq!(egress_bytes(&s, &mac, &SERVERS_V4[4].to_string()), unnamed);
     assert_eq!(
-        s.count(
-            "egress_device_bytes_total",
-            &[("mac", &mac), ("direction", "egress")]
-        ),
-        named + unnamed
+        s.destination(Mac(&mac), "egress", "vendor.example").0,
+        named
     );
+    assert_eq!(
+        s.destination(Mac(&mac), "egress", &SERVERS_V4[4].to_string())
+            .0,
+        unnamed
+    );
+    assert_eq!(s.device_total(Mac(&mac), "egress").0, named + unnamed);
 }

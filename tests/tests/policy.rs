@@ -2,14 +2,15 @@
 //! resolved, learned baselines that survive a restart, the `baseline` commands, and reloads
 //! that change the policy without losing a byte. Every figure is exact.
 
-use std::{net::IpAddr, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use egress_lab::{
     Lab, SERVERS_V4,
-    agent::{Agent, Scrape, agent_binary, state_dir},
+    agent::{Agent, agent_binary, state_dir},
     udp_ip_bytes, wait_until,
 };
 
+/// The payload of every datagram the devices send.
 const PAYLOAD: usize = 500;
 
 fn lab() -> Lab {
@@ -23,46 +24,6 @@ fn devices(lab: &Lab) -> String {
         lab.device("camera").mac_string(),
         lab.device("phone").mac_string()
     )
-}
-
-/// Sends `count` datagrams to `addr`; returns their IP-layer bytes.
-fn send(lab: &Lab, device: &str, addr: IpAddr, count: u32) -> u64 {
-    lab.send_to_sink(device, addr, PAYLOAD, count)
-}
-
-fn server(i: usize) -> IpAddr {
-    IpAddr::V4(SERVERS_V4[i])
-}
-
-/// (destination, rule, bytes, packets) of a device's unexpected egress traffic.
-fn unexpected(s: &Scrape, device: &str) -> Vec<(String, String, u64, u64)> {
-    let mut out: Vec<_> = s
-        .matching(
-            "egress_unexpected_bytes_total",
-            &[("device", device), ("direction", "egress")],
-        )
-        .map(|m| {
-            let labels = [
-                ("device", device),
-                ("direction", "egress"),
-                ("destination", m.labels["destination"].as_str()),
-                ("rule", m.labels["rule"].as_str()),
-            ];
-            (
-                m.labels["destination"].clone(),
-                m.labels["rule"].clone(),
-                m.value as u64,
-                s.count("egress_unexpected_packets_total", &labels),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> u64 {
-    s.value(name, labels)
-        .unwrap_or_else(|| panic!("{name}{labels:?} is not exported")) as u64
 }
 
 /// Runs `egress-monitor baseline ARGS --state-dir DIR`; returns (success, stdout + stderr).
@@ -93,21 +54,21 @@ fn an_allow_list_flags_exactly_the_traffic_it_does_not_allow() {
     let agent = Agent::start(&lab, &config, &[]);
     // Allowed: the update server, by the name the camera resolved.
     let updates = lab.resolve("camera", "updates.vendor.example");
-    let allowed = send(&lab, "camera", updates, 5);
+    let allowed = lab.send_to_sink("camera", updates, PAYLOAD, 5);
     // Same registrable domain, another host: the label is vendor.example, the host is not
     // allowed.
     let cdn = lab.resolve("camera", "cdn.vendor.example");
-    let cdn_bytes = send(&lab, "camera", cdn, 3);
+    let cdn_bytes = lab.send_to_sink("camera", cdn, PAYLOAD, 3);
     // By address, unnamed; and a third unexpected destination, beyond the limit of 2.
-    let direct = send(&lab, "camera", server(3), 2);
-    let beyond = send(&lab, "camera", server(4), 1);
+    let direct = lab.send_to_sink("camera", SERVERS_V4[3].into(), PAYLOAD, 2);
+    let beyond = lab.send_to_sink("camera", SERVERS_V4[4].into(), PAYLOAD, 1);
     // A device without a policy is only counted.
-    send(&lab, "phone", server(2), 4);
+    lab.send_to_sink("phone", SERVERS_V4[2].into(), PAYLOAD, 4);
 
     let s = agent.settled();
     let one = udp_ip_bytes(true, PAYLOAD);
     assert_eq!(
-        unexpected(&s, "camera"),
+        s.unexpected("camera", "egress"),
         [
             ("203.0.113.5".into(), "not-allowed".into(), direct, 2),
             ("other".into(), "not-allowed".into(), beyond, 1),
@@ -115,11 +76,10 @@ fn an_allow_list_flags_exactly_the_traffic_it_does_not_allow() {
         ],
         "unexpected series (one datagram = {one} bytes)"
     );
-    assert!(unexpected(&s, "phone").is_empty());
+    assert!(s.unexpected("phone", "egress").is_empty());
     // The allowed bytes are counted as traffic, not as unexpected.
     assert_eq!(
-        value(
-            &s,
+        s.exported(
             "egress_device_bytes_total",
             &[("device", "camera"), ("direction", "egress")]
         ),
@@ -127,18 +87,17 @@ fn an_allow_list_flags_exactly_the_traffic_it_does_not_allow() {
     );
     // Nobody learns: every destination seen for the first time is new.
     assert_eq!(
-        value(&s, "egress_new_destinations_total", &[("device", "camera")]),
+        s.exported("egress_new_destinations_total", &[("device", "camera")]),
         3,
         "vendor.example, 203.0.113.5, 203.0.113.6"
     );
     assert_eq!(
-        value(&s, "egress_new_destinations_total", &[("device", "phone")]),
+        s.exported("egress_new_destinations_total", &[("device", "phone")]),
         1
     );
     for (device, policy) in [("camera", "device"), ("phone", "none")] {
         assert_eq!(
-            value(
-                &s,
+            s.exported(
                 "egress_device_policy_info",
                 &[("device", device), ("policy", policy)]
             ),
@@ -150,11 +109,7 @@ fn an_allow_list_flags_exactly_the_traffic_it_does_not_allow() {
         "nobody learns"
     );
     // The new families are clean for promtool too.
-    let (ok, complaints) = egress_lab::agent::promtool_check_metrics(&s.text);
-    assert!(
-        ok && complaints.trim().is_empty(),
-        "promtool check metrics:\n{complaints}"
-    );
+    s.assert_passes_promtool();
     // The JSON API says the same.
     let (status, body) = agent.get("/api/devices").expect("GET /api/devices");
     assert_eq!(status, 200, "{body}");
@@ -186,11 +141,11 @@ fn a_policy_change_takes_effect_without_a_restart_and_a_bad_one_is_rejected() {
         devices(&lab)
     );
     let agent = Agent::start(&lab, &base, &[]);
-    let mut sent = send(&lab, "camera", server(3), 2);
+    let mut sent = lab.send_to_sink("camera", SERVERS_V4[3].into(), PAYLOAD, 2);
     let first = sent;
     let s = agent.settled();
     assert_eq!(
-        unexpected(&s, "camera"),
+        s.unexpected("camera", "egress"),
         [("203.0.113.5".into(), "not-allowed".into(), first, 2)]
     );
 
@@ -220,18 +175,16 @@ fn a_policy_change_takes_effect_without_a_restart_and_a_bad_one_is_rejected() {
         agent.log()
     );
     assert_eq!(
-        value(
-            &agent.scrape(),
-            "egress_monitor_policy_last_reload_success",
-            &[]
-        ),
+        agent
+            .scrape()
+            .exported("egress_monitor_policy_last_reload_success", &[]),
         0
     );
-    let second = send(&lab, "camera", server(3), 1);
+    let second = lab.send_to_sink("camera", SERVERS_V4[3].into(), PAYLOAD, 1);
     sent += second;
     let s = agent.settled();
     assert_eq!(
-        unexpected(&s, "camera"),
+        s.unexpected("camera", "egress"),
         [(
             "203.0.113.5".into(),
             "not-allowed".into(),
@@ -256,10 +209,10 @@ fn a_policy_change_takes_effect_without_a_restart_and_a_bad_one_is_rejected() {
         "the changed file was not reloaded:\n{}",
         agent.log()
     );
-    sent += send(&lab, "camera", server(3), 4);
+    sent += lab.send_to_sink("camera", SERVERS_V4[3].into(), PAYLOAD, 4);
     let s = agent.settled();
     assert_eq!(
-        unexpected(&s, "camera"),
+        s.unexpected("camera", "egress"),
         [(
             "203.0.113.5".into(),
             "not-allowed".into(),
@@ -268,15 +221,14 @@ fn a_policy_change_takes_effect_without_a_restart_and_a_bad_one_is_rejected() {
         )]
     );
     assert_eq!(
-        value(
-            &s,
+        s.exported(
             "egress_device_bytes_total",
             &[("device", "camera"), ("direction", "egress")]
         ),
         sent
     );
     assert_eq!(
-        value(&s, "egress_monitor_policy_last_reload_success", &[]),
+        s.exported("egress_monitor_policy_last_reload_success", &[]),
         1
     );
 }
@@ -291,7 +243,7 @@ fn a_learned_baseline_survives_a_restart_and_the_baseline_commands_change_it() {
     );
     let agent = Agent::start(&lab, &config, &[]);
     let updates = lab.resolve("camera", "updates.vendor.example");
-    send(&lab, "camera", updates, 2);
+    lab.send_to_sink("camera", updates, PAYLOAD, 2);
     let learning = |agent: &Agent| {
         agent
             .scrape()
@@ -306,14 +258,14 @@ fn a_learned_baseline_survives_a_restart_and_the_baseline_commands_change_it() {
         wait_until(Duration::from_secs(10), || learning(&agent) == Some(0.0)),
         "learning did not end"
     );
-    let new_bytes = send(&lab, "camera", server(3), 3);
+    let new_bytes = lab.send_to_sink("camera", SERVERS_V4[3].into(), PAYLOAD, 3);
     let s = agent.settled();
     assert_eq!(
-        unexpected(&s, "camera"),
+        s.unexpected("camera", "egress"),
         [("203.0.113.5".into(), "not-in-baseline".into(), new_bytes, 3)]
     );
     assert_eq!(
-        value(&s, "egress_new_destinations_total", &[("device", "camera")]),
+        s.exported("egress_new_destinations_total", &[("device", "camera")]),
         1
     );
 
@@ -338,10 +290,10 @@ fn a_learned_baseline_survives_a_restart_and_the_baseline_commands_change_it() {
         !ok && text.contains("invalid rule \"*.tracker.example\""),
         "{text}"
     );
-    send(&lab, "camera", server(3), 2);
+    lab.send_to_sink("camera", SERVERS_V4[3].into(), PAYLOAD, 2);
     let s = agent.settled();
     assert_eq!(
-        unexpected(&s, "camera"),
+        s.unexpected("camera", "egress"),
         [("203.0.113.5".into(), "not-in-baseline".into(), new_bytes, 3)],
         "accepted: no longer unexpected"
     );
@@ -365,27 +317,27 @@ fn a_learned_baseline_survives_a_restart_and_the_baseline_commands_change_it() {
     // is unexpected at once (learning is over), and only that is new.
     let agent = Agent::start(&lab, &config, &[]);
     let updates_again = lab.resolve("camera", "telemetry.vendor.example");
-    send(&lab, "camera", updates_again, 1);
-    send(&lab, "camera", server(3), 1);
-    let other = send(&lab, "camera", server(4), 2);
+    lab.send_to_sink("camera", updates_again, PAYLOAD, 1);
+    lab.send_to_sink("camera", SERVERS_V4[3].into(), PAYLOAD, 1);
+    let other = lab.send_to_sink("camera", SERVERS_V4[4].into(), PAYLOAD, 2);
     let s = agent.settled();
     assert_eq!(
-        unexpected(&s, "camera"),
+        s.unexpected("camera", "egress"),
         [("203.0.113.6".into(), "not-in-baseline".into(), other, 2)]
     );
     assert_eq!(
-        value(&s, "egress_new_destinations_total", &[("device", "camera")]),
+        s.exported("egress_new_destinations_total", &[("device", "camera")]),
         1
     );
     assert_eq!(
-        value(&s, "egress_device_learning", &[("device", "camera")]),
+        s.exported("egress_device_learning", &[("device", "camera")]),
         0
     );
 
     // Forgetting starts learning again at the next traffic.
     let (ok, text) = baseline(&lab, &["forget", "camera"]);
     assert!(ok && text.starts_with("forgot camera ("), "{text}");
-    send(&lab, "camera", server(2), 1);
+    lab.send_to_sink("camera", SERVERS_V4[2].into(), PAYLOAD, 1);
     assert!(
         wait_until(Duration::from_secs(5), || learning(&agent) == Some(1.0)),
         "forgotten, the camera learns again"
