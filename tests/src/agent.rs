@@ -73,6 +73,15 @@ impl Agent {
         Self::launch(lab, config, &[], TEST_POLL_INTERVAL, &wrapper)
     }
 
+    /// [`Agent::start`] with variables added to the agent's environment (the test hooks
+    /// `EGRESS_MONITOR_TEST_PANIC` and `EGRESS_MONITOR_TEST_STALL`).
+    pub fn start_with_env(lab: &Lab, config: &str, env: &[(&str, &str)]) -> Agent {
+        let assignments: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut wrapper = vec!["env"];
+        wrapper.extend(assignments.iter().map(String::as_str));
+        Self::launch(lab, config, &[], TEST_POLL_INTERVAL, &wrapper)
+    }
+
     /// Starts `wrapper... agent args...` in the router namespace and waits until it is healthy.
     fn launch(lab: &Lab, config: &str, extra_args: &[&str], poll: &str, wrapper: &[&str]) -> Agent {
         let config_path = write_config(lab, config);
@@ -130,7 +139,6 @@ impl Agent {
         self.child.log()
     }
 
-    /// Its process.
     /// The configuration file the agent was started with; rewrite it to test reloads.
     pub fn config_path(&self) -> &std::path::Path {
         self.config

@@ -71,5 +71,6 @@ fn silent_and_half_sent_http_clients_do_not_hold_up_sigterm() {
         "SIGTERM did not end the agent within 5 s ({status} after {took:?}); log:\n{}",
         agent.log()
     );
+    eprintln!("SIGTERM with a silent and a half-sent client: exit after {took:?}");
     drop(clients);
 }

@@ -47,9 +47,10 @@ use crate::{
     snapshot::Published,
 };
 
-/// How long a stop waits for the threads, all together: SIGTERM ends the agent within 5 s
-/// whatever its clients or files do.
-const STOP_DEADLINE: Duration = Duration::from_secs(4);
+/// How long a stop waits for the threads, all together, once the HTTP server is closed (which
+/// takes at most `http::server::SHUTDOWN_GRACE`): SIGTERM ends the agent within 5 s whatever
+/// its clients or files do.
+const STOP_DEADLINE: Duration = Duration::from_millis(2500);
 
 /// Why the agent could not start or stopped with an error. One line each.
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +241,8 @@ pub fn run(
                 () = shutdown_signal(reload_requested) => {}
                 () = token.wait() => {}
             }
+            // The threads stop while the server lets its requests finish.
+            token.trigger();
         };
         crate::http::server::serve(listener, metrics, published, config.poll_interval, stop).await
     });
