@@ -135,8 +135,8 @@ pub enum BaselineAction {
 
 impl BaselineAction {
     /// The request to the agent.
-    pub fn request(&self) -> crate::persist::baseline::Request {
-        use crate::persist::baseline::Request;
+    pub fn request(&self) -> crate::persist::protocol::Request {
+        use crate::persist::protocol::Request;
         match self.clone() {
             BaselineAction::Show { device } => Request::Show { device },
             BaselineAction::Accept {
@@ -347,7 +347,7 @@ mod tests {
         };
         assert_eq!(
             action.request(),
-            crate::persist::baseline::Request::Accept {
+            crate::persist::protocol::Request::Accept {
                 device: "camera".into(),
                 destination: "vendor.example".into()
             }

@@ -183,6 +183,19 @@ impl Agent {
         self.scrape()
     }
 
+    /// SIGTERM; asserts the agent exits 0 within `limit`, and returns how long it took.
+    pub fn terminate_within(&self, limit: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        let status = self.child.terminate(limit);
+        let took = started.elapsed();
+        assert!(
+            status.success(),
+            "SIGTERM did not end the agent within {limit:?} ({status} after {took:?}); log:\n{}",
+            self.child.log()
+        );
+        took
+    }
+
     /// SIGTERM, and wait for the exit.
     pub fn stop(mut self) -> ExitStatus {
         let status = self.child.terminate(Duration::from_secs(10));

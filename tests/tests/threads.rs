@@ -5,7 +5,7 @@
 use std::{
     io::Write as _,
     net::{SocketAddr, TcpStream},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use egress_lab::{
@@ -63,14 +63,7 @@ fn silent_and_half_sent_http_clients_do_not_hold_up_sigterm() {
     });
     // Let the agent take both connections in.
     std::thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
-    let status = agent.child().terminate(Duration::from_secs(5));
-    let took = started.elapsed();
-    assert!(
-        status.success(),
-        "SIGTERM did not end the agent within 5 s ({status} after {took:?}); log:\n{}",
-        agent.log()
-    );
+    let took = agent.terminate_within(Duration::from_secs(5));
     eprintln!("SIGTERM with a silent and a half-sent client: exit after {took:?}");
     drop(clients);
 }

@@ -8,65 +8,22 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    fs::File,
     io::{self, BufRead as _, BufReader, Write as _},
     os::unix::net::UnixStream,
     path::Path,
     time::{Duration, SystemTime},
 };
 
-use serde::{Deserialize, Serialize};
-
+use super::{
+    lock::try_lock,
+    protocol::{CONTROL_SOCKET, Request, Response},
+};
 use crate::{
     config::Config,
     persist::state_file::{self as store, DeviceRecord, format_time},
     policy::{DeviceStatus, Policy, Rule},
     types::MacAddr,
 };
-
-/// The control socket, in the state directory.
-pub const CONTROL_SOCKET: &str = "control.sock";
-/// Held by the running agent for its whole life.
-pub const LOCK_FILE: &str = "lock";
-
-/// A request, one JSON line on the control socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum Request {
-    Show { device: String },
-    Accept { device: String, destination: String },
-    Forget { device: String },
-}
-
-/// The answer: what to print, or why not.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Response {
-    pub ok: bool,
-    pub text: String,
-}
-
-/// Takes the state directory's lock without waiting: `None` if another process (the agent)
-/// holds it. The lock lasts as long as the returned file is open.
-pub fn try_lock(dir: &Path) -> io::Result<Option<File>> {
-    use std::os::fd::AsRawFd as _;
-    store::create_dir(dir)?;
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))?;
-    // SAFETY: flock on a descriptor this function owns; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(Some(file));
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(None)
-    } else {
-        Err(err)
-    }
-}
 
 /// Finds a device by MAC address or by name among `(mac, name)` candidates.
 pub fn resolve_device(

@@ -17,7 +17,10 @@ use std::{
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::baseline::{self, CONTROL_SOCKET, Request, Response};
+use super::{
+    baseline,
+    protocol::{CONTROL_SOCKET, Request, Response},
+};
 use crate::{ledger::Ledger, naming::Naming, policy::Policy, runtime::shutdown::Shutdown};
 
 /// Longest request line: a device and a destination.

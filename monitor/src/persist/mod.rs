@@ -4,5 +4,7 @@
 
 pub mod baseline;
 pub mod control;
+pub mod lock;
+pub mod protocol;
 pub mod state_file;
 pub mod writer;

@@ -35,7 +35,7 @@ use crate::{
         loader::{self, LoadError, MapSizes},
     },
     naming::lease_files::LeaseReader,
-    persist::{baseline, control::Control, state_file as store},
+    persist::{control::Control, state_file as store},
     policy::Policy,
     runtime::{
         poller::{Inbox, Message, Poller, PollerConfig},
@@ -147,7 +147,7 @@ pub fn run(
     };
     // Held until the agent exits: one agent per state directory, and `baseline` commands know
     // to ask it rather than edit the file.
-    let _state_lock = baseline::try_lock(&config.state_dir)
+    let _state_lock = crate::persist::lock::try_lock(&config.state_dir)
         .map_err(state_dir_error)?
         .ok_or_else(|| RunError::StateDirInUse(config.state_dir.clone()))?;
     let records = store::load(&config.state_dir)?;

@@ -162,13 +162,7 @@ impl<K: KernelSource> Poller<K> {
     fn sync_local_prefixes(&mut self) {
         match self.kernel.sync_local_prefixes() {
             Ok(counts) => self.state.agent.local_prefixes = counts,
-            Err(e) => {
-                self.metrics
-                    .poll_errors
-                    .with_label_values(&["local_prefixes"])
-                    .inc();
-                tracing::warn!(error = %e, "could not update the local prefixes");
-            }
+            Err(e) => self.failed("local_prefixes", "could not update the local prefixes", &e),
         }
     }
 
@@ -209,14 +203,14 @@ impl<K: KernelSource> Poller<K> {
                     capacity: self.config.device_capacity.into(),
                 };
             }
-            Err(e) => {
-                self.metrics
-                    .poll_errors
-                    .with_label_values(&["read_maps"])
-                    .inc();
-                tracing::warn!(error = %e, "could not read the kernel maps");
-            }
+            Err(e) => self.failed("read_maps", "could not read the kernel maps", &e),
         }
+    }
+
+    /// A stage that failed: counted by its name, logged; the next poll tries again.
+    fn failed(&self, stage: &str, what: &str, error: &dyn std::fmt::Display) {
+        self.metrics.poll_errors.with_label_values(&[stage]).inc();
+        tracing::warn!(error = %error, "{what}");
     }
 
     /// Stage: hand the state file's text to the writer when a write is due.

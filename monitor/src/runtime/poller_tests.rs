@@ -21,7 +21,7 @@ use crate::{
         neighbours::Neighbour,
     },
     ledger::Reading,
-    persist::baseline::Request,
+    persist::protocol::Request,
     types::{Count, DeviceId, Direction, MacAddr},
 };
 
