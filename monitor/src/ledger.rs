@@ -722,4 +722,46 @@ mod tests {
             assert_eq!(dev.total(), kernel_total, "quiet polls settle the total");
         }
     }
+
+    #[test]
+    fn a_view_keeps_what_it_saw_and_shares_what_did_not_change() {
+        let mut ledger = Ledger::default();
+        let first = reading(&[(1, 100, 1)], (100, 1));
+        apply(&mut ledger, &first);
+        apply(&mut ledger, &first);
+        let view = ledger.view();
+        let seen = |v: &LedgerView| {
+            let d = v.device(&DEV).expect("device");
+            (
+                d.total(),
+                d.destinations().map(|(_, d)| d.count).collect::<Vec<_>>(),
+            )
+        };
+        let before = seen(&view);
+        assert_eq!(before, (Count::new(100, 1), vec![Count::new(100, 1)]));
+        // A quiet poll copies nothing: the new view shares the destinations.
+        apply(&mut ledger, &first);
+        let quiet = ledger.view();
+        let shared = |a: &LedgerView, b: &LedgerView| {
+            Arc::ptr_eq(
+                &a.device(&DEV).unwrap().labels,
+                &b.device(&DEV).unwrap().labels,
+            )
+        };
+        assert!(shared(&view, &quiet));
+        // Growth copies the destinations once; the old view still shows what it saw.
+        let grown = reading(&[(1, 300, 3), (2, 50, 1)], (350, 4));
+        apply(&mut ledger, &grown);
+        apply(&mut ledger, &grown);
+        let after = ledger.view();
+        assert!(!shared(&view, &after));
+        assert_eq!(seen(&view), before);
+        assert_eq!(
+            seen(&after),
+            (
+                Count::new(350, 4),
+                vec![Count::new(300, 3), Count::new(50, 1)]
+            )
+        );
+    }
 }

@@ -380,4 +380,79 @@ mod tests {
             0x2001, 0xdb8, 0x50, 0, 0, 0, 0, 99
         ))));
     }
+
+    fn lease(mac: Option<MacAddr>, addr: [u8; 4], hostname: &str, expires: u64) -> Lease {
+        Lease {
+            mac,
+            addr: Some(IpAddr::V4(Ipv4Addr::from(addr))),
+            hostname: Some(hostname.to_owned()),
+            expires: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(expires)),
+            active: true,
+        }
+    }
+
+    fn read(leases: Vec<Lease>) -> LeaseRead {
+        LeaseRead::Read(crate::parsers::leases::Leases {
+            leases,
+            skipped: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn leases_are_indexed_by_mac_with_their_precedence_and_a_neighbour_for_mac_less_ones() {
+        let sources: Vec<LeaseSource> = ["a", "b"]
+            .iter()
+            .map(|name| LeaseSource {
+                format: LeaseFormat::Dnsmasq,
+                path: PathBuf::from(format!("/nonexistent/{name}")),
+            })
+            .collect();
+        let mut devices = Devices::new(BTreeMap::new(), &sources);
+        let start = devices.generation();
+        // Within a file, the lease that expires last; across files, the first file.
+        devices.apply_lease_read(
+            0,
+            read(vec![
+                lease(Some(PHONE), [192, 168, 1, 10], "old-name", 100),
+                lease(Some(PHONE), [192, 168, 1, 11], "new-name", 200),
+            ]),
+        );
+        devices.apply_lease_read(
+            1,
+            read(vec![lease(
+                Some(PHONE),
+                [192, 168, 1, 12],
+                "other-file",
+                300,
+            )]),
+        );
+        assert_eq!(devices.name(PHONE), Some(("new-name", NameSource::Lease)));
+        assert_eq!(devices.addresses(PHONE).len(), 3);
+        assert!(devices.generation() > start);
+        // odhcpd's hosts file has no MAC: the neighbour holding the address owns the lease.
+        devices.apply_lease_read(
+            1,
+            read(vec![lease(None, [192, 168, 1, 20], "laptop-v6", 300)]),
+        );
+        assert_eq!(devices.name(LAPTOP), None);
+        let before = devices.generation();
+        let neighbour = Neighbour {
+            ifindex: 3,
+            mac: LAPTOP,
+            addr: IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20)),
+            reachable: true,
+        };
+        devices.set_neighbours(std::slice::from_ref(&neighbour));
+        assert_eq!(devices.name(LAPTOP), Some(("laptop-v6", NameSource::Lease)));
+        assert!(devices.known().contains(&LAPTOP));
+        assert!(devices.generation() > before);
+        // The same table again changes nothing.
+        let same = devices.generation();
+        devices.set_neighbours(&[neighbour]);
+        assert_eq!(devices.generation(), same);
+        // A failed read keeps the names and counts the failure.
+        devices.apply_lease_read(0, LeaseRead::Failed);
+        assert_eq!(devices.name(PHONE), Some(("new-name", NameSource::Lease)));
+        assert_eq!(devices.lease_files()[0].read_errors, 1);
+    }
 }
