@@ -81,6 +81,9 @@ pub struct Spec {
     pub gnu_prefix: &'static str,
     /// Extra rustflags for the target, e.g. `+crt-static` for a glibc target.
     pub rustflags: &'static str,
+    /// Whether the target's musl comes from Debian's musl-dev of that architecture, because
+    /// the Rust target has no self-contained musl without its downloaded std (armv7).
+    pub musl_from_debian: bool,
     pub machine: Machine,
     /// Debian packages this architecture needs on the host (QEMU, the cross gcc).
     pub packages: &'static [&'static str],
@@ -105,6 +108,7 @@ static ARM64: Spec = Spec {
     build_std: false,
     gnu_prefix: "aarch64-linux-gnu",
     rustflags: "",
+    musl_from_debian: false,
     machine: Machine {
         qemu: "qemu-system-aarch64",
         tcg_args: &["-M", "virt", "-cpu", "max"],
@@ -123,6 +127,7 @@ static ARMHF: Spec = Spec {
     build_std: true,
     gnu_prefix: "arm-linux-gnueabihf",
     rustflags: "",
+    musl_from_debian: true,
     machine: Machine {
         qemu: "qemu-system-arm",
         // highmem=off: the armmp kernel has no LPAE, so nothing may live above 4 GiB.
@@ -143,6 +148,7 @@ static S390X: Spec = Spec {
     gnu_prefix: "s390x-linux-gnu",
     // The guest has no libc: link glibc statically (libc6-dev-s390x-cross has libc.a).
     rustflags: "-C target-feature=+crt-static",
+    musl_from_debian: false,
     machine: Machine {
         qemu: "qemu-system-s390x",
         tcg_args: &["-M", "s390-ccw-virtio", "-cpu", "max"],
@@ -348,6 +354,50 @@ fn ensure_kernel(spec: &Spec, cache: &Path, dir: &Path, update: bool) -> Result<
     Ok(ForeignKernel { release, root })
 }
 
+/// Debian's musl-dev of `spec`'s architecture, unpacked once into the cache, with a
+/// `libunwind.a` that is the cross gcc's `libgcc_eh.a` (std's unwind crate links `-lunwind` on
+/// musl); returns the directory of libc.a and the crt objects.
+pub fn ensure_musl(spec: &Spec) -> Result<PathBuf> {
+    let cache = cache_dir()?;
+    let lock_path = cache.join(".lock");
+    let lock = File::create(&lock_path)
+        .with_context(|| format!("cannot create {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    let dir = cache.join("arch").join(spec.name).join("musl");
+    if dir.join("libunwind.a").exists() {
+        return Ok(dir);
+    }
+    println!("vm: {}: fetching musl-dev", spec.name);
+    let state = apt_state(spec, &cache)?;
+    state.update(false)?;
+    let download = cache.join("arch").join(spec.name).join(".download-musl");
+    let deb = state.download(&format!("musl-dev:{}", spec.deb_arch), &download)?;
+    let unpacked = download.join("root");
+    apt::extract(&deb, &unpacked)?;
+    let lib = fs::read_dir(unpacked.join("usr/lib"))
+        .with_context(|| format!("{} has no usr/lib", deb.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.join("libc.a").is_file())
+        .with_context(|| format!("{} has no usr/lib/*/libc.a", deb.display()))?;
+    let gcc = format!("{}-gcc", spec.gnu_prefix);
+    let libgcc_eh = cmd::output(Command::new(&gcc).arg("-print-file-name=libgcc_eh.a"))?;
+    let libgcc_eh = PathBuf::from(libgcc_eh.trim());
+    if !libgcc_eh.is_absolute() {
+        bail!("{gcc} has no libgcc_eh.a");
+    }
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    fs::rename(&lib, &dir)
+        .with_context(|| format!("cannot rename {} to {}", lib.display(), dir.display()))?;
+    std::os::unix::fs::symlink(&libgcc_eh, dir.join("libunwind.a"))
+        .with_context(|| format!("cannot link libunwind.a in {}", dir.display()))?;
+    fs::remove_dir_all(&download)
+        .with_context(|| format!("cannot remove {}", download.display()))?;
+    Ok(dir)
+}
+
 fn ensure_busybox(spec: &Spec, cache: &Path, dir: &Path) -> Result<PathBuf> {
     let path = dir.join("busybox");
     if path.is_file() {
@@ -457,13 +507,12 @@ echo o >/proc/sysrq-trigger
 }
 
 /// Writes the initramfs of a foreign guest: busybox, the test binaries (debug info stripped:
-/// the guest unpacks every byte under TCG), /init and the payload.
+/// the guest unpacks every byte under TCG), `init` ([`init_script`]) and the payload.
 fn write_initramfs(
     spec: &Spec,
     busybox: &Path,
     binaries: &[(String, PathBuf)],
-    markers: &Markers,
-    timeout: Duration,
+    init: &str,
     payload: &str,
     scratch: &Path,
     out: &Path,
@@ -497,7 +546,7 @@ fn write_initramfs(
         }
         cpio.file(&guest_path(name)[1..], 0o755, &data);
     }
-    cpio.file("init", 0o755, init_script(markers, timeout).as_bytes());
+    cpio.file("init", 0o755, init.as_bytes());
     cpio.file("payload", 0o644, payload.as_bytes());
     fs::write(out, cpio.finish()).with_context(|| format!("cannot write {}", out.display()))
 }
@@ -609,8 +658,7 @@ fn run_one(
         spec,
         &busybox,
         &binaries,
-        &markers,
-        options.payload_timeout(),
+        &init_script(&markers, options.payload_timeout()),
         &payload,
         &scratch.0,
         &initrd,

@@ -10,6 +10,7 @@
 use std::{
     ffi::OsString,
     io::{BufRead as _, BufReader},
+    path::Path,
     process::{Command, Stdio},
 };
 
@@ -36,8 +37,14 @@ const TOOLCHAIN_VARS: &[&str] = &[
 ];
 
 /// The cargo command that builds the test binaries `names` for `spec`'s target.
-/// `env` is the toolchain's (bpf-linker on PATH).
-pub fn command(env: Vec<(String, OsString)>, spec: &Spec, names: &[&str]) -> Command {
+/// `env` is the toolchain's (bpf-linker on PATH); `musl` the directory of Debian's musl for a
+/// target without a self-contained one ([`Spec::musl_from_debian`]).
+pub fn command(
+    env: Vec<(String, OsString)>,
+    spec: &Spec,
+    names: &[&str],
+    musl: Option<&Path>,
+) -> Command {
     let mut cmd = if spec.build_std {
         let mut cmd = Command::new("rustup");
         cmd.args(["run", "nightly", "cargo"])
@@ -72,8 +79,18 @@ pub fn command(env: Vec<(String, OsString)>, spec: &Spec, names: &[&str]) -> Com
     )
     .env(format!("CC_{lower}"), format!("{}-gcc", spec.gnu_prefix))
     .env(format!("AR_{lower}"), format!("{}-ar", spec.gnu_prefix));
-    if !spec.rustflags.is_empty() {
-        cmd.env(format!("CARGO_TARGET_{upper}_RUSTFLAGS"), spec.rustflags);
+    let mut rustflags = spec.rustflags.to_owned();
+    if let Some(musl) = musl {
+        // gcc takes crt1.o, crti.o and crtn.o from -B, libc.a and libunwind.a from -L; its own
+        // crtbegin/crtend and libgcc complete the link.
+        let dir = musl.display();
+        rustflags =
+            format!("{rustflags} -C link-self-contained=no -C link-arg=-B{dir} -L native={dir}")
+                .trim()
+                .to_owned();
+    }
+    if !rustflags.is_empty() {
+        cmd.env(format!("CARGO_TARGET_{upper}_RUSTFLAGS"), rustflags);
     }
     cmd.envs(env);
     cmd
@@ -82,7 +99,12 @@ pub fn command(env: Vec<(String, OsString)>, spec: &Spec, names: &[&str]) -> Com
 /// Builds the test binaries `names` for `spec`'s target and returns them.
 pub fn build(toolchain: &Toolchain, spec: &Spec, names: &[&str]) -> Result<Vec<TestBinary>> {
     ensure_target(spec)?;
-    let mut cmd = command(toolchain.env()?, spec, names);
+    let musl = if spec.musl_from_debian {
+        Some(super::arch::ensure_musl(spec)?)
+    } else {
+        None
+    };
+    let mut cmd = command(toolchain.env()?, spec, names, musl.as_deref());
     cmd.stdout(Stdio::piped());
     let shown = display(&cmd);
     eprintln!("$ {shown}");
@@ -135,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_cross_build_names_its_linker_and_static_flags() {
-        let s390x = command(Vec::new(), Arch::S390x.spec(), &["kernel_frames"]);
+        let s390x = command(Vec::new(), Arch::S390x.spec(), &["kernel_frames"], None);
         let shown = display(&s390x);
         assert!(
             shown.contains(
@@ -151,12 +173,25 @@ mod tests {
             env_of(&s390x, "CARGO_TARGET_S390X_UNKNOWN_LINUX_GNU_RUSTFLAGS").as_deref(),
             Some("-C target-feature=+crt-static")
         );
-        let armhf = command(Vec::new(), Arch::Armhf.spec(), &["kernel_frames"]);
+        let armhf = command(
+            Vec::new(),
+            Arch::Armhf.spec(),
+            &["kernel_frames"],
+            Some(Path::new("/m")),
+        );
         let shown = display(&armhf);
         assert!(
             shown.starts_with("rustup run nightly cargo test"),
             "{shown}"
         );
         assert!(shown.contains("-Zbuild-std"), "{shown}");
+        assert_eq!(
+            env_of(
+                &armhf,
+                "CARGO_TARGET_ARMV7_UNKNOWN_LINUX_MUSLEABIHF_RUSTFLAGS"
+            )
+            .as_deref(),
+            Some("-C link-self-contained=no -C link-arg=-B/m -L native=/m")
+        );
     }
 }
