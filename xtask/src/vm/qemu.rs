@@ -432,6 +432,36 @@ mod tests {
     }
 
     #[test]
+    fn a_foreign_guest_gets_its_machine_and_console_and_no_host_root() {
+        let markers = Markers::with_nonce("00000000");
+        let machine = Machine {
+            qemu: "qemu-system-s390x",
+            tcg_args: &["-M", "s390-ccw-virtio", "-cpu", "max"],
+            console: "ttysclp0",
+            share_root: false,
+        };
+        let boot = Boot {
+            machine: &machine,
+            vmlinuz: Path::new("/k/vmlinuz"),
+            initrd: Path::new("/tmp/initrd"),
+            accel: Accel::Tcg,
+            timeout: Duration::from_secs(60),
+            markers: &markers,
+            prefix: String::new(),
+        };
+        let joined: Vec<String> = args(&boot)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let joined = joined.join(" ");
+        assert!(
+            joined.contains("-accel tcg,thread=multi -M s390-ccw-virtio -cpu max -smp 2 -m 1G")
+        );
+        assert!(!joined.contains("9p"), "{joined}");
+        assert!(joined.contains("console=ttysclp0 panic=-1"));
+    }
+
+    #[test]
     fn the_console_is_prefixed_per_line_and_captured_with_markers() {
         let markers = Markers::with_nonce("abcdef01");
         let shared = Mutex::new(Capture::new(markers.clone(), Instant::now()));
