@@ -43,7 +43,8 @@ use crate::{
 /// A foreign architecture the VM harness boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Arch {
-    /// 64-bit Arm, little-endian: qemu-system-aarch64 `-M virt -cpu max`, aarch64 musl build.
+    /// 64-bit Arm, little-endian: qemu-system-aarch64 `-M virt -cpu max,pauth-impdef=on`,
+    /// aarch64 musl build.
     Arm64,
     /// 32-bit Arm (ARMv7, hard float): qemu-system-arm `-M virt`, armv7 musl build (nightly
     /// `-Z build-std`: its std cannot be downloaded).

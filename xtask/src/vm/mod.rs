@@ -21,6 +21,9 @@
 //! * The test binaries are built on the host (`cargo test --no-run`) and run in the guest
 //!   directly, one at a time, single-threaded ([`suite`]); their libtest output comes back
 //!   over the serial console, between marker lines ([`console`]).
+//! * `--arch arm64|armhf|s390x` boots Debian's kernel of another architecture instead, with
+//!   a cross-built kernel_frames and that architecture's busybox as the whole userland
+//!   ([`arch`], [`cross_tests`]).
 
 mod apt;
 mod arch;
