@@ -2,7 +2,8 @@
 //!
 //! Order: setup, fmt, clippy (fail fast, cheapest first), build the agent, `cargo test`, a check
 //! that no test left a lab network namespace behind, the kernel matrix (`cargo xtask vm`'s
-//! default subset on each of its kernels, unless `--no-vm`), and the quick benchmark (so that
+//! default subset on each of its kernels, unless `--no-vm`), kernel_frames in the arm64, armhf
+//! and s390x VMs (unless `--no-vm` or `--no-arch`), and the quick benchmark (so that
 //! `cargo xtask bench` cannot rot).
 
 use std::{
@@ -38,6 +39,11 @@ pub struct Args {
     /// of `cargo xtask vm`).
     #[arg(long)]
     no_vm: bool,
+
+    /// Skip only the foreign-architecture VMs (kernel_frames on arm64, armhf and s390x, as
+    /// `cargo xtask vm --arch arm64 --arch armhf --arch s390x` runs them).
+    #[arg(long)]
+    no_arch: bool,
 
     /// Passed to `cargo test` as they are, e.g. `cargo xtask test -- -p egress-lab -- --nocapture`.
     #[arg(last = true)]
@@ -102,6 +108,15 @@ fn run_phases(args: &Args, phases: &mut Phases, tally: &mut Option<Tally>) -> Re
                 &toolchain,
                 &agent,
                 &vm::Options::for_test()?,
+                tally.get_or_insert_with(Tally::default),
+            )
+        })?;
+    }
+    if !args.no_vm && !args.no_arch {
+        phases.run("vm (arch)", || {
+            vm::run_arches(
+                &toolchain,
+                &vm::Options::for_arch_test()?,
                 tally.get_or_insert_with(Tally::default),
             )
         })?;

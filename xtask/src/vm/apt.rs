@@ -34,15 +34,30 @@ const SOURCES_DIR: &str = "/etc/apt/sources.list.d";
 pub struct AptState {
     suite: String,
     dir: PathBuf,
+    /// A Debian architecture (`arm64`, `s390x`, `armhf`) whose packages this state lists
+    /// instead of the host's; None for the host's own.
+    arch: Option<String>,
 }
 
 impl AptState {
     /// The state for `suite` (e.g. `bullseye`) in `dir`, its sources.list (re)written from the
     /// host's mirrors. Nothing is downloaded until [`AptState::update`].
     pub fn new(suite: &str, dir: &Path) -> Result<Self> {
+        Self::with_arch(suite, None, dir)
+    }
+
+    /// The state for `suite` with the packages of the Debian architecture `arch` (e.g.
+    /// `arm64`) only, as `apt-get -o APT::Architecture=arm64` sees them: for the kernels and
+    /// the static busybox of a foreign-architecture guest.
+    pub fn for_arch(suite: &str, arch: &str, dir: &Path) -> Result<Self> {
+        Self::with_arch(suite, Some(arch), dir)
+    }
+
+    fn with_arch(suite: &str, arch: Option<&str>, dir: &Path) -> Result<Self> {
         let state = Self {
             suite: suite.to_owned(),
             dir: dir.to_owned(),
+            arch: arch.map(str::to_owned),
         };
         let sources = host_sources()?;
         let codename = host_codename()?;
@@ -90,6 +105,10 @@ impl AptState {
         // As root, apt downloads as the `_apt` user, which cannot write into root's cache dir
         // and falls back to root with a warning on every call; say so up front instead.
         args.extend(opt("APT::Sandbox::User", Path::new("root")));
+        if let Some(arch) = &self.arch {
+            args.extend(opt("APT::Architecture", Path::new(arch)));
+            args.extend(opt("APT::Architectures", Path::new(arch)));
+        }
         args
     }
 

@@ -334,21 +334,21 @@ echo o >/proc/sysrq-trigger
 
 /// A cpio archive in the "newc" format the kernel unpacks for an initramfs.
 #[derive(Default)]
-struct Cpio {
+pub(super) struct Cpio {
     out: Vec<u8>,
     next_ino: u32,
 }
 
 impl Cpio {
-    fn dir(&mut self, name: &str) {
+    pub(super) fn dir(&mut self, name: &str) {
         self.entry(name, 0o040_755, 2, (0, 0), &[]);
     }
 
-    fn file(&mut self, name: &str, permissions: u32, data: &[u8]) {
+    pub(super) fn file(&mut self, name: &str, permissions: u32, data: &[u8]) {
         self.entry(name, 0o100_000 | permissions, 1, (0, 0), data);
     }
 
-    fn char_device(&mut self, name: &str, permissions: u32, major: u32, minor: u32) {
+    pub(super) fn char_device(&mut self, name: &str, permissions: u32, major: u32, minor: u32) {
         self.entry(name, 0o020_000 | permissions, 1, (major, minor), &[]);
     }
 
@@ -389,7 +389,7 @@ impl Cpio {
         }
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    pub(super) fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, 1, (0, 0), &[]);
         self.out
     }

@@ -21,9 +21,14 @@
 //! * The test binaries are built on the host (`cargo test --no-run`) and run in the guest
 //!   directly, one at a time, single-threaded ([`suite`]); their libtest output comes back
 //!   over the serial console, between marker lines ([`console`]).
+//! * `--arch arm64|armhf|s390x` boots Debian's kernel of another architecture instead, with
+//!   a cross-built kernel_frames and that architecture's busybox as the whole userland
+//!   ([`arch`], [`cross_tests`]).
 
 mod apt;
+mod arch;
 mod console;
+mod cross_tests;
 mod initramfs;
 mod kernels;
 mod qemu;
@@ -62,11 +67,23 @@ const ACCEL_VAR: &str = "EGRESS_VM_ACCEL";
 /// takes a few minutes under TCG and a slow CI machine may take twice as long.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
+/// The time limit per foreign-architecture VM in `cargo xtask test`: kernel_frames takes
+/// about a minute under TCG.
+const ARCH_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+pub use arch::run_arches;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Kernels to boot (repeatable): 5.10, 6.1, 6.12. All of them if not given.
     #[arg(long = "kernel", value_name = "SERIES")]
     kernels: Vec<String>,
+
+    /// Foreign architectures to boot instead of the amd64 kernels (repeatable): arm64, armhf,
+    /// s390x (big-endian). Each runs the cross-built kernel_frames in Debian bookworm's kernel
+    /// of that architecture under TCG; `--kernel` does not apply.
+    #[arg(long = "arch", value_enum, value_name = "ARCH")]
+    arches: Vec<arch::Arch>,
 
     /// Run every integration test binary of egress-lab whole, not the default subset.
     #[arg(long)]
@@ -110,6 +127,8 @@ pub struct Args {
 #[derive(Debug)]
 pub struct Options {
     kernels: Vec<&'static Kernel>,
+    /// Foreign architectures (`--arch`); when set, these run instead of `kernels`.
+    arches: Vec<arch::Arch>,
     selection: Selection,
     only: Vec<String>,
     extra: Vec<String>,
@@ -125,6 +144,7 @@ impl Options {
     pub fn for_test() -> Result<Self> {
         Ok(Self {
             kernels: MATRIX.iter().collect(),
+            arches: Vec::new(),
             selection: Selection::Default,
             only: Vec::new(),
             extra: Vec::new(),
@@ -132,6 +152,16 @@ impl Options {
             timeout: DEFAULT_TIMEOUT,
             keep_going: true,
             update_kernels: false,
+        })
+    }
+
+    /// The foreign architectures' runs (kernel_frames on arm64, armhf and s390x), as CI runs
+    /// them after the amd64 matrix.
+    pub fn for_arch_test() -> Result<Self> {
+        Ok(Self {
+            arches: arch::ALL.to_vec(),
+            timeout: ARCH_TIMEOUT,
+            ..Self::for_test()?
         })
     }
 
@@ -164,8 +194,14 @@ impl Options {
             !args.shell || (!args.all && args.tests.is_empty()),
             "--shell runs a command, not tests: it takes neither --all nor --test"
         );
+        ensure!(
+            args.arches.is_empty() || (args.kernels.is_empty() && !args.all && !args.shell),
+            "--arch boots that architecture's kernel with kernel_frames: it takes neither \
+             --kernel, --all nor --shell"
+        );
         Ok(Self {
             kernels,
+            arches: args.arches.clone(),
             selection: if args.all {
                 Selection::All
             } else {
@@ -204,6 +240,9 @@ pub fn run(args: &Args) -> Result<()> {
     let mut tally = Tally::default();
     let result = (|| {
         let toolchain = phases.run("setup", setup::run)?;
+        if !options.arches.is_empty() {
+            return phases.run("vm (arch)", || run_arches(&toolchain, &options, &mut tally));
+        }
         let agent = phases.run("build", || build::build_agent(&toolchain, false))?;
         if args.shell {
             phases.run("vm shell", || shell(&options, &agent, &args.args))
@@ -345,6 +384,7 @@ fn boot(
     )
     .with_context(|| format!("cannot write the initramfs for {}", kernel.release))?;
     let console = qemu::run(&qemu::Boot {
+        machine: &qemu::HOST,
         vmlinuz: &kernel.vmlinuz(),
         initrd: &initrd,
         accel: options.accel,

@@ -28,6 +28,29 @@ use crate::cmd::display;
 
 pub const QEMU: &str = "qemu-system-x86_64";
 
+/// The emulated machine: the host's own (x86-64, with the host's root over 9p), or a foreign
+/// architecture's ([`super::arch`]), whose whole userland is in the initramfs.
+#[derive(Debug, Clone, Copy)]
+pub struct Machine {
+    /// The QEMU program, e.g. `qemu-system-aarch64`.
+    pub qemu: &'static str,
+    /// `-M ...` and `-cpu ...` under TCG (a foreign guest always runs under TCG).
+    pub tcg_args: &'static [&'static str],
+    /// The kernel's console device (`ttyS0`, `ttyAMA0`, `ttysclp0`).
+    pub console: &'static str,
+    /// Whether the host's root is shared over 9p (only a guest of the host's architecture can
+    /// run the host's programs).
+    pub share_root: bool,
+}
+
+/// The host's architecture: Debian's amd64 kernels with the host's root.
+pub const HOST: Machine = Machine {
+    qemu: QEMU,
+    tcg_args: &["-cpu", "max"],
+    console: "ttyS0",
+    share_root: true,
+};
+
 /// How the guest's CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Accel {
@@ -40,6 +63,7 @@ pub enum Accel {
 
 /// What to boot and for how long.
 pub struct Boot<'a> {
+    pub machine: &'a Machine,
     pub vmlinuz: &'a Path,
     pub initrd: &'a Path,
     pub accel: Accel,
@@ -80,10 +104,20 @@ fn args(boot: &Boot) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| args.extend(items.iter().map(OsString::from));
     match boot.accel {
-        Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
+        Accel::Tcg => {
+            push(&["-accel", "tcg,thread=multi"]);
+            push(boot.machine.tcg_args);
+        }
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
     }
-    push(&["-smp", "2", "-m", "2G"]);
+    // A foreign guest runs one test binary from its initramfs: 1 GiB is plenty (and the most
+    // a 32-bit guest without LPAE uses well).
+    push(&[
+        "-smp",
+        "2",
+        "-m",
+        if boot.machine.share_root { "2G" } else { "1G" },
+    ]);
     // No default devices (no NIC, no VGA...), no network at all, no monitor; the serial
     // console on stdio (not a terminal: stdin is /dev/null, so QEMU never puts ours in raw
     // mode and Ctrl-C reaches us).
@@ -101,19 +135,27 @@ fn args(boot: &Boot) -> Vec<OsString> {
     ]);
     // The host's root, read-only; `multidevs=remap` because / spans several filesystems
     // (/proc, /sys...), whose inode numbers would otherwise collide in the guest.
-    push(&[
-        "-fsdev",
-        &format!("local,id={ROOT_TAG},path=/,security_model=none,readonly=on,multidevs=remap"),
-        "-device",
-        &format!("virtio-9p-pci,fsdev={ROOT_TAG},mount_tag={ROOT_TAG}"),
-    ]);
+    if boot.machine.share_root {
+        push(&[
+            "-fsdev",
+            &format!("local,id={ROOT_TAG},path=/,security_model=none,readonly=on,multidevs=remap"),
+            "-device",
+            &format!("virtio-9p-pci,fsdev={ROOT_TAG},mount_tag={ROOT_TAG}"),
+        ]);
+    }
     push(&["-kernel"]);
     args.push(boot.vmlinuz.into());
     args.push("-initrd".into());
     args.push(boot.initrd.into());
     // panic=-1: a panic reboots, which -no-reboot turns into QEMU exiting.
     args.push("-append".into());
-    args.push("console=ttyS0 panic=-1 quiet rdinit=/init".into());
+    args.push(
+        format!(
+            "console={} panic=-1 quiet rdinit=/init",
+            boot.machine.console
+        )
+        .into(),
+    );
     args
 }
 
@@ -167,7 +209,7 @@ impl Drop for Running {
 /// ended without the exit marker (the error carries the console's last lines).
 pub fn run(boot: &Boot) -> Result<Console> {
     install_interrupt_handler();
-    let mut cmd = Command::new(QEMU);
+    let mut cmd = Command::new(boot.machine.qemu);
     cmd.args(args(boot))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -357,6 +399,7 @@ mod tests {
     fn boot_args(accel: Accel) -> Vec<String> {
         let markers = Markers::with_nonce("00000000");
         let boot = Boot {
+            machine: &HOST,
             vmlinuz: Path::new("/k/vmlinuz"),
             initrd: Path::new("/tmp/initrd"),
             accel,
@@ -386,6 +429,36 @@ mod tests {
                 .join(" ")
                 .contains("-accel kvm -cpu host")
         );
+    }
+
+    #[test]
+    fn a_foreign_guest_gets_its_machine_and_console_and_no_host_root() {
+        let markers = Markers::with_nonce("00000000");
+        let machine = Machine {
+            qemu: "qemu-system-s390x",
+            tcg_args: &["-M", "s390-ccw-virtio", "-cpu", "max"],
+            console: "ttysclp0",
+            share_root: false,
+        };
+        let boot = Boot {
+            machine: &machine,
+            vmlinuz: Path::new("/k/vmlinuz"),
+            initrd: Path::new("/tmp/initrd"),
+            accel: Accel::Tcg,
+            timeout: Duration::from_secs(60),
+            markers: &markers,
+            prefix: String::new(),
+        };
+        let joined: Vec<String> = args(&boot)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let joined = joined.join(" ");
+        assert!(
+            joined.contains("-accel tcg,thread=multi -M s390-ccw-virtio -cpu max -smp 2 -m 1G")
+        );
+        assert!(!joined.contains("9p"), "{joined}");
+        assert!(joined.contains("console=ttysclp0 panic=-1"));
     }
 
     #[test]

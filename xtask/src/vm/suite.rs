@@ -178,7 +178,7 @@ pub fn build(toolchain: &Toolchain, agent: &Path) -> Result<Vec<TestBinary>> {
 }
 
 /// The integration test binary (target kind `test`) that a cargo JSON line announces, if any.
-fn test_binary(line: &str) -> Option<TestBinary> {
+pub(super) fn test_binary(line: &str) -> Option<TestBinary> {
     let artifact = crate::build::artifact(line)?;
     let is_test = artifact.profile.test && artifact.target.kind.iter().any(|k| k == "test");
     if !is_test {
