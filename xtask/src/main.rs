@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod cmd;
 mod lab;
+mod package;
 mod setup;
 mod test;
 mod vm;
@@ -34,6 +35,8 @@ enum Command {
     Bench(bench::Args),
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels in QEMU and run the kernel-facing tests in each.
     Vm(vm::Args),
+    /// An OpenWrt package (.ipk, 23.05 and 24.10) of a cross-built agent: target/openwrt/.
+    Package(package::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Lab(args) => lab::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Vm(args) => vm::run(&args),
+        Command::Package(args) => package::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
