@@ -3,10 +3,18 @@
 //! exposition, and the lab router's CPU per packet against the alternatives. Writes
 //! `docs/benchmarks.md`. `--quick` is the seconds-long variant CI runs so the benchmark cannot
 //! rot; its page goes to `target/` and its figures mean nothing.
+//!
+//! `--vm-no-jit` measures instead the known flow with and without the JIT in a VM ([`nojit`])
+//! and writes that section alone; a later full run keeps it.
 
-use std::path::{Path, PathBuf};
+mod nojit;
 
-use anyhow::{Result, ensure};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, ensure};
 
 use crate::{
     build,
@@ -24,7 +32,20 @@ pub struct Args {
     /// target/benchmarks-quick.md with --quick].
     #[arg(long)]
     out: Option<PathBuf>,
+
+    /// Measure only the known flow with the JIT and with the interpreter
+    /// (`bpf_jit_enable=0`), in a `cargo xtask vm` guest, beside the host's native JIT; writes
+    /// its own section of the page, which later runs keep.
+    #[arg(long)]
+    vm_no_jit: bool,
+
+    /// With --vm-no-jit: the guest kernels (repeatable): 5.10, 6.1, 6.12 [default: 6.12 and 5.10].
+    #[arg(long = "kernel", value_name = "SERIES", requires = "vm_no_jit")]
+    kernels: Vec<String>,
 }
+
+/// The guests of `--vm-no-jit` without `--kernel`: the newest and the oldest of the matrix.
+const DEFAULT_VM_KERNELS: [&str; 2] = ["6.12", "5.10"];
 
 pub fn run(args: &Args) -> Result<()> {
     ensure!(
@@ -32,6 +53,15 @@ pub fn run(args: &Args) -> Result<()> {
         "`cargo xtask bench` must run as root: it loads BPF programs and builds the lab"
     );
     let toolchain = setup::run()?;
+    if args.vm_no_jit {
+        let kernels = if args.kernels.is_empty() {
+            DEFAULT_VM_KERNELS.iter().map(|k| (*k).to_owned()).collect()
+        } else {
+            args.kernels.clone()
+        };
+        let out = args.out.clone().unwrap_or_else(|| default_out(args.quick));
+        return nojit::run(&toolchain, &kernels, args.quick, &out);
+    }
     // The full run measures release builds; the quick one only checks that everything runs.
     let agent = build::build_agent(&toolchain, !args.quick)?;
     run_bench(&toolchain, &agent, args.quick, args.out.clone())
@@ -44,14 +74,12 @@ pub fn run_bench(
     quick: bool,
     out: Option<PathBuf>,
 ) -> Result<()> {
-    let root = cmd::workspace_root();
-    let out = out.unwrap_or_else(|| {
-        if quick {
-            root.join("target/benchmarks-quick.md")
-        } else {
-            root.join("docs/benchmarks.md")
-        }
-    });
+    let out = out.unwrap_or_else(|| default_out(quick));
+    // The runner writes the whole page: keep the section of `--vm-no-jit`, which it does not
+    // measure.
+    let kept = fs::read_to_string(&out)
+        .ok()
+        .and_then(|page| nojit::section_of(&page).map(str::to_owned));
     let command = if quick {
         "cargo xtask bench --quick"
     } else {
@@ -70,5 +98,21 @@ pub fn run_bench(
         .args(["--command", command])
         .env(crate::test::AGENT_BIN_VAR, agent)
         .envs(toolchain.env()?);
-    cmd::run(&mut bench)
+    cmd::run(&mut bench)?;
+    if let Some(section) = kept {
+        let page =
+            fs::read_to_string(&out).with_context(|| format!("cannot read {}", out.display()))?;
+        fs::write(&out, nojit::splice(&page, &section))
+            .with_context(|| format!("cannot write {}", out.display()))?;
+    }
+    Ok(())
+}
+
+fn default_out(quick: bool) -> PathBuf {
+    let root = cmd::workspace_root();
+    if quick {
+        root.join("target/benchmarks-quick.md")
+    } else {
+        root.join("docs/benchmarks.md")
+    }
 }

@@ -53,6 +53,16 @@ impl KernelOptions {
         }
     }
 
+    /// For the known flow under QEMU's TCG, where a run costs microseconds and the interpreter
+    /// several times more: seconds per setting of `bpf_jit_enable`.
+    pub fn vm() -> Self {
+        Self {
+            repeat: 100_000,
+            rounds: 5,
+            churn_flows: 0,
+        }
+    }
+
     /// For CI: seconds, so the benchmark cannot rot.
     pub fn quick() -> Self {
         Self {
@@ -204,6 +214,25 @@ fn churn(o: &KernelOptions) -> KernelCase {
         ns: real / n,
         noop_ns: empty / n,
     }
+}
+
+/// The sysctl that picks JIT (1) or interpreter (0) for programs loaded after it is written.
+pub const JIT_SYSCTL: &str = "/proc/sys/net/core/bpf_jit_enable";
+
+/// The known-flow case alone (IPv4 UDP, egress) and the empty classifier, with programs loaded
+/// after `bpf_jit_enable` was set to `jit`. An error if the kernel refuses the setting (as one
+/// built with `CONFIG_BPF_JIT_ALWAYS_ON` refuses 0).
+pub fn known_flow_with_jit(jit: u8, o: &KernelOptions) -> std::io::Result<KernelCase> {
+    std::fs::write(JIT_SYSCTL, format!("{jit}\n"))?;
+    let mut p = Programs::load(65_536);
+    let v4 = up(&ipv4_udp(PHONE_V4, SERVER_V4, 0, 64), 0x0800);
+    Ok(measure(
+        &mut p,
+        "known flow, IPv4 UDP (egress)",
+        loader::PROGRAM_LAN_INGRESS,
+        &v4,
+        o,
+    ))
 }
 
 /// Runs every case.

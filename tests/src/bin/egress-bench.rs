@@ -6,6 +6,9 @@
 //! `egress-bench [--quick] [--kernel-only] [--out FILE] [--command TEXT]`; needs root, and the
 //! agent binary in `EGRESS_MONITOR_BIN` for the end-to-end part. `--kernel-only` prints the
 //! kernel programs' table alone (seconds), to compare two builds of the programs.
+//! `--jit-compare` measures only the known flow and the empty classifier, with
+//! `bpf_jit_enable` at 1 and then 0 (where the kernel allows it), one `jit-compare` line each,
+//! for `cargo xtask bench --vm-no-jit`, which runs it in a VM.
 
 use std::{path::PathBuf, process::Command, time::Instant};
 
@@ -19,6 +22,7 @@ use egress_lab::bench::{
 struct Args {
     quick: bool,
     kernel_only: bool,
+    jit_compare: bool,
     out: Option<PathBuf>,
     command: String,
 }
@@ -27,6 +31,7 @@ fn args() -> Args {
     let mut args = Args {
         quick: false,
         kernel_only: false,
+        jit_compare: false,
         out: None,
         command: "cargo xtask bench".to_owned(),
     };
@@ -35,10 +40,11 @@ fn args() -> Args {
         match arg.as_str() {
             "--quick" => args.quick = true,
             "--kernel-only" => args.kernel_only = true,
+            "--jit-compare" => args.jit_compare = true,
             "--out" => args.out = Some(it.next().expect("--out needs a file").into()),
             "--command" => args.command = it.next().expect("--command needs a text"),
             other => panic!(
-                "unknown argument {other:?}: use --quick, --kernel-only, --out FILE, --command TEXT"
+                "unknown argument {other:?}: use --quick, --kernel-only, --jit-compare, --out FILE, --command TEXT"
             ),
         }
     }
@@ -86,9 +92,34 @@ fn environment() -> String {
     )
 }
 
+/// The known flow with the JIT, then with the interpreter: one parseable line per setting.
+fn jit_compare(quick: bool) {
+    let o = if quick {
+        KernelOptions::quick()
+    } else {
+        KernelOptions::vm()
+    };
+    let before = std::fs::read_to_string(kernel::JIT_SYSCTL).unwrap_or_else(|_| "1\n".into());
+    for jit in [1, 0] {
+        match kernel::known_flow_with_jit(jit, &o) {
+            Ok(c) => println!(
+                "jit-compare jit={jit} ns={:.1} noop={:.1} repeat={} rounds={}",
+                c.ns, c.noop_ns, o.repeat, o.rounds
+            ),
+            Err(e) => println!("jit-compare jit={jit} refused: {e}"),
+        }
+    }
+    // Leave the setting as it was.
+    let _ = std::fs::write(kernel::JIT_SYSCTL, before);
+}
+
 fn main() {
     let args = args();
     let started = Instant::now();
+    if args.jit_compare {
+        jit_compare(args.quick);
+        return;
+    }
     let (k, a, e, l) = if args.quick {
         (
             KernelOptions::quick(),
