@@ -1,16 +1,19 @@
 //! `cargo xtask build`: builds the agent, eBPF programs included.
 
 use std::{
+    ffi::OsString,
+    fs,
     io::{BufRead as _, BufReader},
     path::PathBuf,
-    process::Stdio,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 
 use crate::{
-    cmd::{Phases, cargo, display},
+    cmd::{Phases, cargo, display, workspace_root},
+    cross::CrossTarget,
     setup::{self, Toolchain},
 };
 
@@ -19,9 +22,16 @@ pub const AGENT_BIN: &str = "egress-monitor";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Build with the release profile.
+    /// Build with the release profile (with `--target`: the router profile, the binary then
+    /// copied to `target/<triple>/release/egress-monitor`).
     #[arg(long)]
     release: bool,
+
+    /// Cross-build, static, for one of aarch64-unknown-linux-musl,
+    /// armv7-unknown-linux-musleabihf, mipsel-unknown-linux-musl, mips-unknown-linux-musl,
+    /// s390x-unknown-linux-gnu; setup then installs the target's std and linker.
+    #[arg(long, value_name = "TRIPLE")]
+    target: Option<String>,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -32,10 +42,46 @@ pub fn run(args: &Args) -> Result<()> {
 }
 
 fn setup_and_build(args: &Args, phases: &mut Phases) -> Result<()> {
+    // An unknown triple fails before any setup.
+    let cross = args.target.as_deref().map(CrossTarget::find).transpose()?;
     let toolchain = phases.run("setup", setup::run)?;
-    let bin = phases.run("build", || build_agent(&toolchain, args.release))?;
+    let bin = match cross {
+        None => phases.run("build", || build_agent(&toolchain, args.release))?,
+        Some(target) => {
+            let env = phases.run("setup (cross)", || setup::cross(&toolchain, target))?;
+            phases.run("build", || build_cross(target, &env, args.release))?
+        }
+    };
     println!("built {}", bin.display());
     Ok(())
+}
+
+/// Cross-builds the agent for `target` (see [`crate::cross`]) with the environment
+/// [`setup::cross`] returned; returns where the binary is (for a release build, copied from the
+/// router profile's directory to `target/<triple>/release/`).
+fn build_cross(target: &CrossTarget, env: &[(String, OsString)], release: bool) -> Result<PathBuf> {
+    let argv = target.cargo_command();
+    let mut cmd = Command::new(&argv[0]);
+    cmd.current_dir(workspace_root())
+        .args(&argv[1..])
+        .args(target.cargo_args(release))
+        .envs(target.cargo_env())
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    let built = executable_of(&mut cmd)?;
+    if !release {
+        return Ok(built);
+    }
+    let kept = CrossTarget::release_path(&built)
+        .with_context(|| format!("no target directory above {}", built.display()))?;
+    let dir = kept.parent().expect("a path built from a directory");
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Replaced, not written over: a copy being run would make writing fail (ETXTBSY).
+    if kept.symlink_metadata().is_ok() {
+        fs::remove_file(&kept).with_context(|| format!("cannot replace {}", kept.display()))?;
+    }
+    fs::copy(&built, &kept)
+        .with_context(|| format!("cannot copy {} to {}", built.display(), kept.display()))?;
+    Ok(kept)
 }
 
 /// Builds the agent (`cargo build -p monitor --bins`) and returns the absolute path of its
@@ -49,12 +95,17 @@ pub fn build_agent(toolchain: &Toolchain, release: bool) -> Result<PathBuf> {
     if release {
         cmd.arg("--release");
     }
+    cmd.envs(toolchain.env()?);
+    executable_of(&mut cmd)
+}
+
+/// Runs a cargo build command and returns the agent's executable, as cargo reports it.
+fn executable_of(cmd: &mut Command) -> Result<PathBuf> {
     // Diagnostics still go to the terminal (stderr); stdout carries JSON messages, one of which
     // names the executable.
     cmd.arg("--message-format=json-render-diagnostics")
-        .envs(toolchain.env()?)
         .stdout(Stdio::piped());
-    let shown = display(&cmd);
+    let shown = display(cmd);
     eprintln!("$ {shown}");
     let mut child = cmd
         .spawn()

@@ -4,6 +4,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod cross;
 mod lab;
 mod package;
 mod setup;

@@ -18,7 +18,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 
-use crate::cmd::{self, cargo, is_root, on_path, output};
+use crate::{
+    cmd::{self, cargo, is_root, on_path, output},
+    cross::{CrossTarget, Linker, Std},
+};
 
 /// bpf-linker 0.13 is the newest that builds with rustc 1.95 and speaks LLVM 22.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -123,6 +126,141 @@ pub fn run() -> Result<Toolchain> {
     ensure_apt_packages()?;
     ensure_bpffs()?;
     Ok(toolchain)
+}
+
+/// zig (its PyPI package) and cargo-zigbuild (also on PyPI, as a prebuilt binary): they link the
+/// musl targets whose C library neither rustup nor Debian provides (armv7, mips, mipsel).
+pub const ZIGLANG_VERSION: &str = "0.17.0";
+pub const CARGO_ZIGBUILD_VERSION: &str = "0.24.0";
+
+/// Makes this machine ready to cross-build for `target` (only run for `build --target`):
+/// rustup's std for the target where rustup has one (nightly's rust-src is there otherwise,
+/// from [`run`]), and the linker: a Debian cross gcc, or zig with cargo-zigbuild in a virtual
+/// environment of our cache. Returns the environment for the build: [`Toolchain::env`]'s
+/// `PATH`, with zig's directory in front when it is used.
+pub fn cross(toolchain: &Toolchain, target: &CrossTarget) -> Result<Vec<(String, OsString)>> {
+    match target.std {
+        Std::Rustup => ensure_rustup_target(target.triple)?,
+        Std::BuildStd => println!(
+            "setup: std for {}: built by nightly from rust-src (-Z build-std)",
+            target.triple
+        ),
+    }
+    let mut front = Vec::new();
+    match target.linker {
+        Linker::Gcc { command, package } => ensure_cross_gcc(command, package)?,
+        Linker::Zig => front.push(ensure_zig()?),
+    }
+    let mut env = toolchain.env()?;
+    for (key, value) in &mut env {
+        if key == "PATH" {
+            let old: Vec<PathBuf> = env::split_paths(value).collect();
+            *value = env::join_paths(front.iter().cloned().chain(old))
+                .context("cannot put zig's directory on PATH")?;
+        }
+    }
+    Ok(env)
+}
+
+/// `rustup target add` for the toolchain that runs us, unless the target is there.
+fn ensure_rustup_target(triple: &str) -> Result<()> {
+    let installed = output(
+        Command::new("rustup")
+            .current_dir(cmd::workspace_root())
+            .args(["target", "list", "--installed"]),
+    )?;
+    if installed.lines().any(|line| line.trim() == triple) {
+        println!("setup: std for {triple}: installed");
+        return Ok(());
+    }
+    cmd::run(
+        Command::new("rustup")
+            .current_dir(cmd::workspace_root())
+            .args(["target", "add", triple]),
+    )
+    .with_context(|| format!("cannot add the standard library for {triple}"))
+}
+
+/// A Debian cross gcc as the linker driver: installed with apt when missing (root only).
+fn ensure_cross_gcc(command: &str, package: &str) -> Result<()> {
+    if on_path(command) {
+        println!("setup: linker {command}: present");
+        return Ok(());
+    }
+    if !on_path("apt-get") || !is_root()? {
+        bail!(
+            "{command} is not on PATH: install Debian's {package} (as root: apt-get install {package})"
+        );
+    }
+    println!("setup: installing {package} (the linker)");
+    apt_install(&[package])?;
+    ensure!(
+        on_path(command),
+        "{package} was installed but {command} is not on PATH"
+    );
+    Ok(())
+}
+
+/// zig and cargo-zigbuild from PyPI in a virtual environment under the cache (no system
+/// Python package is touched); returns its `bin` directory, which holds `cargo-zigbuild` and
+/// the `python3` that `python3 -m ziglang` (how cargo-zigbuild finds zig) needs.
+fn ensure_zig() -> Result<PathBuf> {
+    let root = cache_home()?.join("egress-monitor").join(format!(
+        "zig-{ZIGLANG_VERSION}-zigbuild-{CARGO_ZIGBUILD_VERSION}"
+    ));
+    let bin = root.join("bin");
+    let check = || -> Result<()> {
+        let zigbuild = output(Command::new(bin.join("cargo-zigbuild")).arg("--version"))?;
+        ensure!(
+            zigbuild.trim() == format!("cargo-zigbuild {CARGO_ZIGBUILD_VERSION}"),
+            "cargo-zigbuild is `{}`",
+            zigbuild.trim()
+        );
+        let zig = output(Command::new(bin.join("python3")).args(["-m", "ziglang", "version"]))?;
+        ensure!(zig.trim() == ZIGLANG_VERSION, "zig is `{}`", zig.trim());
+        Ok(())
+    };
+    if check().is_ok() {
+        println!(
+            "setup: zig {ZIGLANG_VERSION}, cargo-zigbuild {CARGO_ZIGBUILD_VERSION}: {}",
+            bin.display()
+        );
+        return Ok(bin);
+    }
+    let parent = root.parent().expect("the cache root has a parent");
+    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let lock_path = parent.join(format!(
+        "{}.lock",
+        root.file_name().unwrap_or_default().display()
+    ));
+    let lock = File::create(&lock_path)
+        .with_context(|| format!("cannot create {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    if check().is_ok() {
+        return Ok(bin);
+    }
+    println!(
+        "setup: installing zig {ZIGLANG_VERSION} and cargo-zigbuild {CARGO_ZIGBUILD_VERSION} from PyPI into {}",
+        root.display()
+    );
+    cmd::run(
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&root),
+    )
+    .context(
+        "cannot create a Python virtual environment for zig (Debian: apt-get install python3-venv)",
+    )?;
+    cmd::run(
+        Command::new(bin.join("python3"))
+            .args(["-m", "pip", "install", "--quiet"])
+            .arg(format!("ziglang=={ZIGLANG_VERSION}"))
+            .arg(format!("cargo-zigbuild=={CARGO_ZIGBUILD_VERSION}")),
+    )
+    .context("cannot install zig and cargo-zigbuild from PyPI")?;
+    check().context("zig and cargo-zigbuild were installed but do not run")?;
+    Ok(bin)
 }
 
 /// `${XDG_CACHE_HOME:-$HOME/.cache}`; a relative XDG_CACHE_HOME is ignored, as the XDG spec

@@ -87,7 +87,13 @@ fn run_phases(args: &Args, phases: &mut Phases, tally: &mut Option<Tally>) -> Re
                     .envs(toolchain.env()?),
             )
         })?;
-        phases.run("clippy (eBPF)", || clippy_ebpf(&toolchain))?;
+        phases.run("clippy (eBPF)", || {
+            clippy_ebpf(&toolchain, "bpfel-unknown-none")
+        })?;
+        // Big-endian routers (mips) and s390x embed the bpfeb build of the same crate.
+        phases.run("clippy (eBPF, bpfeb)", || {
+            clippy_ebpf(&toolchain, "bpfeb-unknown-none")
+        })?;
     }
     let agent = phases.run("build", || build::build_agent(&toolchain, false))?;
     let tests = phases.run("test", || {
@@ -143,9 +149,9 @@ fn ensure_tool(subcommand: &str, component: &str) -> Result<()> {
         .with_context(|| format!("cannot add the {component} component"))
 }
 
-/// Lints the eBPF crate the way aya-build compiles it: nightly, `bpfel-unknown-none`,
-/// `-Z build-std=core` and the `bpf_target_arch` cfg aya-ebpf reads.
-fn clippy_ebpf(toolchain: &Toolchain) -> Result<()> {
+/// Lints the eBPF crate the way aya-build compiles it: nightly, `target` (`bpfel-unknown-none`
+/// or `bpfeb-unknown-none`), `-Z build-std=core` and the `bpf_target_arch` cfg aya-ebpf reads.
+fn clippy_ebpf(toolchain: &Toolchain, target: &str) -> Result<()> {
     let nightly_clippy = Command::new("rustup")
         .args(["run", "nightly", "cargo", "clippy", "--version"])
         .stdout(Stdio::null())
@@ -175,7 +181,7 @@ fn clippy_ebpf(toolchain: &Toolchain) -> Result<()> {
             "--bins",
             "--release",
         ])
-        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args(["--target", target, "-Z", "build-std=core"])
         .args(["--", "-D", "warnings"])
         .env(
             "CARGO_ENCODED_RUSTFLAGS",

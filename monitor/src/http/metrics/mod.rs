@@ -2,7 +2,8 @@
 //! statistics are written at scrape time straight into the text format (they mirror totals kept elsewhere, which the
 //! client library's own counters cannot do; and building a protobuf object per sample first
 //! took most of the time and memory of a scrape with 100k series); the agent's own
-//! measurements are ordinary metrics of the client library, appended after them. The device
+//! measurements are ordinary metrics of the client library (where the target allows, see
+//! [`own`]), appended after them. The device
 //! and policy families are rendered when the snapshot's device table is built (see
 //! [`device_families`]), not at each scrape.
 
@@ -11,11 +12,11 @@ use std::sync::Arc;
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
-};
 
+mod own;
 mod policy;
+
+pub use own::{MetricsError, SelfMetrics};
 
 use crate::{
     naming::KINDS,
@@ -26,63 +27,20 @@ use crate::{
 /// The `destination` label of what the device total holds beyond its exported destinations.
 pub const UNATTRIBUTED: &str = "unattributed";
 
-/// Measurements of the agent itself, updated by the poller.
-#[derive(Clone)]
-pub struct SelfMetrics {
-    pub poll_duration: Histogram,
-    pub polls: IntCounter,
-    pub poll_errors: IntCounterVec,
-}
-
 /// The registry and everything in it.
 pub struct Metrics {
-    registry: Registry,
+    registry: own::Registry,
     published: Published,
     pub self_metrics: SelfMetrics,
 }
 
 impl Metrics {
-    pub fn new(published: Published) -> prometheus::Result<Self> {
-        let registry = Registry::new();
-        let poll_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "egress_monitor_poll_duration_seconds",
-                "Time to read the kernel maps and settle them into totals.",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
-        )?;
-        let polls = IntCounter::new(
-            "egress_monitor_polls_total",
-            "Polls of the kernel maps since the agent started.",
-        )?;
-        let poll_errors = IntCounterVec::new(
-            Opts::new(
-                "egress_monitor_poll_errors_total",
-                "Polls that failed in a stage (read_maps, local_prefixes); the last good totals stay exported.",
-            ),
-            &["stage"],
-        )?;
-        for stage in ["read_maps", "local_prefixes"] {
-            poll_errors.with_label_values(&[stage]);
-        }
-        registry.register(Box::new(poll_duration.clone()))?;
-        registry.register(Box::new(polls.clone()))?;
-        registry.register(Box::new(poll_errors.clone()))?;
-
-        #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+    pub fn new(published: Published) -> Result<Self, MetricsError> {
+        let (registry, self_metrics) = own::new()?;
         Ok(Self {
             registry,
             published,
-            self_metrics: SelfMetrics {
-                poll_duration,
-                polls,
-                poll_errors,
-            },
+            self_metrics,
         })
     }
 
@@ -90,12 +48,8 @@ impl Metrics {
     /// shared with the snapshot, not copied, so their weight costs a scrape only the bytes sent.
     pub fn render_chunks(&self) -> Vec<Bytes> {
         let snapshot = self.published.latest();
-        let (traffic, rest) = state_families(&snapshot);
-        let mut rest = rest.into_bytes();
-        let families = self.registry.gather();
-        TextEncoder::new()
-            .encode(&families, &mut rest)
-            .expect("encoding to memory cannot fail");
+        let (traffic, mut rest) = state_families(&snapshot);
+        self.registry.render(&mut rest);
         // The table's families last: the pieces rendered now leave at once.
         vec![
             Bytes::from(traffic),
