@@ -478,7 +478,7 @@ fn guest_path(name: &str) -> String {
 /// The initramfs's /init of a foreign guest: the API filesystems, busybox's applets, the
 /// payload under a time limit, the exit marker, power-off.
 fn init_script(markers: &Markers, timeout: Duration) -> String {
-    format!(
+    String::from(
         r#"#!/bin/busybox sh
 # /init of a foreign-architecture guest (xtask/src/vm/arch.rs).
 B=/bin/busybox
@@ -491,22 +491,8 @@ $B mount -t tmpfs -o mode=0755 tmpfs /run
 $B mount -t bpf -o mode=0700 bpf /sys/fs/bpf || echo "egress-vm init: no bpffs"
 $B --install -s /bin
 $B mkdir -p /run/egress-vm && $B ln -s /bin/busybox /run/egress-vm/busybox
-$B hostname egress-vm
-$B ip link set lo up || echo "egress-vm: cannot bring up lo"
-echo "{ready} $($B cut -d' ' -f1 /proc/uptime)"
-$B timeout -s KILL {secs} $B sh /payload </dev/null
-st=$?
-echo
-echo "{exit}"
-$B sync
-$B poweroff -f
-$B sleep 5
-echo o >/proc/sysrq-trigger
 "#,
-        ready = markers.ready(),
-        secs = timeout.as_secs().max(1),
-        exit = markers.exit("$st"),
-    )
+    ) + &super::initramfs::run_payload(markers, timeout, "$B sh /payload")
 }
 
 /// Writes the initramfs of a foreign guest: busybox, the test binaries (debug info stripped:
@@ -597,22 +583,7 @@ pub fn run_arches(toolchain: &Toolchain, options: &Options, tally: &mut Tally) -
             break;
         }
     }
-    eprintln!();
-    for run in &runs {
-        println!("{}", super::summary_line(run));
-    }
-    let failed: Vec<String> = runs
-        .iter()
-        .filter_map(|run| match &run.outcome {
-            Ok(guest) if guest.failures().is_empty() => None,
-            Ok(guest) => Some(format!("{} ({})", run.name, guest.failure_list())),
-            Err(err) => Some(format!(
-                "{} (no result: {})",
-                run.name,
-                format!("{err:#}").lines().next().unwrap_or_default()
-            )),
-        })
-        .collect();
+    let failed = super::report(&runs);
     if !failed.is_empty() {
         bail!("the foreign-architecture VMs failed: {}", failed.join("; "));
     }

@@ -9,12 +9,11 @@
 
 use std::{
     ffi::OsString,
-    io::{BufRead as _, BufReader},
     path::Path,
     process::{Command, Stdio},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
 use super::{
     arch::Spec,
@@ -108,24 +107,7 @@ pub fn build(toolchain: &Toolchain, spec: &Spec, names: &[&str]) -> Result<Vec<T
     cmd.stdout(Stdio::piped());
     let shown = display(&cmd);
     eprintln!("$ {shown}");
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("failed to start `{shown}`"))?;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut binaries = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.with_context(|| format!("cannot read the output of `{shown}`"))?;
-        if let Some(binary) = suite::test_binary(&line) {
-            binaries.push(binary);
-        }
-    }
-    let status = child
-        .wait()
-        .with_context(|| format!("failed to wait for `{shown}`"))?;
-    if !status.success() {
-        bail!("`{shown}` failed ({status})");
-    }
-    Ok(binaries)
+    suite::test_binaries_of(cmd, &shown)
 }
 
 /// `rustup target add` for a target whose std is downloaded (idempotent, fast when present).

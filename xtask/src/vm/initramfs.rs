@@ -314,10 +314,18 @@ B={GUEST_DIR}/busybox
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TERM=dumb
 cd /
-$B hostname egress-vm
+"#
+    ) + &run_payload(markers, timeout, &format!("/bin/sh {GUEST_DIR}/payload"))
+}
+
+/// The end of every guest's PID 1: a host name, loopback, the ready marker, `payload` under a
+/// time limit, the exit marker with its status, and power-off (sysrq if that fails).
+pub(super) fn run_payload(markers: &Markers, timeout: Duration, payload: &str) -> String {
+    format!(
+        r#"$B hostname egress-vm
 $B ip link set lo up || echo "egress-vm: cannot bring up lo"
 echo "{ready} $($B cut -d' ' -f1 /proc/uptime)"
-$B timeout -s KILL {secs} /bin/sh {GUEST_DIR}/payload </dev/null
+$B timeout -s KILL {secs} {payload} </dev/null
 st=$?
 echo
 echo "{exit}"

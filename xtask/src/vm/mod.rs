@@ -472,22 +472,7 @@ pub fn run_matrix(
         }
     }
 
-    eprintln!();
-    for run in &runs {
-        println!("{}", summary_line(run));
-    }
-    let failed: Vec<String> = runs
-        .iter()
-        .filter_map(|run| match &run.outcome {
-            Ok(guest) if guest.failures().is_empty() => None,
-            Ok(guest) => Some(format!("{} ({})", run.name, guest.failure_list())),
-            Err(err) => Some(format!(
-                "{} (no result: {})",
-                run.name,
-                format!("{err:#}").lines().next().unwrap_or_default()
-            )),
-        })
-        .collect();
+    let failed = report(&runs);
     if runs.len() < kernels.len() {
         let run = runs.last().expect("stopped after a run");
         let err = run.outcome.as_ref().err().expect("stopped on an error");
@@ -563,6 +548,25 @@ fn print_details(run: &KernelRun) {
 }
 
 /// `vm 6.12 (6.12.117+deb12-amd64): ok, boot 5.1s, tests 93.0s, tests: 9 passed, ...`.
+/// Prints a summary line per run; the runs that failed, each with why.
+fn report(runs: &[KernelRun]) -> Vec<String> {
+    eprintln!();
+    for run in runs {
+        println!("{}", summary_line(run));
+    }
+    runs.iter()
+        .filter_map(|run| match &run.outcome {
+            Ok(guest) if guest.failures().is_empty() => None,
+            Ok(guest) => Some(format!("{} ({})", run.name, guest.failure_list())),
+            Err(err) => Some(format!(
+                "{} (no result: {})",
+                run.name,
+                format!("{err:#}").lines().next().unwrap_or_default()
+            )),
+        })
+        .collect()
+}
+
 fn summary_line(run: &KernelRun) -> String {
     match &run.outcome {
         Ok(guest) => {

@@ -154,6 +154,19 @@ pub fn build(toolchain: &Toolchain, agent: &Path) -> Result<Vec<TestBinary>> {
         .stdout(Stdio::piped());
     let shown = display(&cmd);
     eprintln!("$ {AGENT_BIN_VAR}={} {shown}", agent.display());
+    let binaries = test_binaries_of(cmd, &shown)?;
+    if binaries.is_empty() {
+        bail!("`{shown}` reported no integration test executable");
+    }
+    Ok(binaries)
+}
+
+/// Runs `cmd` (a `cargo test --no-run` with JSON messages, stdout piped; `shown` for errors)
+/// and returns the integration test binaries it announced.
+pub(super) fn test_binaries_of(
+    mut cmd: std::process::Command,
+    shown: &str,
+) -> Result<Vec<TestBinary>> {
     let mut child = cmd
         .spawn()
         .with_context(|| format!("failed to start `{shown}`"))?;
@@ -170,9 +183,6 @@ pub fn build(toolchain: &Toolchain, agent: &Path) -> Result<Vec<TestBinary>> {
         .with_context(|| format!("failed to wait for `{shown}`"))?;
     if !status.success() {
         bail!("`{shown}` failed ({status})");
-    }
-    if binaries.is_empty() {
-        bail!("`{shown}` reported no integration test executable");
     }
     Ok(binaries)
 }
