@@ -75,11 +75,13 @@ pub fn run_bench(
     out: Option<PathBuf>,
 ) -> Result<()> {
     let out = out.unwrap_or_else(|| default_out(quick));
-    // The runner writes the whole page: keep the section of `--vm-no-jit`, which it does not
-    // measure.
-    let kept = fs::read_to_string(&out)
-        .ok()
-        .and_then(|page| nojit::section_of(&page).map(str::to_owned));
+    // The runner writes the whole page: keep the section of `--vm-no-jit` and the router CPUs'
+    // figures, which it does not measure.
+    let old_page = fs::read_to_string(&out).unwrap_or_default();
+    let kept: Vec<(nojit::Marked, String)> = [nojit::SECTION, nojit::ROUTERS]
+        .into_iter()
+        .filter_map(|m| Some((m, nojit::marked_section_of(m, &old_page)?.to_owned())))
+        .collect();
     let command = if quick {
         "cargo xtask bench --quick"
     } else {
@@ -99,11 +101,13 @@ pub fn run_bench(
         .env(crate::test::AGENT_BIN_VAR, agent)
         .envs(toolchain.env()?);
     cmd::run(&mut bench)?;
-    if let Some(section) = kept {
-        let page =
+    if !kept.is_empty() {
+        let mut page =
             fs::read_to_string(&out).with_context(|| format!("cannot read {}", out.display()))?;
-        fs::write(&out, nojit::splice(&page, &section))
-            .with_context(|| format!("cannot write {}", out.display()))?;
+        for (marked, section) in &kept {
+            page = nojit::splice_marked(*marked, &page, section);
+        }
+        fs::write(&out, page).with_context(|| format!("cannot write {}", out.display()))?;
     }
     Ok(())
 }

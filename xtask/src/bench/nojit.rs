@@ -321,10 +321,37 @@ fn verdict(share: f64) -> &'static str {
     }
 }
 
+/// A section of the page between two marker lines, which `cargo xtask bench` keeps as it is
+/// when it writes the page anew.
+#[derive(Debug, Clone, Copy)]
+pub struct Marked {
+    pub begin: &'static str,
+    pub end: &'static str,
+}
+
+/// This module's section.
+pub const SECTION: Marked = Marked {
+    begin: BEGIN,
+    end: END,
+};
+
+/// The figures of the router CPUs (binary sizes, the agent's memory in the foreign guests),
+/// written by hand from `cargo xtask build --target` and `cargo xtask vm --arch`.
+pub const ROUTERS: Marked = Marked {
+    begin: "<!-- routers: from `cargo xtask build --release --target` and `cargo xtask vm --arch`; kept by `cargo xtask bench` -->",
+    end: "<!-- /routers -->",
+};
+
 /// `page` with `section` in place of its old one, or appended.
 pub fn splice(page: &str, section: &str) -> String {
-    let (before, after) = match (page.find(BEGIN), page.find(END)) {
-        (Some(b), Some(e)) if e > b => (&page[..b], &page[e + END.len()..]),
+    splice_marked(SECTION, page, section)
+}
+
+/// `page` with `section` in place of its old one between `marked`'s lines, or appended.
+pub fn splice_marked(marked: Marked, page: &str, section: &str) -> String {
+    let (begin, end) = (marked.begin, marked.end);
+    let (before, after) = match (page.find(begin), page.find(end)) {
+        (Some(b), Some(e)) if e > b => (&page[..b], &page[e + end.len()..]),
         _ => (page, ""),
     };
     let mut out = before.trim_end().to_owned();
@@ -341,11 +368,11 @@ pub fn splice(page: &str, section: &str) -> String {
     out
 }
 
-/// The section of `page`, markers included, if it has one.
-pub fn section_of(page: &str) -> Option<&str> {
-    let b = page.find(BEGIN)?;
-    let e = page[b..].find(END)? + b;
-    Some(&page[b..e + END.len()])
+/// The section between `marked`'s lines in `page`, markers included, if it has one.
+pub fn marked_section_of(marked: Marked, page: &str) -> Option<&str> {
+    let b = page.find(marked.begin)?;
+    let e = page[b..].find(marked.end)? + b;
+    Some(&page[b..e + marked.end.len()])
 }
 
 #[cfg(test)]
@@ -388,7 +415,7 @@ mod tests {
             spliced,
             format!("# B\n\ntext\n\n{BEGIN}\nnew\n{END}\n\n## After\n")
         );
-        assert_eq!(section_of(&spliced), Some(section.trim_end()));
+        assert_eq!(marked_section_of(SECTION, &spliced), Some(section.trim_end()));
         assert_eq!(splice("# B\n", &section), format!("# B\n\n{section}"));
     }
 

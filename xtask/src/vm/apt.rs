@@ -168,6 +168,65 @@ impl AptState {
     }
 }
 
+impl AptState {
+    /// Downloads `packages` and everything they depend on (not recommends) into `dir`
+    /// (emptied first), as `apt-get install --download-only` resolves them against an empty
+    /// dpkg status: what a root holding only these packages needs. Returns the .deb files.
+    pub fn download_closure(&self, packages: &[&str], dir: &Path) -> Result<Vec<PathBuf>> {
+        if dir.exists() {
+            fs::remove_dir_all(dir).with_context(|| format!("cannot empty {}", dir.display()))?;
+        }
+        let state = dir.join("state");
+        let archives = dir.join("archives");
+        for sub in [&state, &archives.join("partial")] {
+            fs::create_dir_all(sub).with_context(|| format!("cannot create {}", sub.display()))?;
+        }
+        let status = state.join("status");
+        fs::write(&status, "").with_context(|| format!("cannot write {}", status.display()))?;
+        let mut cmd = self.command("apt-get");
+        for (name, value) in [
+            ("Dir::State", &state),
+            ("Dir::State::status", &status),
+            ("Dir::Cache::archives", &archives),
+        ] {
+            let mut arg = OsString::from(format!("{name}="));
+            arg.push(value);
+            cmd.arg("-o").arg(arg);
+        }
+        // The lock of the host's dpkg is not ours to take: this state installs nothing.
+        cmd.args(["-o", "Debug::NoLocking=1"])
+            .args([
+                "install",
+                "-q",
+                "-y",
+                "--download-only",
+                "--no-install-recommends",
+            ])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        cmd::run(&mut cmd).with_context(|| {
+            format!(
+                "cannot download {} and their dependencies from Debian {}",
+                packages.join(" "),
+                self.suite
+            )
+        })?;
+        let mut debs: Vec<PathBuf> = fs::read_dir(&archives)
+            .with_context(|| format!("cannot list {}", archives.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "deb"))
+            .collect();
+        debs.sort();
+        ensure!(
+            !debs.is_empty(),
+            "apt-get downloaded no package for {} into {}",
+            packages.join(" "),
+            archives.display()
+        );
+        Ok(debs)
+    }
+}
+
 /// `dpkg -x deb dir`: unpacks a package's files without installing it.
 pub fn extract(deb: &Path, dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

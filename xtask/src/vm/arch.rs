@@ -13,8 +13,13 @@
 //!   built on the host by [`super::cross_tests`].
 //! * The kernel is Debian bookworm's of that architecture (`linux-image-<release>-arm64`,
 //!   `-armmp`, `-s390x`), from a private apt state with `APT::Architecture` set to it.
-//! * The suite is [`ARCH_SUITE`]: the tests that need no network tools (crafted frames through
-//!   BPF_PROG_TEST_RUN, exact counts v4 and v6, the sniff ring).
+//! * The suite is [`ARCH_SUITE`]: crafted frames through BPF_PROG_TEST_RUN (exact counts v4
+//!   and v6, the sniff ring, the batch reader), and the lab's smoke suite, in which the agent
+//!   of that architecture loads, attaches and counts real traffic exactly and holds 5,000
+//!   flows. For the lab the initramfs also holds Debian's iproute2, nftables, ethtool and kmod
+//!   of that architecture with their libraries, and the kernel's network modules
+//!   ([`super::userland`]); the guest never switches root, so the kernel's module requests
+//!   find kmod's `/sbin/modprobe` in it.
 
 use std::{
     fs::{self, File},
@@ -33,6 +38,7 @@ use super::{
     cross_tests, initramfs,
     qemu::{self, Accel, Machine},
     suite::{self, Step},
+    userland,
 };
 use crate::{
     cmd::{self, is_root},
@@ -57,8 +63,11 @@ pub enum Arch {
 /// Every foreign architecture, in the order CI runs them.
 pub const ALL: &[Arch] = &[Arch::Arm64, Arch::Armhf, Arch::S390x];
 
-/// The test binaries a foreign guest runs: no lab (no iproute2 in the guest), only the kernel.
-pub const ARCH_SUITE: &[&str] = &["kernel_frames"];
+/// The test binaries a foreign guest runs, each whole.
+pub const ARCH_SUITE: &[&str] = &["kernel_frames", "router_smoke"];
+
+/// Where the guest finds the agent the lab starts (`EGRESS_MONITOR_BIN`).
+const GUEST_AGENT: &str = "/tests/egress-monitor";
 
 /// The Debian suite of the kernels and busybox.
 const SUITE: &str = "bookworm";
@@ -278,8 +287,19 @@ fn apt_state(spec: &Spec, cache: &Path) -> Result<AptState> {
     )
 }
 
-/// Fetches (once) the kernel and the static busybox of `spec` into the cache.
-fn fetch(spec: &Spec, update: bool) -> Result<(ForeignKernel, PathBuf)> {
+/// What a foreign guest is made of, fetched once into the cache.
+struct Fetched {
+    kernel: ForeignKernel,
+    busybox: PathBuf,
+    /// The root of the lab's programs and libraries ([`userland::ensure_packages`]).
+    userland: PathBuf,
+    /// The root of the kernel's network modules ([`userland::ensure_modules`]).
+    modules: PathBuf,
+}
+
+/// Fetches (once) the kernel, the static busybox and the lab's userland of `spec` into the
+/// cache.
+fn fetch(spec: &Spec, update: bool) -> Result<Fetched> {
     let cache = cache_dir()?;
     let lock_path = cache.join(".lock");
     let lock = File::create(&lock_path)
@@ -290,7 +310,14 @@ fn fetch(spec: &Spec, update: bool) -> Result<(ForeignKernel, PathBuf)> {
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let kernel = ensure_kernel(spec, &cache, &dir, update)?;
     let busybox = ensure_busybox(spec, &cache, &dir)?;
-    Ok((kernel, busybox))
+    let userland = userland::ensure_packages(spec, &apt_state(spec, &cache)?, &dir)?;
+    let modules = userland::ensure_modules(&kernel.root, &kernel.release, &dir)?;
+    Ok(Fetched {
+        kernel,
+        busybox,
+        userland,
+        modules,
+    })
 }
 
 fn ensure_kernel(spec: &Spec, cache: &Path, dir: &Path, update: bool) -> Result<ForeignKernel> {
@@ -482,24 +509,28 @@ fn init_script(markers: &Markers, timeout: Duration) -> String {
         r#"#!/bin/busybox sh
 # /init of a foreign-architecture guest (xtask/src/vm/arch.rs).
 B=/bin/busybox
-export PATH=/bin HOME=/root TERM=dumb
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TERM=dumb
 $B mount -t proc proc /proc
 $B mount -t sysfs sysfs /sys
 $B mount -t devtmpfs devtmpfs /dev
 $B mount -t tmpfs -o mode=1777 tmpfs /tmp
 $B mount -t tmpfs -o mode=0755 tmpfs /run
 $B mount -t bpf -o mode=0700 bpf /sys/fs/bpf || echo "egress-vm init: no bpffs"
+# Busybox's applets only where Debian's programs are not (its ip cannot make veth pairs).
 $B --install -s /bin
+# ip netns keeps its namespaces in /var/run/netns; on Debian /var/run is /run.
+$B mkdir -p /var && $B ln -sfn /run /var/run
 $B mkdir -p /run/egress-vm && $B ln -s /bin/busybox /run/egress-vm/busybox
 "#,
     ) + &super::initramfs::run_payload(markers, timeout, "$B sh /payload")
 }
 
-/// Writes the initramfs of a foreign guest: busybox, the test binaries (debug info stripped:
-/// the guest unpacks every byte under TCG), `init` ([`init_script`]) and the payload.
+/// Writes the initramfs of a foreign guest: the lab's userland and modules, busybox, the test
+/// binaries and the agent (debug info stripped: the guest unpacks every byte under TCG),
+/// `init` ([`init_script`]) and the payload.
 fn write_initramfs(
     spec: &Spec,
-    busybox: &Path,
+    fetched: &Fetched,
     binaries: &[(String, PathBuf)],
     init: &str,
     payload: &str,
@@ -507,11 +538,14 @@ fn write_initramfs(
     out: &Path,
 ) -> Result<()> {
     let mut cpio = initramfs::Cpio::default();
+    cpio.tree(&fetched.userland, "")?;
+    cpio.tree(&fetched.modules, "")?;
     for dir in ["bin", "dev", "proc", "sys", "tmp", "run", "root", "tests"] {
         cpio.dir(dir);
     }
     cpio.char_device("dev/console", 0o600, 5, 1);
-    let data = fs::read(busybox).with_context(|| format!("cannot read {}", busybox.display()))?;
+    let data = fs::read(&fetched.busybox)
+        .with_context(|| format!("cannot read {}", fetched.busybox.display()))?;
     cpio.file("bin/busybox", 0o755, &data);
     for (name, executable) in binaries {
         let stripped = scratch.join(name);
@@ -528,7 +562,8 @@ fn write_initramfs(
             fs::read(&stripped).with_context(|| format!("cannot read {}", stripped.display()))?;
         if elf_interpreter(&data) != Some(false) {
             bail!(
-                "{} is not a static executable: the {} guest has no libraries",
+                "{} is not a static executable: the test binaries and the agent run as they \
+                 are in the {} guest, without its libraries",
                 executable.display(),
                 spec.name
             );
@@ -597,11 +632,16 @@ fn run_one(
     options: &Options,
 ) -> Result<(String, GuestRun)> {
     let built = cross_tests::build(toolchain, spec, names)?;
-    let (kernel, busybox) = fetch(spec, options.update_kernels)?;
-    let mut binaries = Vec::new();
+    let fetched = fetch(spec, options.update_kernels)?;
+    let kernel = &fetched.kernel;
+    let mut binaries = vec![(
+        GUEST_AGENT.trim_start_matches("/tests/").to_owned(),
+        built.agent.clone(),
+    )];
     let mut steps = Vec::new();
     for name in names {
         let binary = built
+            .tests
             .iter()
             .find(|b| b.name == *name)
             .with_context(|| format!("the cross build made no test binary `{name}`"))?;
@@ -623,6 +663,7 @@ fn run_one(
             "RUST_BACKTRACE=1",
             &format!("EGRESS_VM_KERNEL={}", kernel.release),
             &format!("EGRESS_VM_ARCH={}", spec.name),
+            &format!("EGRESS_MONITOR_BIN={GUEST_AGENT}"),
         ],
     );
     let payload = suite::payload(&steps, &exports, &markers);
@@ -630,7 +671,7 @@ fn run_one(
     let initrd = scratch.0.join("initrd.cpio");
     write_initramfs(
         spec,
-        &busybox,
+        &fetched,
         &binaries,
         &init_script(&markers, options.payload_timeout()),
         &payload,
@@ -660,7 +701,7 @@ fn run_one(
         .exit
         .expect("qemu::run fails without an exit marker");
     Ok((
-        kernel.release,
+        kernel.release.clone(),
         GuestRun {
             boot: ready,
             tests: exit_at.saturating_sub(ready),

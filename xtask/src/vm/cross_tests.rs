@@ -9,11 +9,11 @@
 
 use std::{
     ffi::OsString,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 use super::{
     arch::Spec,
@@ -35,13 +35,23 @@ const TOOLCHAIN_VARS: &[&str] = &[
     "CARGO_ENCODED_RUSTFLAGS",
 ];
 
-/// The cargo command that builds the test binaries `names` for `spec`'s target.
+/// What a cross build makes.
+#[derive(Debug, Clone, Copy)]
+pub enum Build<'a> {
+    /// egress-lab's test binaries of these names (`cargo test --no-run`).
+    Tests(&'a [&'a str]),
+    /// The agent, `egress-monitor`, in the same (debug) profile: it shares the test build's
+    /// compiled crates, so it costs a link.
+    Agent,
+}
+
+/// The cargo command that makes `what` for `spec`'s target.
 /// `env` is the toolchain's (bpf-linker on PATH); `musl` the directory of Debian's musl for a
 /// target without a self-contained one ([`Spec::musl_from_debian`]).
 pub fn command(
     env: Vec<(String, OsString)>,
     spec: &Spec,
-    names: &[&str],
+    what: Build<'_>,
     musl: Option<&Path>,
 ) -> Command {
     let mut cmd = if spec.build_std {
@@ -55,17 +65,18 @@ pub fn command(
     } else {
         cargo()
     };
-    cmd.args([
-        "test",
-        "-p",
-        "egress-lab",
-        "--no-run",
-        "--target",
-        spec.target,
-    ]);
-    for name in names {
-        cmd.args(["--test", name]);
+    match what {
+        Build::Tests(names) => {
+            cmd.args(["test", "-p", "egress-lab", "--no-run"]);
+            for name in names {
+                cmd.args(["--test", name]);
+            }
+        }
+        Build::Agent => {
+            cmd.args(["build", "-p", "monitor", "--bin", "egress-monitor"]);
+        }
     }
+    cmd.args(["--target", spec.target]);
     if spec.build_std {
         cmd.arg("-Zbuild-std");
     }
@@ -95,19 +106,36 @@ pub fn command(
     cmd
 }
 
-/// Builds the test binaries `names` for `spec`'s target and returns them.
-pub fn build(toolchain: &Toolchain, spec: &Spec, names: &[&str]) -> Result<Vec<TestBinary>> {
+/// The cross build for one guest: its test binaries and the agent.
+pub struct Built {
+    pub tests: Vec<TestBinary>,
+    pub agent: PathBuf,
+}
+
+/// Builds the test binaries `names` and the agent for `spec`'s target.
+pub fn build(toolchain: &Toolchain, spec: &Spec, names: &[&str]) -> Result<Built> {
     ensure_target(spec)?;
     let musl = if spec.musl_from_debian {
         Some(super::arch::ensure_musl(spec)?)
     } else {
         None
     };
-    let mut cmd = command(toolchain.env()?, spec, names, musl.as_deref());
+    let mut cmd = command(toolchain.env()?, spec, Build::Tests(names), musl.as_deref());
     cmd.stdout(Stdio::piped());
     let shown = display(&cmd);
     eprintln!("$ {shown}");
-    suite::test_binaries_of(cmd, &shown)
+    let tests = suite::test_binaries_of(cmd, &shown)?;
+    let mut cmd = command(toolchain.env()?, spec, Build::Agent, musl.as_deref());
+    crate::cmd::run(&mut cmd)
+        .with_context(|| format!("cannot build the agent for {}", spec.target))?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let agent = target_dir.join(spec.target).join("debug/egress-monitor");
+    if !agent.is_file() {
+        bail!("the cross build left no agent at {}", agent.display());
+    }
+    Ok(Built { tests, agent })
 }
 
 /// `rustup target add` for a target whose std is downloaded (idempotent, fast when present).
@@ -139,11 +167,16 @@ mod tests {
 
     #[test]
     fn a_cross_build_names_its_linker_and_static_flags() {
-        let s390x = command(Vec::new(), Arch::S390x.spec(), &["kernel_frames"], None);
+        let s390x = command(
+            Vec::new(),
+            Arch::S390x.spec(),
+            Build::Tests(&["kernel_frames"]),
+            None,
+        );
         let shown = display(&s390x);
         assert!(
             shown.contains(
-                "test -p egress-lab --no-run --target s390x-unknown-linux-gnu --test kernel_frames"
+                "test -p egress-lab --no-run --test kernel_frames --target s390x-unknown-linux-gnu"
             ),
             "{shown}"
         );
@@ -155,10 +188,17 @@ mod tests {
             env_of(&s390x, "CARGO_TARGET_S390X_UNKNOWN_LINUX_GNU_RUSTFLAGS").as_deref(),
             Some("-C target-feature=+crt-static")
         );
+        let agent = display(&command(Vec::new(), Arch::Arm64.spec(), Build::Agent, None));
+        assert!(
+            agent.contains(
+                "build -p monitor --bin egress-monitor --target aarch64-unknown-linux-musl"
+            ),
+            "{agent}"
+        );
         let armhf = command(
             Vec::new(),
             Arch::Armhf.spec(),
-            &["kernel_frames"],
+            Build::Tests(&["kernel_frames"]),
             Some(Path::new("/m")),
         );
         let shown = display(&armhf);

@@ -356,6 +356,49 @@ impl Cpio {
         self.entry(name, 0o100_000 | permissions, 1, (0, 0), data);
     }
 
+    pub(super) fn symlink(&mut self, name: &str, target: &[u8]) {
+        self.entry(name, 0o120_777, 1, (0, 0), target);
+    }
+
+    /// Adds the directory tree at `host` (directories, regular files with their permissions,
+    /// symbolic links as they are) under `prefix` in the archive, parents before children.
+    pub(super) fn tree(&mut self, host: &Path, prefix: &str) -> Result<()> {
+        use std::os::unix::{ffi::OsStrExt as _, fs::PermissionsExt as _};
+        let mut entries: Vec<_> = fs::read_dir(host)
+            .with_context(|| format!("cannot list {}", host.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("cannot list {}", host.display()))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                bail!("{} is not a UTF-8 name", path.display());
+            };
+            let inside = if prefix.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let meta = fs::symlink_metadata(&path)
+                .with_context(|| format!("cannot stat {}", path.display()))?;
+            let kind = meta.file_type();
+            if kind.is_symlink() {
+                let target = fs::read_link(&path)
+                    .with_context(|| format!("cannot read the link {}", path.display()))?;
+                self.symlink(&inside, target.as_os_str().as_bytes());
+            } else if kind.is_dir() {
+                self.entry(&inside, 0o040_755, 2, (0, 0), &[]);
+                self.tree(&path, &inside)?;
+            } else if kind.is_file() {
+                let data =
+                    fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                self.file(&inside, meta.permissions().mode() & 0o7777, &data);
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn char_device(&mut self, name: &str, permissions: u32, major: u32, minor: u32) {
         self.entry(name, 0o020_000 | permissions, 1, (major, minor), &[]);
     }
@@ -473,6 +516,29 @@ mod tests {
         assert!(bytes.len().is_multiple_of(4));
         let trailer = &bytes[120 + 110..120 + 110 + 11];
         assert_eq!(trailer, b"TRAILER!!!\0");
+    }
+
+    #[test]
+    fn a_tree_keeps_its_links_modes_and_order() {
+        let dir = std::env::temp_dir().join(format!("egress-cpio-tree-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("lib/x")).unwrap();
+        fs::write(dir.join("lib/x/libz.so.1.2"), b"elf").unwrap();
+        std::os::unix::fs::symlink("x/libz.so.1.2", dir.join("lib/libz.so.1")).unwrap();
+        let mut cpio = Cpio::default();
+        cpio.tree(&dir, "").unwrap();
+        let out = cpio.finish();
+        fs::remove_dir_all(&dir).unwrap();
+        let text = String::from_utf8_lossy(&out);
+        let at = |name: &str| {
+            text.find(&format!("{name}\0"))
+                .unwrap_or_else(|| panic!("{name}"))
+        };
+        assert!(at("lib") < at("lib/libz.so.1") && at("lib/x") < at("lib/x/libz.so.1.2"));
+        // The link's mode is a symlink's and its data is the target, as written.
+        assert!(text.contains("x/libz.so.1.2\0") || text.contains("lib/libz.so.1"));
+        assert!(text.contains(&format!("{:08x}", 0o120_777)));
+        assert!(text.contains("x/libz.so.1.2"));
     }
 
     #[test]

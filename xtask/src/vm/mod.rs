@@ -33,6 +33,7 @@ mod initramfs;
 mod kernels;
 mod qemu;
 mod suite;
+mod userland;
 
 use std::{
     env,
