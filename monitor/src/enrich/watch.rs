@@ -91,7 +91,8 @@ impl DatabaseFiles {
                 None => Database::open(&slot.path, slot.setting, slot.roles).map(Some),
             };
             match attempt {
-                Ok(None) => {}
+                // The open file is still the one the path names: any failure is past.
+                Ok(None) => slot.failed = None,
                 Ok(Some(db)) => {
                     let db = Arc::new(db);
                     slot.open = Some(db.clone());
