@@ -40,6 +40,7 @@ pub mod dns;
 mod dnsmasq;
 pub mod frames;
 mod lab;
+pub mod mmdb;
 pub mod netns;
 mod process;
 mod scrape;

@@ -83,6 +83,11 @@ pub const DEFAULT_PUBLIC_RESOLVERS: &[IpAddr] = &[
     v4(194, 242, 2, 2),
     v6([0x2a07, 0xe340, 0, 0, 0, 0, 0, 0x2]),
 ];
+/// Default `enrich.cache_entries`: a home network's devices talk to some thousands of
+/// addresses a day; at about 60 bytes an entry this is 4 MiB at most.
+pub const DEFAULT_ENRICH_CACHE_ENTRIES: u32 = 65_536;
+/// Allowed `enrich.cache_entries`.
+pub const ENRICH_CACHE_ENTRIES_RANGE: RangeInclusive<u32> = 16..=16_777_216;
 /// Longest device name or group, in characters: they become Prometheus label values, which
 /// should stay short.
 pub const DEVICE_NAME_MAX_CHARS: usize = 64;

@@ -19,12 +19,12 @@ use super::defaults::{
     TLS_TTL_RANGE,
 };
 use super::model::{AttachPolicy, DeviceConfig, LabelMode, LeaseFormat, LeaseSource, NamesConfig};
-use super::policy;
 use super::validate::{
     check_device_group, check_device_name, check_duration, check_entries, check_iface_name,
     check_lease_path, check_poll_interval, check_sniff_ring_bytes, check_state_dir, dedup,
     parse_duration, parse_listen, parse_prefix, parse_resolver,
 };
+use super::{enrich, policy};
 use crate::types::MacAddr;
 
 /// The file as written, every key optional. Values are checked while they are deserialized, so
@@ -62,6 +62,8 @@ pub(super) struct FileConfig {
     pub(super) state_dir: Option<PathBuf>,
     #[serde(default)]
     pub(super) policy: policy::FilePolicy,
+    #[serde(default)]
+    pub(super) enrich: enrich::FileEnrich,
 }
 
 /// The `[names]` table as written.

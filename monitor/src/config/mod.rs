@@ -36,12 +36,19 @@
 //! "00:16:3e:00:00:01" = "phone"
 //! "00:16:3e:00:00:02" = { name = "laptop" }
 //! "00:16:3e:00:00:03" = { name = "doorbell", group = "iot" }
+//! [enrich]                         # country and AS of destinations, from MMDB files
+//! country_db = "/usr/share/GeoIP/GeoLite2-Country.mmdb"   # absolute; need not exist yet
+//! asn_db = "/usr/share/GeoIP/GeoLite2-ASN.mmdb"           # may be country_db's file
+//! country_layout = "auto"          # auto (from the file's metadata), maxmind or ipinfo
+//! asn_layout = "auto"              # the same, for asn_db
+//! cache_entries = 65536            # addresses whose enrichment is cached, 16 to 16777216
 //! ```
 //!
 //! This module holds [`Config`] and how it is loaded and merged with the flags; its parts are
 //! the defaults and ranges (`defaults`), the typed values (`model`), the file as written and
 //! its serde glue (`file`), the checks shared by file and flags (`validate`), [`ConfigError`]
-//! (`error`), [`Config::to_toml`] (`render`) and the `[policy]` table (`policy`).
+//! (`error`), [`Config::to_toml`] (`render`), the `[policy]` table (`policy`) and the
+//! `[enrich]` table (`enrich`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -53,6 +60,7 @@ use ipnet::IpNet;
 use crate::types::MacAddr;
 
 mod defaults;
+mod enrich;
 mod error;
 mod file;
 mod model;
@@ -64,13 +72,15 @@ mod validate;
 mod tests;
 
 pub use defaults::{
-    DEFAULT_DEVICE_MAP_ENTRIES, DEFAULT_DNS_GRACE, DEFAULT_FLOW_MAP_ENTRIES, DEFAULT_LISTEN,
-    DEFAULT_MAX_DESTINATIONS_PER_DEVICE, DEFAULT_MAX_NAMES_PER_DEVICE, DEFAULT_POLL_INTERVAL,
-    DEFAULT_PUBLIC_RESOLVERS, DEFAULT_SNIFF_RING_BYTES, DEFAULT_STATE_DIR, DEFAULT_TLS_TTL,
-    DEVICE_MAP_ENTRIES_RANGE, DEVICE_NAME_MAX_CHARS, DNS_GRACE_RANGE, FLOW_MAP_ENTRIES_RANGE,
+    DEFAULT_DEVICE_MAP_ENTRIES, DEFAULT_DNS_GRACE, DEFAULT_ENRICH_CACHE_ENTRIES,
+    DEFAULT_FLOW_MAP_ENTRIES, DEFAULT_LISTEN, DEFAULT_MAX_DESTINATIONS_PER_DEVICE,
+    DEFAULT_MAX_NAMES_PER_DEVICE, DEFAULT_POLL_INTERVAL, DEFAULT_PUBLIC_RESOLVERS,
+    DEFAULT_SNIFF_RING_BYTES, DEFAULT_STATE_DIR, DEFAULT_TLS_TTL, DEVICE_MAP_ENTRIES_RANGE,
+    DEVICE_NAME_MAX_CHARS, DNS_GRACE_RANGE, ENRICH_CACHE_ENTRIES_RANGE, FLOW_MAP_ENTRIES_RANGE,
     IFACE_NAME_MAX_BYTES, MAX_DESTINATIONS_PER_DEVICE_RANGE, MAX_NAMES_PER_DEVICE_RANGE,
     POLL_INTERVAL_RANGE, SNIFF_RING_BYTES_RANGE, TLS_TTL_RANGE,
 };
+pub use enrich::EnrichConfig;
 pub use error::ConfigError;
 pub use model::{
     AttachPolicy, DeviceConfig, LabelMode, LeaseFormat, LeaseSource, NamesConfig, Overrides,
@@ -124,6 +134,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// What devices may talk to: the `[policy]` table.
     pub policy: PolicyConfig,
+    /// Countries and autonomous systems of destinations: the `[enrich]` table.
+    pub enrich: EnrichConfig,
 }
 
 impl Config {
@@ -234,6 +246,8 @@ impl Config {
         };
         let policy = policy::resolve(src, file.policy, &file.devices)
             .map_err(|e| ConfigError::in_file(src, path_for_messages, e.span, e.key, e.message))?;
+        let enrich = enrich::resolve(src, file.enrich)
+            .map_err(|e| ConfigError::in_file(src, path_for_messages, e.span, e.key, e.message))?;
 
         Ok(Config {
             lan,
@@ -258,6 +272,7 @@ impl Config {
             devices: file.devices,
             state_dir,
             policy,
+            enrich,
         })
     }
 

@@ -78,6 +78,7 @@ impl Config {
             format!("\"{mac}\" = {{ name = {}{group} }}", quoted(&device.name))
         }));
         self.policy.to_toml(&mut lines);
+        self.enrich.to_toml(&mut lines);
         lines.join("\n") + "\n"
     }
 }

@@ -90,6 +90,18 @@ pub(super) fn check_lease_path(s: &str) -> Result<PathBuf, String> {
         ))
     }
 }
+/// An MMDB file's path must be absolute, like a lease file's.
+pub(super) fn check_database_path(s: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(s);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "invalid database path {s:?}: must be absolute, like \"/usr/share/GeoIP/GeoLite2-ASN.mmdb\""
+        ))
+    }
+}
+
 pub(crate) fn check_state_dir(s: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(s);
     if path.is_absolute() {

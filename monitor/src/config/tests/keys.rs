@@ -25,6 +25,13 @@ fn defaults_fill_every_missing_key() {
         devices: BTreeMap::new(),
         state_dir: PathBuf::from("/var/lib/egress-monitor"),
         policy: PolicyConfig::default(),
+        enrich: EnrichConfig {
+            country_db: None,
+            asn_db: None,
+            country_layout: LayoutSetting::Auto,
+            asn_layout: LayoutSetting::Auto,
+            cache_entries: 65_536,
+        },
     };
     assert_eq!(
         load_ok("lan = [\"br-lan\"]\n", &Overrides::default()),
@@ -98,6 +105,16 @@ fn every_key_is_parsed() {
         Some("laptop")
     );
     assert_eq!(config.device_name(&mac("00:16:3e:00:00:09")), None);
+    assert_eq!(
+        config.enrich,
+        EnrichConfig {
+            country_db: Some("/usr/share/GeoIP/GeoLite2-Country.mmdb".into()),
+            asn_db: Some("/usr/share/GeoIP/GeoLite2-ASN.mmdb".into()),
+            country_layout: LayoutSetting::Auto,
+            asn_layout: LayoutSetting::MaxMind,
+            cache_entries: 4096,
+        }
+    );
 }
 
 #[test]
@@ -260,4 +277,5 @@ fn defaults_are_within_their_ranges() {
     assert!(TLS_TTL_RANGE.contains(&DEFAULT_TLS_TTL));
     assert!(MAX_NAMES_PER_DEVICE_RANGE.contains(&DEFAULT_MAX_NAMES_PER_DEVICE));
     assert!(MAX_UNEXPECTED_DESTINATIONS_RANGE.contains(&DEFAULT_MAX_UNEXPECTED_DESTINATIONS));
+    assert!(ENRICH_CACHE_ENTRIES_RANGE.contains(&DEFAULT_ENRICH_CACHE_ENTRIES));
 }

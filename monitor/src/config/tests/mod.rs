@@ -3,8 +3,10 @@
 use std::net::IpAddr;
 
 use super::*;
+use crate::enrich::LayoutSetting;
 
 mod devices;
+mod enrich;
 mod errors;
 mod keys;
 mod lan;
@@ -92,6 +94,12 @@ deny = ["ads.example", "198.51.100.0/24"]
 [policy.devices.phone]
 allow = ["Updates.Vendor.Example.", "192.0.2.7", "2001:db8::/32"]
 learn = "1h"
+
+[enrich]
+country_db = "/usr/share/GeoIP/GeoLite2-Country.mmdb"
+asn_db = "/usr/share/GeoIP/GeoLite2-ASN.mmdb"
+asn_layout = "maxmind"
+cache_entries = 4096
 "#;
 
 /// The default `names.public_resolvers`, as the documentation lists them.

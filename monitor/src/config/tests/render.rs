@@ -38,7 +38,8 @@ fn to_toml_reads_back_to_the_same_config() {
              state_dir = \"/var/lib/egress-monitor\"\n\n\
              [names]\ndns_grace = \"1m\"\ntls_ttl = \"1h\"\nmax_names_per_device = 4096\n\
              public_resolvers = [\n{resolvers}]\n\n[devices]\n\n\
-             [policy]\nmax_unexpected_destinations = 20\n"
+             [policy]\nmax_unexpected_destinations = 20\n\n\
+             [enrich]\ncountry_layout = \"auto\"\nasn_layout = \"auto\"\ncache_entries = 65536\n"
         )
     );
 
@@ -51,6 +52,13 @@ fn to_toml_reads_back_to_the_same_config() {
         tls_ttl: *TLS_TTL_RANGE.end(),
         max_names_per_device: *MAX_NAMES_PER_DEVICE_RANGE.start(),
         public_resolvers: vec![],
+    };
+    edges.enrich = EnrichConfig {
+        country_db: Some("/tmp/ipinfo \"lite\".mmdb".into()),
+        asn_db: Some("/tmp/ipinfo \"lite\".mmdb".into()),
+        country_layout: LayoutSetting::Ipinfo,
+        asn_layout: LayoutSetting::Auto,
+        cache_entries: *ENRICH_CACHE_ENTRIES_RANGE.end(),
     };
     let text = edges.to_toml();
     assert!(text.contains("\npublic_resolvers = []\n"), "{text}");
