@@ -69,6 +69,23 @@ pub struct AgentStats {
     pub last_reload_ok: bool,
     /// State file writes: [success, failure].
     pub writes: [u64; 2],
+    pub enrich: EnrichStatus,
+}
+
+/// How enrichment stands: which databases are open, what they cost, how lookups went.
+#[derive(Debug, Clone, Default)]
+pub struct EnrichStatus {
+    /// `[enrich]` names a database.
+    pub enabled: bool,
+    pub country_open: bool,
+    pub asn_open: bool,
+    /// Bytes the open databases hold in memory.
+    pub memory_bytes: u64,
+    /// Database files that failed to open or re-open.
+    pub failures: u64,
+    pub stats: crate::enrich::EnrichStats,
+    /// Addresses in the cache now.
+    pub cached: usize,
 }
 
 /// One lease file's counters.

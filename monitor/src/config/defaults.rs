@@ -107,3 +107,10 @@ const fn v6(s: [u16; 8]) -> IpAddr {
 
 /// Where the agent keeps its state unless told otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/egress-monitor";
+
+/// Default `enrich.max_as_per_device`: AS series kept per device and direction; the rest are
+/// `asn="other"`. A home device talks to a few dozen networks.
+pub const DEFAULT_MAX_AS_PER_DEVICE: u32 = 32;
+
+/// Allowed `enrich.max_as_per_device`.
+pub const MAX_AS_PER_DEVICE_RANGE: std::ops::RangeInclusive<u32> = 1..=1024;

@@ -8,6 +8,7 @@
 //! country_layout = "auto"     # auto (from the file's database_type), maxmind or ipinfo
 //! asn_layout = "auto"         # the same, for asn_db
 //! cache_entries = 65536       # addresses whose enrichment is remembered, 16 to 16777216
+//! max_as_per_device = 32      # AS series per device and direction (the rest: asn="other")
 //! ```
 //!
 //! A layout key per file, not one for both, because the two files may come from different
@@ -19,7 +20,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer};
 
-use super::defaults::{DEFAULT_ENRICH_CACHE_ENTRIES, ENRICH_CACHE_ENTRIES_RANGE};
+use super::defaults::{
+    DEFAULT_ENRICH_CACHE_ENTRIES, DEFAULT_MAX_AS_PER_DEVICE, ENRICH_CACHE_ENTRIES_RANGE,
+    MAX_AS_PER_DEVICE_RANGE,
+};
 use super::file::{de_str, de_u32};
 use super::validate::{check_database_path, check_entries};
 use crate::enrich::LayoutSetting;
@@ -42,6 +46,8 @@ pub struct EnrichConfig {
     pub asn_layout: LayoutSetting,
     /// Bound on the addresses whose enrichment is cached.
     pub cache_entries: u32,
+    /// AS series per device and direction; beyond it, the smallest fold into `other`.
+    pub max_as_per_device: u32,
 }
 
 impl Default for EnrichConfig {
@@ -52,6 +58,7 @@ impl Default for EnrichConfig {
             country_layout: LayoutSetting::Auto,
             asn_layout: LayoutSetting::Auto,
             cache_entries: DEFAULT_ENRICH_CACHE_ENTRIES,
+            max_as_per_device: DEFAULT_MAX_AS_PER_DEVICE,
         }
     }
 }
@@ -79,6 +86,7 @@ impl EnrichConfig {
             format!("country_layout = {}", quoted(self.country_layout.as_str())),
             format!("asn_layout = {}", quoted(self.asn_layout.as_str())),
             format!("cache_entries = {}", self.cache_entries),
+            format!("max_as_per_device = {}", self.max_as_per_device),
         ]);
     }
 }
@@ -100,6 +108,8 @@ pub(super) struct FileEnrich {
     asn_layout: Option<LayoutSetting>,
     #[serde(default, deserialize_with = "de_cache_entries")]
     cache_entries: Option<u32>,
+    #[serde(default, deserialize_with = "de_max_as")]
+    max_as_per_device: Option<u32>,
 }
 
 fn de_database_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
@@ -108,6 +118,12 @@ fn de_database_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, 
 
 fn de_cache_entries<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let range = &ENRICH_CACHE_ENTRIES_RANGE;
+    let expecting = format!("a number from {} to {}", range.start(), range.end());
+    de_u32(d, expecting, |n| check_entries(n, range)).map(Some)
+}
+
+fn de_max_as<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let range = &MAX_AS_PER_DEVICE_RANGE;
     let expecting = format!("a number from {} to {}", range.start(), range.end());
     de_u32(d, expecting, |n| check_entries(n, range)).map(Some)
 }
@@ -126,6 +142,7 @@ pub(super) fn resolve(src: &str, file: FileEnrich) -> Result<EnrichConfig, Resol
         country_layout: file.country_layout.unwrap_or_default(),
         asn_layout: file.asn_layout.unwrap_or_default(),
         cache_entries: file.cache_entries.unwrap_or(DEFAULT_ENRICH_CACHE_ENTRIES),
+        max_as_per_device: file.max_as_per_device.unwrap_or(DEFAULT_MAX_AS_PER_DEVICE),
         country_db: file.country_db,
         asn_db: file.asn_db,
     };

@@ -40,13 +40,18 @@ pub struct DatabaseFiles {
     /// Index of the slot for countries and for AS numbers (the same one for one file).
     country: Option<usize>,
     asn: Option<usize>,
+    /// What they were made from, to tell a reload that names other files.
+    config: EnrichConfig,
 }
 
 impl DatabaseFiles {
     /// The files `config` names, none opened yet: the first [`DatabaseFiles::check`] opens
     /// them. The same path for both is one file, opened once.
     pub fn new(config: &EnrichConfig) -> DatabaseFiles {
-        let mut files = DatabaseFiles::default();
+        let mut files = DatabaseFiles {
+            config: config.clone(),
+            ..DatabaseFiles::default()
+        };
         if let Some(path) = &config.country_db {
             files.country = Some(files.slot(path, config.country_layout, true, false));
         }
@@ -108,6 +113,11 @@ impl DatabaseFiles {
             }
         }
         check
+    }
+
+    /// The configuration these files come from.
+    pub fn config(&self) -> &EnrichConfig {
+        &self.config
     }
 
     /// The databases open now.

@@ -8,12 +8,18 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
-use super::{fault, poller::Message, reload::Reloader, shutdown::Shutdown};
-use crate::naming::lease_files::LeaseReader;
+use super::{
+    fault,
+    poller::Message,
+    reload::{Reload, Reloader},
+    shutdown::Shutdown,
+};
+use crate::{enrich::DatabaseFiles, naming::lease_files::LeaseReader};
 
 /// Looks at the files every `interval` until `shutdown`.
 pub fn run(
     mut leases: LeaseReader,
+    mut databases: DatabaseFiles,
     mut reloader: Reloader,
     interval: Duration,
     poller: Sender<Message>,
@@ -26,14 +32,45 @@ pub fn run(
         if !read.is_empty() && poller.send(Message::Leases(read)).is_err() {
             return;
         }
-        if let Some(reload) = reloader.check()
-            && poller.send(Message::Reload(reload)).is_err()
+        if let Some((open, failures)) = check_databases(&mut databases)
+            && poller.send(Message::Databases(open, failures)).is_err()
         {
             return;
+        }
+        if let Some(reload) = reloader.check() {
+            // Other database files: opened on the next turn, before the poller counts more.
+            if let Reload::Accepted(config) = &reload
+                && *databases.config() != config.enrich
+            {
+                databases = DatabaseFiles::new(&config.enrich);
+            }
+            if poller.send(Message::Reload(reload)).is_err() {
+                return;
+            }
         }
         crossbeam_channel::select! {
             recv(shutdown.channel()) -> _ => return,
             default(interval) => {}
         }
     }
+}
+
+/// Opens the databases that appeared and re-opens those replaced; logs what opened and each
+/// new failure once. Returns the databases to hand the poller, and the new failures, when
+/// anything happened.
+fn check_databases(files: &mut DatabaseFiles) -> Option<(crate::enrich::Databases, u64)> {
+    let check = files.check();
+    for db in &check.opened {
+        tracing::info!(
+            path = %db.path().display(),
+            database_type = db.database_type(),
+            bytes = db.memory_bytes(),
+            "MMDB database opened"
+        );
+    }
+    for error in &check.errors {
+        tracing::warn!("{error}; counting goes on, its addresses are unknown");
+    }
+    let failures = check.errors.len() as u64;
+    (check.changed || failures > 0).then(|| (files.databases(), failures))
 }

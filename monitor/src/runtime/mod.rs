@@ -213,10 +213,11 @@ pub fn run(
         reload_requested.clone(),
     );
     let leases = LeaseReader::new(&config.leases);
+    let databases = crate::enrich::DatabaseFiles::new(&config.enrich);
     let (interval, to_poller, token) =
         (config.poll_interval, messages_tx.clone(), shutdown.clone());
     let watching = threads::spawn("files", &shutdown, move || {
-        files::run(leases, reloader, interval, to_poller, token)
+        files::run(leases, databases, reloader, interval, to_poller, token)
     });
     workers.push(watching.map_err(spawn_error)?);
     let (to_poller, token) = (messages_tx, shutdown.clone());

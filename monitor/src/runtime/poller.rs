@@ -37,6 +37,9 @@ pub enum Message {
     Control(ControlRequest),
     /// A state file write finished: whether it succeeded.
     Wrote(bool),
+    /// The MMDB databases open now (one was opened, re-opened or failed), and how many
+    /// failed since the last such message.
+    Databases(crate::enrich::Databases, u64),
 }
 
 /// The channels the poller listens on.
@@ -270,12 +273,17 @@ impl<K: KernelSource> Poller<K> {
                 self.write_in_flight = false;
                 self.state.policy.wrote(ok);
             }
+            Message::Databases(databases, failures) => {
+                self.state.places.enricher.replace(databases);
+                self.state.places.failures += failures;
+            }
         }
     }
 
     /// A reloaded configuration's policy and device names, in force at once.
     fn apply_config(&mut self, config: &Config) {
         self.state.policy.set_config(config.policy.clone());
+        self.state.places.configure(&config.enrich);
         self.state
             .naming
             .devices

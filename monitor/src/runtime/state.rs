@@ -8,11 +8,12 @@ use std::time::SystemTime;
 use monitor_common::KernelStats;
 
 use crate::{
-    config::Config,
-    ledger::{Ledger, Reading},
+    config::{Config, EnrichConfig},
+    enrich::{Databases, Enricher},
+    ledger::{Ledger, Placing, Reading},
     naming::Naming,
     policy::{Policy, Target},
-    snapshot::{self, AgentStats, Snapshot, Sources},
+    snapshot::{self, AgentStats, EnrichStatus, Snapshot, Sources},
 };
 
 /// Everything the agent knows.
@@ -23,6 +24,8 @@ pub struct State {
     pub naming: Naming,
     /// The policy, learned baselines and unexpected traffic.
     pub policy: Policy,
+    /// Countries and ASes of addresses: the databases and their cache.
+    pub places: PlaceState,
     /// What the kernel side reported at the last poll: statistics, maps, hooks.
     pub agent: AgentStats,
     pub last_poll: Option<SystemTime>,
@@ -34,6 +37,7 @@ impl State {
             ledger: Ledger::new(config.max_destinations_per_device as usize),
             naming: Naming::new(config),
             policy: Policy::new(config.policy.clone(), Default::default()),
+            places: PlaceState::new(&config.enrich),
             agent: AgentStats::default(),
             last_poll: None,
         }
@@ -46,14 +50,22 @@ impl State {
             ledger,
             naming,
             policy,
+            places,
             ..
         } = self;
         let names = &*naming;
+        let (enabled, enricher) = (places.enabled, &mut places.enricher);
+        let mut enrich = |addr| enabled.then(|| enricher.lookup(addr));
+        let mut placing = Placing {
+            enrich: &mut enrich,
+            max_ases: places.max_ases,
+        };
         ledger.apply_observed(
             reading,
             now,
             &mut |mac, addr| names.label(mac, addr, now),
-            &mut |id, addr, label, step| {
+            &mut placing,
+            &mut |id, addr, label, _place, step| {
                 // The full host name, not the label: a rule may name one host of a domain.
                 let host = names.destinations.lookup(id.mac, addr, now);
                 let target = Target {
@@ -76,7 +88,9 @@ impl State {
             naming: &self.naming,
             policy: &self.policy,
         };
-        snapshot::take(&sources, previous, self.agent.clone(), self.last_poll, now)
+        let mut agent = self.agent.clone();
+        agent.enrich = self.places.status();
+        snapshot::take(&sources, previous, agent, self.last_poll, now)
     }
 
     /// The state file's text when a write is due (`force`: whatever changed), with the
@@ -85,5 +99,48 @@ impl State {
         let Self { policy, naming, .. } = self;
         let name = |mac| naming.devices.name(mac).map(|(n, _)| n.to_owned());
         policy.snapshot_if_due(std::time::Instant::now(), force, &name)
+    }
+}
+
+/// The enrichment side of the state.
+#[derive(Debug)]
+pub struct PlaceState {
+    pub enricher: Enricher,
+    /// Whether `[enrich]` names a database: only then are addresses placed (an absent or
+    /// broken file places them in `unknown`).
+    pub enabled: bool,
+    pub max_ases: usize,
+    /// Database files that failed to open or re-open, since the start.
+    pub failures: u64,
+}
+
+impl PlaceState {
+    fn new(config: &EnrichConfig) -> Self {
+        Self {
+            enricher: Enricher::new(Databases::default(), config.cache_entries),
+            enabled: config.is_enabled(),
+            max_ases: config.max_as_per_device as usize,
+            failures: 0,
+        }
+    }
+
+    /// A reloaded `[enrich]`: the bounds now; the files come from the file watcher.
+    pub fn configure(&mut self, config: &EnrichConfig) {
+        self.enabled = config.is_enabled();
+        self.max_ases = config.max_as_per_device as usize;
+    }
+
+    /// What the agent's own metrics show of enrichment.
+    pub fn status(&self) -> EnrichStatus {
+        let databases = self.enricher.databases();
+        EnrichStatus {
+            enabled: self.enabled,
+            country_open: databases.country().is_some(),
+            asn_open: databases.asn().is_some(),
+            memory_bytes: databases.memory_bytes(),
+            failures: self.failures,
+            stats: self.enricher.stats(),
+            cached: self.enricher.cached(),
+        }
     }
 }

@@ -415,7 +415,10 @@ mod tests {
             spliced,
             format!("# B\n\ntext\n\n{BEGIN}\nnew\n{END}\n\n## After\n")
         );
-        assert_eq!(marked_section_of(SECTION, &spliced), Some(section.trim_end()));
+        assert_eq!(
+            marked_section_of(SECTION, &spliced),
+            Some(section.trim_end())
+        );
         assert_eq!(splice("# B\n", &section), format!("# B\n\n{section}"));
     }
 

@@ -25,6 +25,7 @@ fn every_enrich_key_is_read() {
             country_layout: LayoutSetting::MaxMind,
             asn_layout: LayoutSetting::Ipinfo,
             cache_entries: 1024,
+            max_as_per_device: 32,
         }
     );
     assert!(config.is_enabled());
@@ -77,7 +78,7 @@ fn enrich_errors_name_line_and_key() {
         ),
         (
             "[enrich]\ncity_db = \"/tmp/city.mmdb\"\n",
-            "/etc/egress-monitor.toml:3:1: enrich.city_db: unknown key `city_db`, expected one of `country_db`, `asn_db`, `country_layout`, `asn_layout`, `cache_entries`",
+            "/etc/egress-monitor.toml:3:1: enrich.city_db: unknown key `city_db`, expected one of `country_db`, `asn_db`, `country_layout`, `asn_layout`, `cache_entries`, `max_as_per_device`",
         ),
         (
             "enrich = \"on\"\n",

@@ -31,6 +31,7 @@ fn defaults_fill_every_missing_key() {
             country_layout: LayoutSetting::Auto,
             asn_layout: LayoutSetting::Auto,
             cache_entries: 65_536,
+            max_as_per_device: 32,
         },
     };
     assert_eq!(
@@ -113,6 +114,7 @@ fn every_key_is_parsed() {
             country_layout: LayoutSetting::Auto,
             asn_layout: LayoutSetting::MaxMind,
             cache_entries: 4096,
+            max_as_per_device: 32,
         }
     );
 }

@@ -39,7 +39,7 @@ fn to_toml_reads_back_to_the_same_config() {
              [names]\ndns_grace = \"1m\"\ntls_ttl = \"1h\"\nmax_names_per_device = 4096\n\
              public_resolvers = [\n{resolvers}]\n\n[devices]\n\n\
              [policy]\nmax_unexpected_destinations = 20\n\n\
-             [enrich]\ncountry_layout = \"auto\"\nasn_layout = \"auto\"\ncache_entries = 65536\n"
+             [enrich]\ncountry_layout = \"auto\"\nasn_layout = \"auto\"\ncache_entries = 65536\nmax_as_per_device = 32\n"
         )
     );
 
@@ -59,6 +59,7 @@ fn to_toml_reads_back_to_the_same_config() {
         country_layout: LayoutSetting::Ipinfo,
         asn_layout: LayoutSetting::Auto,
         cache_entries: *ENRICH_CACHE_ENTRIES_RANGE.end(),
+        max_as_per_device: *crate::config::defaults::MAX_AS_PER_DEVICE_RANGE.end(),
     };
     let text = edges.to_toml();
     assert!(text.contains("\npublic_resolvers = []\n"), "{text}");

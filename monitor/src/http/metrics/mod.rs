@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 
 mod own;
+mod places;
 mod policy;
 
 pub use own::{MetricsError, SelfMetrics};
@@ -332,7 +333,7 @@ const DESTINATION_PACKETS_HELP: &str = "IP packets between a LAN device and one 
 fn traffic_families(out: &mut String, snapshot: &Snapshot) {
     let table = &snapshot.devices;
     // (device label, mac label, direction, ledger) per device and direction.
-    let devices: Vec<(String, String, Direction, &crate::ledger::DeviceView)> = snapshot
+    let devices: Vec<places::DeviceLine<'_>> = snapshot
         .traffic
         .devices()
         .map(|(id, ledger)| {
@@ -395,6 +396,9 @@ fn traffic_families(out: &mut String, snapshot: &Snapshot) {
             }
         });
     }
+    if snapshot.agent.enrich.enabled {
+        places::write_traffic(out, &devices);
+    }
 }
 
 /// The families of the device table: what is known of each device, and its policy. Rendered
@@ -448,6 +452,7 @@ fn state_families(snapshot: &Snapshot) -> (String, String) {
     let mut out = String::with_capacity(64 * 1024);
     let agent = &snapshot.agent;
     policy::write_health(&mut out, agent);
+    places::write_status(&mut out, &agent.enrich);
     let mut f = Families::new();
     for (mac, resolver, protocol, n) in &agent.bypass {
         let mac_s = mac.to_string();

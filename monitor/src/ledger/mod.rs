@@ -26,7 +26,14 @@
 
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::SystemTime};
 
-use crate::types::{Count, DeviceId, Label, MacAddr};
+use crate::{
+    enrich::Enrichment,
+    types::{Count, DeviceId, Label, MacAddr},
+};
+
+mod places;
+
+pub use places::{AsCount, Places};
 
 /// One poll's reading of the kernel maps, per-CPU values summed. A key may be missing (an
 /// evicted flow); the ledger never reads absence as zero.
@@ -90,6 +97,9 @@ pub struct DeviceLedger {
     /// write after a publication: a device whose destinations did not grow costs a snapshot
     /// nothing, and a scrape reading them never holds up the poll.
     labels: Arc<BTreeMap<Label, Destination>>,
+    /// By country and AS, shared with the snapshots as `labels` is; empty while nothing
+    /// enriches.
+    places: Arc<Places>,
     /// When the total first and last grew.
     first_seen: Option<SystemTime>,
     last_seen: Option<SystemTime>,
@@ -128,22 +138,29 @@ impl DeviceLedger {
         self.first_seen.zip(self.last_seen)
     }
 
-    /// Gives each address's newly exported bytes to its label of the moment.
+    /// Gives each address's newly exported bytes to its label of the moment, and to its
+    /// country and AS of the moment when something enriches (`enrich` gives Some).
     fn attribute(
         &mut self,
         steps: Vec<(IpAddr, Count)>,
         now: SystemTime,
         poll: u64,
         label: &mut dyn FnMut(IpAddr) -> Label,
-        observe: &mut dyn FnMut(IpAddr, &Label, Count),
+        places: &mut Placing<'_>,
+        observe: &mut dyn FnMut(IpAddr, &Label, &Enrichment, Count),
     ) {
         if steps.is_empty() {
             return;
         }
         let labels = Arc::make_mut(&mut self.labels);
+        let unknown = Enrichment::default();
         for (addr, step) in steps {
             let label = label(addr);
-            observe(addr, &label, step);
+            let enrichment = (places.enrich)(addr);
+            if let Some(found) = &enrichment {
+                Arc::make_mut(&mut self.places).add(found, step, places.max_ases);
+            }
+            observe(addr, &label, enrichment.as_ref().unwrap_or(&unknown), step);
             let dest = labels.entry(label).or_insert_with(|| Destination {
                 count: Count::default(),
                 addresses: Box::default(),
@@ -263,6 +280,13 @@ impl DeviceLedger {
     }
 }
 
+/// How a poll places addresses: `enrich` gives what the databases say of an address (None when
+/// nothing enriches), and at most `max_ases` ASes are named per device and direction.
+pub struct Placing<'a> {
+    pub enrich: &'a mut dyn FnMut(IpAddr) -> Option<Enrichment>,
+    pub max_ases: usize,
+}
+
 /// All devices' exported state; fed one [`Reading`] per poll.
 #[derive(Debug)]
 pub struct Ledger {
@@ -298,17 +322,24 @@ impl Ledger {
         now: SystemTime,
         label: &mut dyn FnMut(MacAddr, IpAddr) -> Label,
     ) {
-        self.apply_observed(reading, now, label, &mut |_, _, _, _| {});
+        let mut nothing = |_| None;
+        let mut placing = Placing {
+            enrich: &mut nothing,
+            max_ases: 0,
+        };
+        self.apply_observed(reading, now, label, &mut placing, &mut |_, _, _, _, _| {});
     }
 
-    /// [`Ledger::apply`], and `observe` sees every address's newly exported bytes with the
-    /// label they went to (the policy judges them there).
+    /// [`Ledger::apply`], placing addresses in countries and ASes by `placing`, and `observe`
+    /// sees every address's newly exported bytes with the label they went to and what the
+    /// databases say of the address (the policy judges them there).
     pub fn apply_observed(
         &mut self,
         reading: &Reading,
         now: SystemTime,
         label: &mut dyn FnMut(MacAddr, IpAddr) -> Label,
-        observe: &mut dyn FnMut(DeviceId, IpAddr, &Label, Count),
+        placing: &mut Placing<'_>,
+        observe: &mut dyn FnMut(DeviceId, IpAddr, &Label, &Enrichment, Count),
     ) {
         self.poll += 1;
         let poll = self.poll;
@@ -346,7 +377,8 @@ impl Ledger {
                 now,
                 poll,
                 &mut |addr| label(id.mac, addr),
-                &mut |addr, label, step| observe(*id, addr, label, step),
+                placing,
+                &mut |addr, label, place, step| observe(*id, addr, label, place, step),
             );
             ledger.retire(self.max_destinations, poll);
             ledger.retire_labels(self.max_destinations, poll);
@@ -391,6 +423,8 @@ impl Ledger {
                         unattributed: d.unattributed(),
                         seen: d.seen(),
                         labels: Arc::clone(&d.labels),
+                        places: Arc::clone(&d.places),
+                        lost: d.unattributed,
                     };
                     (*id, view)
                 })
@@ -424,6 +458,9 @@ pub struct DeviceView {
     unattributed: Count,
     seen: Option<(SystemTime, SystemTime)>,
     labels: Arc<BTreeMap<Label, Destination>>,
+    places: Arc<Places>,
+    /// What evictions lost before it was read: bytes without an address, so without a place.
+    lost: Count,
 }
 
 impl DeviceView {
@@ -450,6 +487,17 @@ impl DeviceView {
     /// When the device's total first and last grew, if it ever did.
     pub fn seen(&self) -> Option<(SystemTime, SystemTime)> {
         self.seen
+    }
+
+    /// By country and AS: with [`DeviceView::lost`] in `unknown`, each sums to the total.
+    pub fn places(&self) -> &Places {
+        &self.places
+    }
+
+    /// Bytes the kernel lost before they were read: in no destination's address, so in no
+    /// country or AS but `unknown`.
+    pub fn lost(&self) -> Count {
+        self.lost
     }
 }
 
