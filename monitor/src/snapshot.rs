@@ -86,6 +86,8 @@ pub struct EnrichStatus {
     pub stats: crate::enrich::EnrichStats,
     /// Addresses in the cache now.
     pub cached: usize,
+    /// The open databases (shared, immutable), for the API to place the addresses it lists.
+    pub databases: crate::enrich::Databases,
 }
 
 /// One lease file's counters.

@@ -145,6 +145,43 @@ fn bytes_by_country_and_as_are_exact_and_sum_to_the_device_total() {
     s.assert_destinations_add_up();
     s.assert_passes_promtool();
 
+    // The API places each address of a destination, and sums a device's bytes by country.
+    let (code, body) = agent
+        .get(&format!("/api/devices/{PHONE}/destinations"))
+        .expect("the destinations API answers");
+    assert_eq!(code, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let places: Vec<&serde_json::Value> = json["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d["places"].as_array().unwrap())
+        .collect();
+    let at = |addr: IpAddr| {
+        places
+            .iter()
+            .find(|p| p["address"] == addr.to_string())
+            .unwrap_or_else(|| panic!("no place of {addr} in {body}"))
+    };
+    assert_eq!(at(de)["country"], "DE");
+    assert_eq!(at(de)["asn"], 64500);
+    assert_eq!(at(de)["as_org"], "Vendor Cloud Hosting Ltd");
+    assert_eq!(at(cn)["country"], "CN");
+    assert_eq!(at(nowhere)["country"], serde_json::Value::Null);
+    let (_, body) = agent.get("/api/devices").expect("the devices API answers");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let phone = json["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["mac"] == PHONE)
+        .expect("the phone is listed");
+    assert_eq!(phone["countries"]["egress"]["JP"]["bytes"], bytes(jp, 10));
+    assert_eq!(
+        phone["countries"]["egress"]["unknown"]["bytes"],
+        bytes(nowhere, 10)
+    );
+
     // The file replaced (atomically, as updaters do): new bytes to the same address go to
     // its new country; what was exported stays where it was.
     dbip_country_lite(&[(net(SERVERS_V4[0], 24), "FR")])

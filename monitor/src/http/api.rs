@@ -103,10 +103,33 @@ fn device(snapshot: &Snapshot, mac: MacAddr) -> Value {
     let addresses: Vec<String> = row
         .map(|r| r.addresses.iter().map(ToString::to_string).collect())
         .unwrap_or_default();
+    let mut countries = serde_json::Map::new();
+    if snapshot.agent.enrich.enabled {
+        for direction in Direction::ALL {
+            let Some(ledger) = snapshot.traffic.device(&DeviceId { mac, direction }) else {
+                continue;
+            };
+            let mut by_country = serde_json::Map::new();
+            let mut unknown = ledger.lost();
+            for (country, n) in ledger.places().countries() {
+                match country {
+                    Some(c) => {
+                        by_country.insert(c.to_string(), count(n));
+                    }
+                    None => unknown = unknown.saturating_add(n),
+                }
+            }
+            if unknown != Count::default() {
+                by_country.insert("unknown".to_owned(), count(unknown));
+            }
+            countries.insert(direction.as_str().to_owned(), Value::Object(by_country));
+        }
+    }
     json!({
         "mac": mac.to_string(),
         "name": name,
         "policy": policy,
+        "countries": countries,
         "name_source": source,
         "group": row.and_then(|r| r.group.as_deref()),
         "locally_administered": mac.is_locally_administered(),
@@ -151,12 +174,29 @@ pub fn destinations(snapshot: &Snapshot, mac: &str) -> Result<Value, ApiError> {
     if !found && snapshot.devices.row(mac).is_none() {
         return Err(ApiError::UnknownDevice(mac));
     }
+    let databases = &snapshot.agent.enrich.databases;
+    let enriched = snapshot.agent.enrich.enabled;
+    let place = |addr: &std::net::IpAddr| {
+        let (found, _) = databases.lookup(*addr);
+        json!({
+            "address": addr.to_string(),
+            "country": found.country.map(|c| c.to_string()),
+            "asn": found.asn.map(|a| a.0),
+            "as_org": found.org.as_deref(),
+        })
+    };
     let list: Vec<Value> = merged
         .into_iter()
         .map(|(label, m)| {
+            let places: Vec<Value> = if enriched {
+                m.addresses.iter().map(place).collect()
+            } else {
+                Vec::new()
+            };
             let mut v = json!({
                 "name": label,
                 "addresses": m.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "places": places,
                 "first_seen": time(m.first),
                 "last_seen": time(m.last),
             });

@@ -141,6 +141,7 @@ impl PlaceState {
             failures: self.failures,
             stats: self.enricher.stats(),
             cached: self.enricher.cached(),
+            databases: databases.clone(),
         }
     }
 }
