@@ -108,6 +108,15 @@ pub struct PollRow {
     pub poll_all_grew: Duration,
     /// A whole poll when nothing changed.
     pub poll_idle: Duration,
+    /// [`PollRow::poll_all_grew`] with `[enrich]` on: every exported step placed in a country
+    /// and an AS (through the cache, with the default `cache_entries`).
+    pub poll_all_grew_enriched: Duration,
+    /// [`PollRow::poll_idle`] with enrichment on.
+    pub poll_idle_enriched: Duration,
+    /// Bytes the two databases hold in memory.
+    pub enrich_db_bytes: u64,
+    /// Resident memory the enriched state added over the plain one (databases, cache, places).
+    pub enrich_rss_growth: u64,
     /// Resident memory before the map was filled.
     pub rss_before: u64,
     /// Resident memory after the polls, with the state for all flows alive.
@@ -451,6 +460,7 @@ fn bench_flows(n: usize, repetitions: usize, cpus: usize) -> PollRow {
     check_settled(n, generation, cpus, &state);
 
     let rss_after = rss().0;
+    let enriched = bench_enriched(n, repetitions, &mut kernel, &mut generation, cpus);
     let metrics = Metrics::new(published.clone()).expect("registering the metrics");
     let body = metrics.render();
     let scrape_samples = count_samples(&body);
@@ -463,11 +473,119 @@ fn bench_flows(n: usize, repetitions: usize, cpus: usize) -> PollRow {
         first_poll,
         poll_all_grew,
         poll_idle,
+        poll_all_grew_enriched: enriched.all_grew,
+        poll_idle_enriched: enriched.idle,
+        enrich_db_bytes: enriched.db_bytes,
+        enrich_rss_growth: enriched.rss_growth,
         rss_before,
         rss_after,
         rss_peak,
         scrape_samples,
         map_kernel_bytes: kernel.flow_map_bytes(),
+    }
+}
+
+/// What [`bench_enriched`] measured.
+struct Enriched {
+    all_grew: Duration,
+    idle: Duration,
+    db_bytes: u64,
+    rss_growth: u64,
+}
+
+/// Networks in each synthetic database: /24s over the synthetic IPv4 flows' addresses (one in
+/// three left out, so some are `unknown`) and /112s over the IPv6 ones, in 40 countries and
+/// 2,000 ASes.
+fn synthetic_databases(n: usize, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use crate::mmdb::{Network, geolite2_asn, geolite2_country};
+    const COUNTRIES: [&str; 40] = [
+        "DE", "FR", "NL", "GB", "US", "CN", "JP", "KR", "IN", "BR", "RU", "SG", "HK", "TW", "AU",
+        "CA", "SE", "NO", "FI", "DK", "PL", "CZ", "AT", "CH", "IT", "ES", "PT", "IE", "BE", "LU",
+        "IL", "TR", "ZA", "MX", "AR", "CL", "VN", "TH", "ID", "MY",
+    ];
+    let mut countries: Vec<(Network, &str)> = Vec::new();
+    let mut ases: Vec<(Network, u32, String)> = Vec::new();
+    for block in 0..n.div_ceil(256) as u32 {
+        if block % 3 == 2 {
+            continue;
+        }
+        let net = Network::new(Ipv4Addr::from(0x0b00_0000u32 + (block << 8)).into(), 24);
+        countries.push((net, COUNTRIES[block as usize % COUNTRIES.len()]));
+        ases.push((net, 64_512 + block % 2000, format!("Synthetic Hosting {}", block % 2000)));
+    }
+    for block in 0..(n >> 16) as u16 + 1 {
+        let net = Network::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, block, 0).into(), 112);
+        countries.push((net, "NL"));
+        ases.push((net, 65_000, "Synthetic Six BV".to_owned()));
+    }
+    let (country_db, asn_db) = (dir.join("country.mmdb"), dir.join("asn.mmdb"));
+    geolite2_country(&countries)
+        .write(&country_db)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", country_db.display()));
+    let ases: Vec<(Network, u32, &str)> = ases.iter().map(|(n, a, o)| (*n, *a, o.as_str())).collect();
+    geolite2_asn(&ases)
+        .write(&asn_db)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", asn_db.display()));
+    (country_db, asn_db)
+}
+
+/// The polls of [`bench_flows`] again with `[enrich]` on, the same flows growing the same way.
+fn bench_enriched(
+    n: usize,
+    repetitions: usize,
+    kernel: &mut Kernel,
+    generation: &mut u64,
+    cpus: usize,
+) -> Enriched {
+    let dir = std::env::temp_dir().join(format!("egress-bench-enrich-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let (country_db, asn_db) = synthetic_databases(n, &dir);
+    let config = Config::from_toml_str(
+        &format!(
+            "lan = [\"br-lan\"]\n[enrich]\ncountry_db = \"{}\"\nasn_db = \"{}\"\n",
+            country_db.display(),
+            asn_db.display()
+        ),
+        None,
+        &Overrides::default(),
+    )
+    .expect("the enriched configuration parses");
+    let rss_before = rss().0;
+    let mut files = monitor::enrich::DatabaseFiles::new(&config.enrich);
+    let check = files.check();
+    assert!(
+        check.errors.is_empty() && check.opened.len() == 2,
+        "the synthetic databases open: {:?}",
+        check.errors
+    );
+    let databases = files.databases();
+    let db_bytes = databases.memory_bytes();
+    let mut state = State::new(&config);
+    state.places.enricher.replace(databases);
+    let published = Published::default();
+    let capacity = kernel.capacity;
+    for _ in 0..2 {
+        poll(&kernel.counter_maps(), capacity, &mut state, &published);
+    }
+    let mut grew = Vec::with_capacity(repetitions);
+    for _ in 0..repetitions {
+        *generation += 1;
+        kernel.fill(n, *generation);
+        grew.push(poll(&kernel.counter_maps(), capacity, &mut state, &published));
+    }
+    let all_grew = median_of(repetitions, || grew.pop().expect("one per repetition"));
+    let maps = kernel.counter_maps();
+    poll(&maps, capacity, &mut state, &published);
+    let idle = median_of(repetitions, || poll(&maps, capacity, &mut state, &published));
+    check_settled(n, *generation, cpus, &state);
+    let rss_growth = rss().0.saturating_sub(rss_before);
+    drop(state);
+    let _ = std::fs::remove_dir_all(&dir);
+    Enriched {
+        all_grew,
+        idle,
+        db_bytes,
+        rss_growth,
     }
 }
 
