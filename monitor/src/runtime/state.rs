@@ -49,6 +49,8 @@ impl State {
             ..
         } = self;
         let names = &*naming;
+        // What the databases say about each address: unknown until the lookups are wired in.
+        let enrichment = crate::enrich::Enrichment::default();
         ledger.apply_observed(
             reading,
             now,
@@ -60,6 +62,7 @@ impl State {
                     addr,
                     host: host.map(|b| b.name.as_str()),
                     label,
+                    enrichment: &enrichment,
                 };
                 policy.observe(id, names.devices.group(id.mac), &target, step, now);
             },
