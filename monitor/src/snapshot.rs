@@ -108,6 +108,8 @@ pub struct DeviceRow {
     pub addresses: Vec<IpAddr>,
     pub status: DeviceStatus,
     pub new_destinations: u64,
+    /// Countries talked to for the first time (see [`Policy::new_countries`]).
+    pub new_countries: u64,
     /// Unexpected traffic, per direction (egress, ingress).
     pub unexpected: [Count; 2],
 }
@@ -210,6 +212,7 @@ impl DeviceTable {
                     addresses: devices.addresses(mac).into_iter().collect(),
                     status,
                     new_destinations: policy.new_destinations(mac),
+                    new_countries: policy.new_countries(mac),
                     unexpected: unexpected_sums.get(&mac).copied().unwrap_or_default(),
                 };
                 (mac, row)

@@ -18,8 +18,8 @@ pub const MAX_UNEXPECTED_DESTINATIONS_RANGE: std::ops::RangeInclusive<u32> = 1..
 pub const LEARN_RANGE: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(3650 * 86_400);
 
-const EXPECT_RULE: &str =
-    "a domain like \"vendor.example\", an address, or a prefix like \"192.0.2.0/24\"";
+const EXPECT_RULE: &str = "a domain like \"vendor.example\", an address, a prefix like \
+     \"192.0.2.0/24\", a country like \"country:DE\" or an autonomous system like \"asn:64500\"";
 
 /// The effective policy.
 #[derive(Debug, Clone, PartialEq, Eq)]

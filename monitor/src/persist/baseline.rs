@@ -323,6 +323,7 @@ mod tests {
                 addr: "192.0.2.10".parse().unwrap(),
                 host: Some("updates.vendor.example"),
                 label: &label,
+                enrichment: &Default::default(),
             },
             Count::new(1, 1),
             start,

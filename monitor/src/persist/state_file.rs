@@ -1,5 +1,5 @@
 //! The state file: per device, when it started learning, its baseline, and when each
-//! destination was first and last seen. TOML, so a person can read it (and fix it); written
+//! destination and each country was first and last seen. TOML, so a person can read it (and fix it); written
 //! to a temporary file, synced and renamed over the old one, so a crash or a power cut leaves
 //! the old or the new file, never half of one.
 
@@ -15,6 +15,7 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::enrich::Country;
 use crate::policy::Rule;
 use crate::types::{Label, MacAddr};
 
@@ -56,6 +57,9 @@ pub struct DeviceRecord {
     /// Addresses it reached by name: they keep that name once the name is gone (an expired
     /// DNS answer, an agent restart).
     pub names: BTreeMap<IpAddr, RememberedName>,
+    /// Every country it was seen talking to (as the country database placed the address).
+    /// Files written before countries were kept have none.
+    pub countries: BTreeMap<Country, Seen>,
 }
 
 /// Why the state file could not be read.
@@ -93,6 +97,8 @@ struct FileDevice {
     seen: BTreeMap<String, FileSeen>,
     #[serde(default)]
     names: BTreeMap<String, FileName>,
+    #[serde(default)]
+    countries: BTreeMap<String, FileSeen>,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +187,18 @@ pub fn parse(text: &str) -> Result<BTreeMap<MacAddr, DeviceRecord>, (Option<usiz
             };
             record.names.insert(addr, remembered);
         }
+        for (code, seen) in device.countries {
+            let country = Country::parse(&code).ok_or_else(|| {
+                at(format!(
+                    "countries: {code:?} is not a country code (two capital letters, like \"DE\")"
+                ))
+            })?;
+            let seen = Seen {
+                first: time(&seen.first).map_err(at)?,
+                last: time(&seen.last).map_err(at)?,
+            };
+            record.countries.insert(country, seen);
+        }
         devices.insert(mac, record);
     }
     Ok(devices)
@@ -263,6 +281,17 @@ pub fn render(devices: &BTreeMap<MacAddr, DeviceRecord>) -> String {
                 );
             }
         }
+        if !record.countries.is_empty() {
+            let _ = writeln!(out, "\n[devices.\"{mac}\".countries]");
+            for (country, seen) in &record.countries {
+                let _ = writeln!(
+                    out,
+                    "{country} = {{ first = {}, last = {} }}",
+                    format_time(seen.first),
+                    format_time(seen.last)
+                );
+            }
+        }
     }
     out
 }
@@ -312,6 +341,8 @@ mod tests {
         };
         camera.baseline.insert("vendor.example".parse().unwrap());
         camera.baseline.insert("192.0.2.0/24".parse().unwrap());
+        camera.baseline.insert("country:DE".parse().unwrap());
+        camera.baseline.insert("asn:64500".parse().unwrap());
         camera.seen.insert(
             Label::Name("vendor.example".into()),
             Seen {
@@ -334,6 +365,15 @@ mod tests {
                 last: at(3600),
             },
         );
+        for (code, first, last) in [("DE", 5, 3600), ("CN", 9, 10)] {
+            camera.countries.insert(
+                Country::parse(code).unwrap(),
+                Seen {
+                    first: at(first),
+                    last: at(last),
+                },
+            );
+        }
         let mut devices = BTreeMap::new();
         devices.insert("02:00:00:00:00:05".parse().unwrap(), camera);
         devices.insert(
@@ -351,6 +391,23 @@ mod tests {
         assert!(text.contains("learning_since = 2026-11-18T"), "{text}");
         assert!(text.contains("    \"vendor.example\",\n"), "{text}");
         assert!(text.contains("\"2001:db8::7\" = { first = "), "{text}");
+        assert!(
+            text.contains("[devices.\"02:00:00:00:00:05\".countries]\nCN = { first = "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_file_written_before_countries_were_kept_loads_without_them() {
+        let text = "version = 1\n\n[devices.\"02:00:00:00:00:05\"]\nname = \"camera\"\n\
+                    learning_since = 2026-11-18T00:00:00Z\nbaseline = [\"vendor.example\"]\n\n\
+                    [devices.\"02:00:00:00:00:05\".seen]\n\
+                    \"vendor.example\" = { first = 2026-11-18T00:00:05Z, last = 2026-11-18T01:00:00Z }\n";
+        let devices = parse(text).unwrap();
+        let camera = &devices[&"02:00:00:00:00:05".parse().unwrap()];
+        assert_eq!(camera.seen.len(), 1);
+        assert_eq!(camera.baseline.len(), 1);
+        assert!(camera.countries.is_empty());
     }
 
     #[test]
@@ -386,6 +443,10 @@ mod tests {
             (
                 "version = 1\n[devices.\"02:00:00:00:00:01\"]\nbaseline = [\"*.x\"]\n",
                 "baseline: invalid rule",
+            ),
+            (
+                "version = 1\n[devices.\"02:00:00:00:00:01\".countries]\nde = { first = 2026-11-18T00:00:05Z, last = 2026-11-18T00:00:05Z }\n",
+                "countries: \"de\" is not a country code",
             ),
             (
                 "version = 1\n[devices.\"02:00:00:00:00:01\".seen]\n\"a\" = { first = 1, last = 2 }\n",

@@ -3,10 +3,15 @@
 //! exported bytes, with the names the device itself resolved; the kernel only counts.
 //!
 //! A verdict for bytes to a destination, in order: a `deny` rule matches -> unexpected
-//! (`deny:domain`, `deny:cidr`), even while learning; an `allow` rule or the device's baseline
+//! (`deny:domain`, `deny:cidr`, `deny:country`, `deny:asn`), even while learning; an `allow` rule or the device's baseline
 //! matches -> fine; the device is learning -> the destination joins the baseline; the section
 //! has `allow` rules -> unexpected (`not-allowed`); it learns -> unexpected (`not-in-baseline`);
-//! otherwise (a deny-only section, or none) fine.
+//! otherwise (a deny-only section, or none) fine. Country and AS rules match what the
+//! address's enrichment says; an address no database knows matches none of them.
+//!
+//! Besides destinations, each device's record remembers the countries it talked to:
+//! `egress_new_countries_total` counts the first bytes to a country it never talked to, once
+//! its learning is over, like new destinations.
 
 mod rule;
 
@@ -29,6 +34,8 @@ pub const RULE_NOT_ALLOWED: &str = "not-allowed";
 pub const RULE_NOT_IN_BASELINE: &str = "not-in-baseline";
 pub const RULE_DENY_DOMAIN: &str = "deny:domain";
 pub const RULE_DENY_CIDR: &str = "deny:cidr";
+pub const RULE_DENY_COUNTRY: &str = "deny:country";
+pub const RULE_DENY_ASN: &str = "deny:asn";
 /// The `destination` label of unexpected traffic beyond the per-device limit.
 pub const OTHER: &str = "other";
 
@@ -42,6 +49,9 @@ pub const MAX_SEEN_PER_DEVICE: usize = 10_000;
 pub const NAME_MEMORY: Duration = Duration::from_secs(24 * 3600);
 /// Addresses remembered that way per device.
 pub const NAMES_PER_DEVICE: usize = 4096;
+/// Countries remembered per device in the state file (ISO 3166 has about 250); beyond it the
+/// least recently seen is forgotten, and would count as new again.
+pub const MAX_COUNTRIES_PER_DEVICE: usize = 256;
 /// Quickest rewrite of the state file after a destination, a baseline entry or a learning
 /// start was added: bounded so a scanning device does not rewrite it every poll.
 const WRITE_AFTER_CHANGE: Duration = Duration::from_secs(5);
@@ -104,6 +114,7 @@ pub struct Policy {
     devices: BTreeMap<MacAddr, DeviceRecord>,
     unexpected: BTreeMap<MacAddr, DeviceUnexpected>,
     new_destinations: BTreeMap<MacAddr, u64>,
+    new_countries: BTreeMap<MacAddr, u64>,
     /// Something other than a last-seen time changed since the last write.
     changed: bool,
     /// Last-seen times moved since the last write.
@@ -194,6 +205,7 @@ impl Policy {
                 addr: target.addr,
                 host: Some(&r.host),
                 label: &r.label,
+                enrichment: target.enrichment,
             },
             None => *target,
         };
@@ -220,6 +232,32 @@ impl Policy {
                 }
                 if record.seen.len() > MAX_SEEN_PER_DEVICE {
                     forget_oldest(record);
+                }
+            }
+        }
+        // An unknown country is never new: the device may have talked to it before.
+        if let Some(country) = target.enrichment.country {
+            match record.countries.get_mut(&country) {
+                Some(seen) => {
+                    seen.last = now;
+                    self.touched = true;
+                }
+                None => {
+                    record.countries.insert(
+                        country,
+                        Seen {
+                            first: now,
+                            last: now,
+                        },
+                    );
+                    *changed = true;
+                    if !learning {
+                        *self.new_countries.entry(mac).or_default() += 1;
+                        counted = true;
+                    }
+                    if record.countries.len() > MAX_COUNTRIES_PER_DEVICE {
+                        forget_oldest_country(record);
+                    }
                 }
             }
         }
@@ -275,6 +313,12 @@ impl Policy {
     /// Destinations seen for the first time by a device that was not learning, since start.
     pub fn new_destinations(&self, mac: MacAddr) -> u64 {
         self.new_destinations.get(&mac).copied().unwrap_or(0)
+    }
+
+    /// Countries a device talked to for the first time while it was not learning, since
+    /// start (an unknown country is never one).
+    pub fn new_countries(&self, mac: MacAddr) -> u64 {
+        self.new_countries.get(&mac).copied().unwrap_or(0)
     }
 
     /// How a device stands with the policy.
@@ -377,6 +421,8 @@ fn verdict(
         return Verdict::Unexpected(match rule {
             Rule::Domain(_) => RULE_DENY_DOMAIN,
             Rule::Net(_) => RULE_DENY_CIDR,
+            Rule::Country(_) => RULE_DENY_COUNTRY,
+            Rule::Asn(_) => RULE_DENY_ASN,
         });
     }
     if section
@@ -473,6 +519,18 @@ fn forget_oldest(record: &mut DeviceRecord) {
     by_age.sort_unstable();
     for (_, label) in by_age.into_iter().take(MAX_SEEN_PER_DEVICE / 10) {
         record.seen.remove(&label);
+    }
+}
+
+/// Forgets the least recently seen country of a device (one over the bound).
+fn forget_oldest_country(record: &mut DeviceRecord) {
+    if let Some(oldest) = record
+        .countries
+        .iter()
+        .min_by_key(|(_, seen)| seen.last)
+        .map(|(country, _)| *country)
+    {
+        record.countries.remove(&oldest);
     }
 }
 

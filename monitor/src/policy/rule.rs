@@ -1,11 +1,13 @@
-//! One entry of an `allow`, `deny` or baseline list: a domain (with its subdomains) or an
-//! address prefix. Parsing is strict, because a rule that silently matches nothing is a
-//! policy that silently allows everything.
+//! One entry of an `allow`, `deny` or baseline list: a domain (with its subdomains), an
+//! address prefix, a country (`country:DE`) or an autonomous system (`asn:64500`). Parsing is
+//! strict, because a rule that silently matches nothing is a policy that silently allows
+//! everything.
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
 
+use crate::enrich::{Asn, Country, Enrichment};
 use crate::types::Label;
 
 /// Longest domain name (RFC 1035), without the trailing dot.
@@ -20,6 +22,12 @@ pub enum Rule {
     Domain(Box<str>),
     /// An address prefix (a single address is a /32 or /128), host bits cleared.
     Net(IpNet),
+    /// A country (ISO 3166-1 alpha-2, upper case): matches addresses the country database
+    /// places there; an address it does not know matches no country.
+    Country(Country),
+    /// An autonomous system: matches addresses the AS database gives to it; an address it
+    /// does not know matches no AS.
+    Asn(Asn),
 }
 
 /// What a destination is known by when a rule is checked against it.
@@ -31,6 +39,8 @@ pub struct Target<'a> {
     pub host: Option<&'a str>,
     /// The exported `destination` label (the registrable domain, the host or the address).
     pub label: &'a Label,
+    /// What the databases say about the address (all unknown without databases).
+    pub enrichment: &'a Enrichment,
 }
 
 impl Rule {
@@ -39,6 +49,8 @@ impl Rule {
         match self {
             Rule::Domain(_) => "domain",
             Rule::Net(_) => "cidr",
+            Rule::Country(_) => "country",
+            Rule::Asn(_) => "asn",
         }
     }
 
@@ -58,6 +70,8 @@ impl Rule {
                 target.host.is_some_and(|host| within(host, domain))
                     || matches!(target.label, Label::Name(name) if within(name, domain))
             }
+            Rule::Country(country) => target.enrichment.country == Some(*country),
+            Rule::Asn(asn) => target.enrichment.asn == Some(*asn),
         }
     }
 }
@@ -79,13 +93,36 @@ impl FromStr for Rule {
     fn from_str(s: &str) -> Result<Rule, String> {
         let invalid = |why: &str| Err(format!("invalid rule {s:?}: {why}"));
         let lower = s.to_ascii_lowercase();
-        if let Some((kind, _)) = lower.split_once(':')
-            && matches!(kind, "asn" | "as" | "country" | "cc" | "org")
+        // `kind:value`, unless it is an IPv6 address or prefix ("cc::1" is one).
+        if let Some((kind, value)) = s.split_once(':')
+            && matches!(
+                kind.to_ascii_lowercase().as_str(),
+                "country" | "asn" | "as" | "cc" | "org"
+            )
+            && s.parse::<IpAddr>().is_err()
+            && s.parse::<IpNet>().is_err()
         {
-            return invalid(
-                "autonomous-system and country rules need address enrichment, which this \
-                 version does not have; use domains and prefixes",
-            );
+            return match kind.to_ascii_lowercase().as_str() {
+                "country" => match Country::parse(&value.to_ascii_uppercase()) {
+                    Some(country) => Ok(Rule::Country(country)),
+                    None => invalid(
+                        "a country is an ISO 3166 two-letter code (A-Z), like \"country:DE\"",
+                    ),
+                },
+                "asn" => match Asn::parse(value) {
+                    Some(asn) => Ok(Rule::Asn(asn)),
+                    None => invalid(
+                        "an autonomous system is a number from 1 to 4294967295, like \
+                         \"asn:64500\" or \"asn:AS64500\"",
+                    ),
+                },
+                "as" => invalid("write \"asn:NUMBER\", like \"asn:64500\""),
+                "cc" => invalid("write \"country:CODE\", like \"country:DE\""),
+                _ => invalid(
+                    "organisation rules are not supported: name the organisation's autonomous \
+                     systems (\"asn:64500\")",
+                ),
+            };
         }
         if s.contains('/') {
             return match s.parse::<IpNet>() {
@@ -124,7 +161,7 @@ impl FromStr for Rule {
             {
                 return invalid(&format!(
                     "{c:?} cannot be in a domain (expected a domain like \"vendor.example\", an \
-                     address or a prefix like \"192.0.2.0/24\")"
+                     address, a prefix like \"192.0.2.0/24\", \"country:DE\" or \"asn:64500\")"
                 ));
             }
         }
@@ -139,6 +176,8 @@ impl fmt::Display for Rule {
             Rule::Domain(d) => f.write_str(d),
             Rule::Net(net) if net.prefix_len() == net.max_prefix_len() => net.addr().fmt(f),
             Rule::Net(net) => net.fmt(f),
+            Rule::Country(country) => write!(f, "country:{country}"),
+            Rule::Asn(asn) => write!(f, "asn:{asn}"),
         }
     }
 }
@@ -151,11 +190,18 @@ mod tests {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
     }
 
+    static UNKNOWN: Enrichment = Enrichment {
+        country: None,
+        asn: None,
+        org: None,
+    };
+
     fn target<'a>(addr: &str, host: Option<&'a str>, label: &'a Label) -> Target<'a> {
         Target {
             addr: addr.parse().unwrap(),
             host,
             label,
+            enrichment: &UNKNOWN,
         }
     }
 
@@ -235,8 +281,21 @@ mod tests {
         let cases = [
             ("", "empty"),
             ("*.vendor.example", "write \"vendor.example\""),
-            ("asn:AS64500", "enrichment"),
-            ("country:CN", "enrichment"),
+            ("country:C", "two-letter code"),
+            ("country:CHN", "two-letter code"),
+            ("country:C1", "two-letter code"),
+            ("country:", "two-letter code"),
+            ("country: CN", "two-letter code"),
+            ("country:ÄÖ", "two-letter code"),
+            ("asn:0", "from 1 to 4294967295"),
+            ("asn:AS0", "from 1 to 4294967295"),
+            ("asn:-1", "from 1 to 4294967295"),
+            ("asn:4294967296", "from 1 to 4294967295"),
+            ("asn:AS 64500", "from 1 to 4294967295"),
+            ("asn:", "from 1 to 4294967295"),
+            ("as:64500", "write \"asn:NUMBER\""),
+            ("cc:DE", "write \"country:CODE\""),
+            ("org:Vendor", "organisation rules are not supported"),
             ("192.0.2.0/33", "not a prefix"),
             ("vendor..example", "empty label"),
             ("vendor example", "' ' cannot be in a domain"),
@@ -249,5 +308,69 @@ mod tests {
         }
         let long = format!("{}.example", "a".repeat(64));
         assert!(long.parse::<Rule>().unwrap_err().contains("longer than 63"));
+    }
+
+    #[test]
+    fn country_and_as_rules_parse_case_insensitively_and_print_back() {
+        for (s, expected, printed) in [
+            (
+                "country:CN",
+                Rule::Country(Country::parse("CN").unwrap()),
+                "country:CN",
+            ),
+            (
+                "country:de",
+                Rule::Country(Country::parse("DE").unwrap()),
+                "country:DE",
+            ),
+            (
+                "Country:De",
+                Rule::Country(Country::parse("DE").unwrap()),
+                "country:DE",
+            ),
+            ("asn:4134", Rule::Asn(Asn(4134)), "asn:4134"),
+            ("asn:AS4134", Rule::Asn(Asn(4134)), "asn:4134"),
+            ("ASN:as4134", Rule::Asn(Asn(4134)), "asn:4134"),
+            ("asn:4294967295", Rule::Asn(Asn(u32::MAX)), "asn:4294967295"),
+        ] {
+            assert_eq!(rule(s), expected, "{s}");
+            assert_eq!(expected.to_string(), printed);
+            assert_eq!(rule(printed), expected);
+        }
+        assert_eq!(rule("country:CN").kind(), "country");
+        assert_eq!(rule("asn:4134").kind(), "asn");
+        // IPv6 addresses whose first group looks like a kind are still addresses.
+        assert_eq!(rule("cc::1").to_string(), "cc::1");
+        assert_eq!(rule("cc::/16").to_string(), "cc::/16");
+    }
+
+    #[test]
+    fn country_and_as_rules_match_what_the_enrichment_says_and_never_unknown() {
+        let label = Label::Name("vendor.example".into());
+        let cn_4134 = Enrichment {
+            country: Country::parse("CN"),
+            asn: Asn::parse("4134"),
+            org: Some("Chinanet".into()),
+        };
+        let de_only = Enrichment {
+            country: Country::parse("DE"),
+            ..Enrichment::default()
+        };
+        let with = |enrichment| Target {
+            enrichment,
+            ..target("192.0.2.10", None, &label)
+        };
+        assert!(rule("country:CN").matches(&with(&cn_4134)));
+        assert!(rule("country:cn").matches(&with(&cn_4134)));
+        assert!(!rule("country:DE").matches(&with(&cn_4134)));
+        assert!(rule("asn:AS4134").matches(&with(&cn_4134)));
+        assert!(!rule("asn:4135").matches(&with(&cn_4134)));
+        assert!(rule("country:DE").matches(&with(&de_only)));
+        // No AS known: no AS rule matches.
+        assert!(!rule("asn:4134").matches(&with(&de_only)));
+        // Nothing known: neither kind matches.
+        for r in ["country:CN", "country:DE", "asn:4134"] {
+            assert!(!rule(r).matches(&with(&UNKNOWN)), "{r}");
+        }
     }
 }

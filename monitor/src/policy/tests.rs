@@ -1,4 +1,5 @@
 use super::*;
+use crate::enrich::{Asn, Country, Enrichment};
 
 const CAMERA: MacAddr = MacAddr([2, 0, 0, 0, 0, 5]);
 const PHONE: MacAddr = MacAddr([2, 0, 0, 0, 0, 6]);
@@ -50,6 +51,35 @@ fn send(
         addr: addr.parse().unwrap(),
         host,
         label,
+        enrichment: &Enrichment::default(),
+    };
+    policy.observe(egress(mac), None, &target, Count::new(bytes, 1), now);
+}
+
+/// What a database says: a country and an AS, either unknown.
+fn place(country: Option<&str>, asn: Option<u32>) -> Enrichment {
+    Enrichment {
+        country: country.map(|c| Country::parse(c).unwrap()),
+        asn: asn.map(Asn),
+        org: None,
+    }
+}
+
+/// [`send`] to an address the databases place.
+fn send_to(
+    policy: &mut Policy,
+    mac: MacAddr,
+    label: &Label,
+    addr: &str,
+    enrichment: &Enrichment,
+    bytes: u64,
+    now: SystemTime,
+) {
+    let target = Target {
+        addr: addr.parse().unwrap(),
+        host: None,
+        label,
+        enrichment,
     };
     policy.observe(egress(mac), None, &target, Count::new(bytes, 1), now);
 }
@@ -475,4 +505,331 @@ fn the_state_is_written_when_due_and_reads_back() {
     // A restart from the written state keeps learning where it was.
     let restarted = Policy::new(p.config().clone(), back);
     assert_eq!(window(&restarted.status(CAMERA, None)), Some((t(0), t(60))));
+}
+
+#[test]
+fn deny_rules_by_country_and_as_match_what_the_databases_say_and_never_unknown() {
+    let mut p = with_device(
+        CAMERA,
+        section(&["vendor.example"], &["country:CN", "asn:AS4134"], None),
+    );
+    let vendor = name("vendor.example");
+    // Allowed by domain, but in a denied country: deny wins.
+    send_to(
+        &mut p,
+        CAMERA,
+        &vendor,
+        "192.0.2.10",
+        &place(Some("CN"), None),
+        10,
+        t(0),
+    );
+    // A denied AS in another country.
+    let cdn = addr("198.51.100.7");
+    send_to(
+        &mut p,
+        CAMERA,
+        &cdn,
+        "198.51.100.7",
+        &place(Some("DE"), Some(4134)),
+        20,
+        t(1),
+    );
+    // Unknown country and AS: neither deny rule fires; the domain allows it.
+    send_to(
+        &mut p,
+        CAMERA,
+        &vendor,
+        "192.0.2.11",
+        &place(None, None),
+        40,
+        t(2),
+    );
+    // Another country and AS: fine by the allow list.
+    send_to(
+        &mut p,
+        CAMERA,
+        &vendor,
+        "192.0.2.12",
+        &place(Some("DE"), Some(64_500)),
+        80,
+        t(3),
+    );
+    assert_eq!(
+        unexpected(&p),
+        [
+            (CAMERA, "198.51.100.7".into(), RULE_DENY_ASN, 20, 1),
+            (CAMERA, "vendor.example".into(), RULE_DENY_COUNTRY, 10, 1),
+        ]
+    );
+}
+
+#[test]
+fn an_allow_list_mixes_domains_prefixes_countries_and_as() {
+    let mut p = with_device(
+        CAMERA,
+        section(
+            &[
+                "vendor.example",
+                "203.0.113.0/24",
+                "country:DE",
+                "asn:64500",
+            ],
+            &[],
+            None,
+        ),
+    );
+    let other = |a: &str| addr(a);
+    // By domain, by prefix, by country, by AS.
+    send_to(
+        &mut p,
+        CAMERA,
+        &name("vendor.example"),
+        "192.0.2.10",
+        &place(Some("US"), None),
+        1,
+        t(0),
+    );
+    send_to(
+        &mut p,
+        CAMERA,
+        &other("203.0.113.5"),
+        "203.0.113.5",
+        &place(None, None),
+        2,
+        t(0),
+    );
+    send_to(
+        &mut p,
+        CAMERA,
+        &other("198.51.100.1"),
+        "198.51.100.1",
+        &place(Some("DE"), None),
+        4,
+        t(0),
+    );
+    send_to(
+        &mut p,
+        CAMERA,
+        &other("198.51.100.2"),
+        "198.51.100.2",
+        &place(Some("FR"), Some(64_500)),
+        8,
+        t(0),
+    );
+    assert!(unexpected(&p).is_empty(), "{:?}", unexpected(&p));
+    // Neither: another country and AS, or nothing known, is not allowed.
+    send_to(
+        &mut p,
+        CAMERA,
+        &other("198.51.100.3"),
+        "198.51.100.3",
+        &place(Some("FR"), Some(64_501)),
+        16,
+        t(1),
+    );
+    send_to(
+        &mut p,
+        CAMERA,
+        &other("198.51.100.4"),
+        "198.51.100.4",
+        &place(None, None),
+        32,
+        t(1),
+    );
+    assert_eq!(
+        unexpected(&p),
+        [
+            (CAMERA, "198.51.100.3".into(), RULE_NOT_ALLOWED, 16, 1),
+            (CAMERA, "198.51.100.4".into(), RULE_NOT_ALLOWED, 32, 1),
+        ]
+    );
+}
+
+#[test]
+fn an_allow_list_of_countries_only_does_not_allow_an_unknown_country() {
+    let mut p = with_device(CAMERA, section(&["country:DE"], &[], None));
+    send_to(
+        &mut p,
+        CAMERA,
+        &addr("192.0.2.1"),
+        "192.0.2.1",
+        &place(Some("DE"), None),
+        1,
+        t(0),
+    );
+    send_to(
+        &mut p,
+        CAMERA,
+        &addr("192.0.2.2"),
+        "192.0.2.2",
+        &place(None, Some(64_500)),
+        2,
+        t(0),
+    );
+    assert_eq!(
+        unexpected(&p),
+        [(CAMERA, "192.0.2.2".into(), RULE_NOT_ALLOWED, 2, 1)]
+    );
+}
+
+#[test]
+fn new_countries_count_once_after_learning_and_never_unknown() {
+    let mut p = with_device(CAMERA, section(&[], &[], Some(60)));
+    let de = place(Some("DE"), None);
+    let cn = place(Some("CN"), Some(4134));
+    let unknown = place(None, None);
+    // Learning: countries are remembered, not counted.
+    send_to(
+        &mut p,
+        CAMERA,
+        &addr("192.0.2.1"),
+        "192.0.2.1",
+        &de,
+        1,
+        t(0),
+    );
+    send_to(
+        &mut p,
+        CAMERA,
+        &addr("192.0.2.2"),
+        "192.0.2.2",
+        &unknown,
+        1,
+        t(1),
+    );
+    assert_eq!(p.new_countries(CAMERA), 0, "learning");
+    let countries = |p: &Policy| -> Vec<String> {
+        p.record(CAMERA)
+            .unwrap()
+            .countries
+            .keys()
+            .map(|c| c.to_string())
+            .collect()
+    };
+    assert_eq!(countries(&p), ["DE"]);
+    // After learning: a known country (at a new address) is not new...
+    send_to(
+        &mut p,
+        CAMERA,
+        &addr("192.0.2.3"),
+        "192.0.2.3",
+        &de,
+        1,
+        t(61),
+    );
+    assert_eq!(p.new_countries(CAMERA), 0);
+    // ...unknown never is...
+    send_to(
+        &mut p,
+        CAMERA,
+        &addr("192.0.2.4"),
+        "192.0.2.4",
+        &unknown,
+        1,
+        t(62),
+    );
+    assert_eq!(p.new_countries(CAMERA), 0);
+    // ...a new one counts once, however often it comes back.
+    for i in 0..3 {
+        send_to(
+            &mut p,
+            CAMERA,
+            &addr("198.51.100.9"),
+            "198.51.100.9",
+            &cn,
+            1,
+            t(63 + i),
+        );
+    }
+    send_to(
+        &mut p,
+        CAMERA,
+        &addr("198.51.100.10"),
+        "198.51.100.10",
+        &cn,
+        1,
+        t(70),
+    );
+    assert_eq!(p.new_countries(CAMERA), 1);
+    assert_eq!(countries(&p), ["CN", "DE"]);
+    let cn_seen = p.record(CAMERA).unwrap().countries[&Country::parse("CN").unwrap()];
+    assert_eq!((cn_seen.first, cn_seen.last), (t(63), t(70)));
+    // A device whose policy does not learn counts from its first bytes, like destinations.
+    send_to(&mut p, PHONE, &addr("192.0.2.1"), "192.0.2.1", &de, 1, t(0));
+    send_to(&mut p, PHONE, &addr("192.0.2.1"), "192.0.2.1", &de, 1, t(1));
+    assert_eq!(p.new_countries(PHONE), 1);
+    assert_eq!(p.new_countries(MacAddr([2, 0, 0, 0, 0, 7])), 0);
+}
+
+#[test]
+fn countries_seen_are_kept_across_a_restart_and_bounded() {
+    let mut p = with_device(CAMERA, section(&[], &[], Some(60)));
+    send_to(
+        &mut p,
+        CAMERA,
+        &addr("192.0.2.1"),
+        "192.0.2.1",
+        &place(Some("DE"), None),
+        1,
+        t(0),
+    );
+    let start = Instant::now();
+    let text = p
+        .snapshot_if_due(start, false, &|_| None)
+        .expect("a new country is written");
+    assert!(text.contains(".countries]\nDE = { first = "), "{text}");
+    // After a restart, past learning: DE is not new, FR is.
+    let mut p = Policy::new(p.config().clone(), store::parse(&text).unwrap());
+    send_to(
+        &mut p,
+        CAMERA,
+        &addr("192.0.2.1"),
+        "192.0.2.1",
+        &place(Some("DE"), None),
+        1,
+        t(100),
+    );
+    assert_eq!(p.new_countries(CAMERA), 0, "{text}");
+    send_to(
+        &mut p,
+        CAMERA,
+        &addr("192.0.2.5"),
+        "192.0.2.5",
+        &place(Some("FR"), None),
+        1,
+        t(101),
+    );
+    assert_eq!(p.new_countries(CAMERA), 1);
+
+    // Beyond the bound the least recently seen is forgotten (and would be new again).
+    let mut p = Policy::default();
+    let codes: Vec<String> = (b'A'..=b'Z')
+        .flat_map(|a| (b'A'..=b'Z').map(move |b| String::from_utf8(vec![a, b]).unwrap()))
+        .take(MAX_COUNTRIES_PER_DEVICE + 10)
+        .collect();
+    for (i, code) in codes.iter().enumerate() {
+        send_to(
+            &mut p,
+            PHONE,
+            &addr("192.0.2.1"),
+            "192.0.2.1",
+            &place(Some(code), None),
+            1,
+            t(i as u64),
+        );
+    }
+    let record = p.record(PHONE).unwrap();
+    assert_eq!(record.countries.len(), MAX_COUNTRIES_PER_DEVICE);
+    assert!(
+        !record
+            .countries
+            .contains_key(&Country::parse("AA").unwrap())
+    );
+    assert!(
+        record
+            .countries
+            .contains_key(&Country::parse(codes.last().unwrap()).unwrap())
+    );
+    assert_eq!(p.new_countries(PHONE), codes.len() as u64);
 }

@@ -65,13 +65,14 @@ impl State {
             now,
             &mut |mac, addr| names.label(mac, addr, now),
             &mut placing,
-            &mut |id, addr, label, _place, step| {
+            &mut |id, addr, label, place, step| {
                 // The full host name, not the label: a rule may name one host of a domain.
                 let host = names.destinations.lookup(id.mac, addr, now);
                 let target = Target {
                     addr,
                     host: host.map(|b| b.name.as_str()),
                     label,
+                    enrichment: place,
                 };
                 policy.observe(id, names.devices.group(id.mac), &target, step, now);
             },

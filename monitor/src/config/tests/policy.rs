@@ -64,6 +64,14 @@ fn policy_errors_name_the_line_the_key_and_the_reason() {
             "6:28: policy.devices.cam.allow[1]: invalid rule \"*.evil.example\": write \"evil.example\"",
         ),
         (
+            "[policy.devices.cam]\nallow = [\"vendor.example\", \"country:CHN\"]\n",
+            "6:28: policy.devices.cam.allow[1]: invalid rule \"country:CHN\": a country is an ISO 3166 two-letter code",
+        ),
+        (
+            "[policy.devices.cam]\ndeny = [\"asn:AS0\"]\n",
+            "6:9: policy.devices.cam.deny[0]: invalid rule \"asn:AS0\": an autonomous system is a number from 1 to 4294967295",
+        ),
+        (
             "[policy.default]\nlearn = \"7 fortnights\"\n",
             "6:9: policy.default.learn: invalid duration",
         ),

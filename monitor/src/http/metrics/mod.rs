@@ -594,4 +594,56 @@ mod tests {
         let state_part = text.find("egress_device_bytes_total").unwrap();
         assert!(text.find("egress_monitor_polls_total").unwrap() > state_part);
     }
+
+    #[test]
+    fn new_countries_render_per_device_with_the_deny_verdicts_of_country_and_as_rules() {
+        let config = Config::from_toml_str(
+            "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = \"phone\"\n\
+             [policy.devices.phone]\ndeny = [\"country:CN\", \"asn:4134\"]\n",
+            None,
+            &Default::default(),
+        )
+        .unwrap();
+        let mut state = State::new(&config);
+        let mac = MacAddr([0, 0x16, 0x3e, 0, 0, 1]);
+        let id = DeviceId {
+            mac,
+            direction: Direction::Egress,
+        };
+        let now = SystemTime::now();
+        for (addr, country, asn) in [
+            ("192.0.2.10", Some("CN"), None),
+            ("192.0.2.11", Some("DE"), Some(4134)),
+            ("192.0.2.12", None, None),
+        ] {
+            let label = Label::Addr(addr.parse().unwrap());
+            let enrichment = crate::enrich::Enrichment {
+                country: country.and_then(crate::enrich::Country::parse),
+                asn: asn.map(crate::enrich::Asn),
+                org: None,
+            };
+            let target = crate::policy::Target {
+                addr: addr.parse().unwrap(),
+                host: None,
+                label: &label,
+                enrichment: &enrichment,
+            };
+            state
+                .policy
+                .observe(id, None, &target, Count::new(100, 1), now);
+        }
+        let published = Published::default();
+        published.publish(state.snapshot(&Snapshot::default(), now));
+        let text = Metrics::new(published).unwrap().render();
+        for line in [
+            "# TYPE egress_new_countries_total counter\n",
+            "egress_new_countries_total{device=\"phone\",mac=\"00:16:3e:00:00:01\"} 2\n",
+            "egress_new_destinations_total{device=\"phone\",mac=\"00:16:3e:00:00:01\"} 3\n",
+            "egress_unexpected_bytes_total{device=\"phone\",mac=\"00:16:3e:00:00:01\",direction=\"egress\",destination=\"192.0.2.10\",rule=\"deny:country\"} 100\n",
+            "egress_unexpected_bytes_total{device=\"phone\",mac=\"00:16:3e:00:00:01\",direction=\"egress\",destination=\"192.0.2.11\",rule=\"deny:asn\"} 100\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("192.0.2.12"), "{text}");
+    }
 }

@@ -1,4 +1,4 @@
-//! The policy's families: unexpected traffic, new destinations, learning, and the health of
+//! The policy's families: unexpected traffic, new destinations and countries, learning, and the health of
 //! policy reloads and state writes.
 
 use std::{fmt::Write as _, time::SystemTime};
@@ -9,7 +9,7 @@ use crate::{
     snapshot::{AgentStats, DeviceTable},
 };
 
-const UNEXPECTED_BYTES_HELP: &str = "IP-layer bytes to or from destinations the device's policy does not allow (rule: deny:domain, deny:cidr, not-allowed, not-in-baseline), since the agent started. Destinations beyond max_unexpected_destinations per device are counted under destination=\"other\".";
+const UNEXPECTED_BYTES_HELP: &str = "IP-layer bytes to or from destinations the device's policy does not allow (rule: deny:domain, deny:cidr, deny:country, deny:asn, not-allowed, not-in-baseline), since the agent started. Destinations beyond max_unexpected_destinations per device are counted under destination=\"other\".";
 const UNEXPECTED_PACKETS_HELP: &str = "Packets to or from destinations the device's policy does not allow; labels as egress_unexpected_bytes_total.";
 
 /// The per-device families: unexpected traffic, new destinations, the policy that applies,
@@ -53,6 +53,11 @@ pub(super) fn write_devices(out: &mut String, table: &DeviceTable, now: SystemTi
         "Destinations a device talked to for the first time (remembered across restarts in the state file), counted once its learning period, if any, is over; since the agent started.",
         Counter,
     );
+    let mut new_countries = Family::new(
+        "egress_new_countries_total",
+        "Countries a device talked to for the first time, as the country database places the addresses (remembered across restarts in the state file; an unknown country is never new), counted once its learning period, if any, is over; since the agent started.",
+        Counter,
+    );
     let mut policy_info = Family::new(
         "egress_device_policy_info",
         "The policy section that applies to each device: device, group:NAME, default, or none (only counted); always 1.",
@@ -78,6 +83,7 @@ pub(super) fn write_devices(out: &mut String, table: &DeviceTable, now: SystemTi
         let name = table.label(*mac);
         let labels = [("device", name.as_str()), ("mac", mac_s.as_str())];
         new_destinations.push(&labels, row.new_destinations as f64);
+        new_countries.push(&labels, row.new_countries as f64);
         let status = &row.status;
         policy_info.push(
             &[
@@ -103,6 +109,7 @@ pub(super) fn write_devices(out: &mut String, table: &DeviceTable, now: SystemTi
             bytes,
             packets,
             new_destinations,
+            new_countries,
             policy_info,
             learning,
             learning_end,
