@@ -404,3 +404,59 @@ fn after_learning_and_a_restart_only_a_new_destination_raises_an_alert() {
         "B only: A is in the baseline"
     );
 }
+
+#[test]
+fn after_learning_the_first_bytes_to_a_new_country_raise_egress_new_country() {
+    use egress_lab::mmdb::{Network, geolite2_country};
+    let rules = shipped_rules();
+    let lab = lab();
+    let _servers = lab.start_servers(0);
+    let alerting = Alerting::start(&lab, &rules);
+    let (de, cn) = (IpAddr::V4(SERVERS_V4[0]), IpAddr::V4(SERVERS_V4[4]));
+    let db = lab.scratch_dir().join("countries.mmdb");
+    geolite2_country(&[
+        (Network::new(de, 24), "DE"),
+        (Network::new(cn, 24), "CN"),
+    ])
+    .write(&db)
+    .expect("write the country database");
+    let config = format!(
+        "{}\n[enrich]\ncountry_db = \"{}\"\n\n[policy.devices.tv]\nlearn = \"6s\"\n",
+        devices_section(&lab),
+        db.display()
+    );
+    let new_countries = |s: &Scrape| s.count("egress_new_countries_total", &[("device", "tv")]);
+    let agent = Agent::start(&lab, &config, &[]);
+    // Learning: Germany is the tv's country from the start.
+    lab.send_to_sink("tv", de, PAYLOAD, DATAGRAMS);
+    let learned = wait_until(Duration::from_secs(30), || {
+        agent
+            .scrape()
+            .value("egress_device_learning", &[("device", "tv")])
+            == Some(0.0)
+    });
+    assert!(learned, "the tv still learns 30 s later:\n{}", agent.log());
+    // Germany again, after learning: not new.
+    lab.send_to_sink("tv", de, PAYLOAD, DATAGRAMS);
+    let s = agent.settled();
+    assert_eq!(new_countries(&s), 0, "Germany was learned");
+    wait_evaluated(&alerting, &s, "tv", &de.to_string());
+    assert_eq!(alerts_named(&alerting, "EgressNewCountry"), []);
+
+    // China, for the first time.
+    let first_packet = Instant::now();
+    lab.send_to_sink("tv", cn, PAYLOAD, DATAGRAMS);
+    let (alert, notification) =
+        wait_alert(&alerting, "EgressNewCountry", &[("device", "tv")], first_packet);
+    assert_eq!(alert.label("mac"), lab.device("tv").mac_string());
+    assert_eq!(notification.status, "firing");
+    let s = agent.settled();
+    assert_eq!(new_countries(&s), 1);
+    assert_eq!(
+        s.count(
+            "egress_country_bytes_total",
+            &[("device", "tv"), ("direction", "egress"), ("country", "CN")]
+        ),
+        u64::from(DATAGRAMS) * egress_lab::udp_ip_bytes(true, PAYLOAD)
+    );
+}

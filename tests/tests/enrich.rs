@@ -308,3 +308,53 @@ fn a_missing_database_leaves_every_byte_counted_as_unknown_until_it_appears() {
     assert_eq!(country(&s, "unknown"), bytes(v6, 6));
     assert_places_add_up(&s);
 }
+
+#[test]
+fn country_and_as_rules_judge_each_device_by_where_its_destinations_are() {
+    let lab = Lab::new();
+    let servers = lab.start_servers(0);
+    let db = lab.scratch_dir().join("ipinfo_lite.mmdb");
+    let de = IpAddr::V4(SERVERS_V4[0]);
+    let cn = IpAddr::V4(SERVERS_V4[4]);
+    let tracker = IpAddr::V4(SERVERS_V4[3]);
+    let jp = IpAddr::V6(SERVERS_V6[0]);
+    ipinfo_lite(&[
+        (net(de, 32), "DE", "AS64500", "Vendor Cloud Hosting Ltd"),
+        (net(cn, 32), "CN", "AS64666", "Far Away Cloud"),
+        (net(tracker, 32), "NL", "AS64777", "Tracker Ads BV"),
+        (net(jp, 48), "JP", "AS64501", "Example Net KK"),
+    ])
+    .write(&db)
+    .unwrap();
+    let config = format!(
+        "{}\n[policy.devices.phone]\ndeny = [\"country:cn\", \"asn:AS64777\"]\n\n\
+         [policy.devices.laptop]\nallow = [\"country:DE\", \"asn:64501\"]\n",
+        config(&db, &db).replace(
+            "[devices]\n",
+            "[devices]\n\"00:16:3e:00:00:02\" = \"laptop\"\n"
+        )
+    );
+    let agent = Agent::start(&lab, &config, &[]);
+    send(&lab, &[de, cn, tracker], 3);
+    let laptop = &lab.device("laptop").ns;
+    for server in [de, jp, cn] {
+        udp_send(laptop, SocketAddr::new(server, UDP_SINK_PORT), 100, 2);
+    }
+    servers.udp(cn).wait_for(5, Duration::from_secs(5));
+    servers.udp(de).wait_for(5, Duration::from_secs(5));
+    let s = agent.settled();
+    let mut phone = s.unexpected("phone", "egress");
+    phone.sort();
+    let mut expected = vec![
+        (cn.to_string(), "deny:country".to_owned(), bytes(cn, 3), 3),
+        (tracker.to_string(), "deny:asn".to_owned(), bytes(tracker, 3), 3),
+    ];
+    expected.sort();
+    assert_eq!(phone, expected, "the phone: CN and AS64777 are denied, DE is not");
+    assert_eq!(
+        s.unexpected("laptop", "egress"),
+        [(cn.to_string(), "not-allowed".to_owned(), bytes(cn, 2), 2)],
+        "the laptop: DE by country and JP by AS are allowed, CN is not"
+    );
+    assert_places_add_up(&s);
+}
