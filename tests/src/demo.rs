@@ -8,6 +8,12 @@
 //! shipped alert rules ([`alerting::shipped_rules`]), raise `EgressUnexpectedDestination`; the
 //! demo prints each alert as it reaches Alertmanager. Without them installed it runs the rest.
 //!
+//! The lab has its own address database (an IPinfo Lite MMDB file the demo writes): the
+//! vendor's servers are in China, in an AS of the vendor's hosting company. The phone learns
+//! its baseline for its first seconds, talking to a CDN in Germany; then it phones home, and
+//! the shipped `EgressNewCountry` alert tells that it talked to a country it never had. The
+//! table shows each device's top country and network.
+//!
 //! The relay is the only thing in the host's namespace: a TCP listener on loopback whose
 //! connections are re-made from inside the router namespace. No link joins the namespaces.
 
@@ -24,8 +30,8 @@ use std::{
 };
 
 use crate::{
-    Lab, OUTSIDE_RESOLVER_V4, ROUTER_LAN_V4, RecordType, TCP_SINK_PORT, TCP_SOURCE_PORT,
-    UDP_SINK_PORT,
+    Lab, OUTSIDE_RESOLVER_V4, ROUTER_LAN_V4, RecordType, SERVERS_V4, SERVERS_V6, TCP_SINK_PORT,
+    TCP_SOURCE_PORT, UDP_SINK_PORT,
     agent::{AGENT_LISTEN, Agent, Mac, Scrape},
     alerting::{self, Alerting},
     dns_lookup, netns, tcp_download, tcp_upload, udp_send,
@@ -47,6 +53,9 @@ pub const TELEMETRY: &str = "telemetry.vendor.example";
 pub const CAMERA_CLOUD: &str = "api.camera-cloud.example.com.au";
 /// The alert of the shipped rules for traffic outside a device's policy.
 const UNEXPECTED_ALERT: &str = "EgressUnexpectedDestination";
+/// How long the phone learns its baseline, and when it starts to phone home (after learning).
+const PHONE_LEARNS: Duration = Duration::from_secs(12);
+const PHONE_HOME_AFTER: Duration = Duration::from_secs(18);
 /// How often the demo asks Alertmanager for new alerts.
 const ALERT_POLL: Duration = Duration::from_millis(500);
 
@@ -74,14 +83,21 @@ pub fn run(options: &DemoOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
         .hostname("camera", "ipcam-7f3a")
         .build();
     let servers = lab.start_servers(2_000_000);
+    let places = lab.scratch_dir().join("ipinfo_lite.mmdb");
+    write_places(&places)?;
     // The phone and the camera are named from the DHCP lease file, the laptop by the config.
     // The camera may talk to its cloud only (the name it resolves is a subdomain of the rule).
     let config = format!(
         "[[leases]]\nformat = \"dnsmasq\"\npath = \"{}\"\n\n[devices]\n\"{}\" = {{ name = \"work-laptop\", group = \"work\" }}\n\n\
-         [policy.devices.\"{}\"]\nallow = [\"camera-cloud.example.com.au\"]\n",
+         [enrich]\ncountry_db = \"{places}\"\nasn_db = \"{places}\"\n\n\
+         [policy.devices.\"{}\"]\nallow = [\"camera-cloud.example.com.au\"]\n\n\
+         [policy.devices.\"{}\"]\nlearn = \"{}s\"\n",
         lab.lease_file().display(),
         lab.device("laptop").mac_string(),
-        lab.device("camera").mac_string()
+        lab.device("camera").mac_string(),
+        lab.device("phone").mac_string(),
+        PHONE_LEARNS.as_secs(),
+        places = places.display(),
     );
     let alerts = start_alerting(&lab);
     let agent = Agent::start_with_poll(&lab, &config, &[], "1s");
@@ -130,6 +146,34 @@ pub fn run(options: &DemoOptions, stop: Arc<AtomicBool>) -> io::Result<()> {
     drop(lab);
     println!("agent exited with {status}; every namespace of the lab is removed");
     Ok(())
+}
+
+/// The lab's address database: where the servers of the lab's zone are, and whose networks.
+fn write_places(path: &std::path::Path) -> io::Result<()> {
+    use crate::mmdb::{Network, ipinfo_lite};
+    let vendor = ("CN", "AS64666", "Vendor Cloud Hosting Ltd");
+    let cdn = ("DE", "AS64500", "Example CDN GmbH");
+    let cloud = ("AU", "AS64510", "Camera Cloud Pty Ltd");
+    let rows = [
+        (IpAddr::V4(SERVERS_V4[0]), 32, vendor),
+        (IpAddr::V6(SERVERS_V6[0]), 128, vendor),
+        (IpAddr::V4(SERVERS_V4[1]), 32, cdn),
+        (IpAddr::V6(SERVERS_V6[1]), 128, cdn),
+        (IpAddr::V4(SERVERS_V4[2]), 32, cloud),
+    ];
+    let networks: Vec<(Network, &str, &str, &str)> = rows
+        .iter()
+        .map(|(addr, len, (country, asn, org))| (Network::new(*addr, *len), *country, *asn, *org))
+        .collect();
+    ipinfo_lite(&networks).write(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot write the lab's address database {}: {e}",
+                path.display()
+            ),
+        )
+    })
 }
 
 /// Resolves `name` through the router from namespace `ns`, as the device's stub resolver would.
@@ -245,13 +289,21 @@ fn start_devices(
             }
         })
     };
+    let online = Instant::now();
     vec![
-        // The phone phones home: a burst to its telemetry server every 5 s, after asking an
-        // outside resolver behind the router's back (reported as resolver bypass).
+        // The phone learns first, fetching from a CDN in Germany; then it phones home: a burst
+        // to its telemetry server (in China) every 5 s, after asking an outside resolver behind
+        // the router's back (reported as resolver bypass).
         every(
             Duration::from_secs(5),
             stop.clone(),
             Box::new(move || {
+                if online.elapsed() < PHONE_HOME_AFTER {
+                    if let Some(from) = resolve(&phone, "cdn.vendor.example", RecordType::A) {
+                        tcp_download(&phone, SocketAddr::new(from, TCP_SOURCE_PORT), 2_000_000);
+                    }
+                    return;
+                }
                 let outside = IpAddr::V4(OUTSIDE_RESOLVER_V4);
                 let _ = dns_lookup(
                     &phone,
@@ -315,8 +367,8 @@ fn print_table(lab: &Lab, s: &Scrape, elapsed: Duration) {
         elapsed.as_secs()
     ));
     out.push_str(&format!(
-        "{:<14} {:<18} {:>10} {:>10}  {}\n",
-        "device", "mac", "egress", "ingress", "top destination (egress)"
+        "{:<14} {:<18} {:>10} {:>10}  {:<44} {}\n",
+        "device", "mac", "egress", "ingress", "top destination (egress)", "top country, network"
     ));
     for d in lab.devices() {
         let mac = d.mac_string();
@@ -338,16 +390,36 @@ fn print_table(lab: &Lab, s: &Scrape, elapsed: Duration) {
             top
         };
         out.push_str(&format!(
-            "{:<14} {:<18} {:>10} {:>10}  {}\n",
+            "{:<14} {:<18} {:>10} {:>10}  {:<44} {}\n",
             name,
             mac,
             human(total("egress")),
             human(total("ingress")),
-            top
+            top,
+            top_place(s, &mac)
         ));
     }
     print!("{out}");
     let _ = io::stdout().flush();
+}
+
+/// A device's top country and AS by egress bytes: `CN, Vendor Cloud Hosting Ltd (AS64666)`.
+fn top_place(s: &Scrape, mac: &str) -> String {
+    let top = |family: &str| {
+        s.matching(family, &[("mac", mac), ("direction", "egress")])
+            .max_by(|a, b| a.value.total_cmp(&b.value))
+            .map(|sample| sample.labels.clone())
+    };
+    let country = top("egress_country_bytes_total").map(|l| l["country"].clone());
+    let network = top("egress_asn_bytes_total").map(|l| match l["asn"].as_str() {
+        "unknown" | "other" => l["asn"].clone(),
+        asn => format!("{} (AS{asn})", l["as_org"]),
+    });
+    match (country, network) {
+        (Some(c), Some(n)) => format!("{c}, {n}"),
+        (Some(c), None) => c,
+        _ => String::new(),
+    }
 }
 
 fn human(bytes: u64) -> String {

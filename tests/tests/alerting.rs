@@ -414,12 +414,9 @@ fn after_learning_the_first_bytes_to_a_new_country_raise_egress_new_country() {
     let alerting = Alerting::start(&lab, &rules);
     let (de, cn) = (IpAddr::V4(SERVERS_V4[0]), IpAddr::V4(SERVERS_V4[4]));
     let db = lab.scratch_dir().join("countries.mmdb");
-    geolite2_country(&[
-        (Network::new(de, 24), "DE"),
-        (Network::new(cn, 24), "CN"),
-    ])
-    .write(&db)
-    .expect("write the country database");
+    geolite2_country(&[(Network::new(de, 24), "DE"), (Network::new(cn, 24), "CN")])
+        .write(&db)
+        .expect("write the country database");
     let config = format!(
         "{}\n[enrich]\ncountry_db = \"{}\"\n\n[policy.devices.tv]\nlearn = \"6s\"\n",
         devices_section(&lab),
@@ -446,8 +443,12 @@ fn after_learning_the_first_bytes_to_a_new_country_raise_egress_new_country() {
     // China, for the first time.
     let first_packet = Instant::now();
     lab.send_to_sink("tv", cn, PAYLOAD, DATAGRAMS);
-    let (alert, notification) =
-        wait_alert(&alerting, "EgressNewCountry", &[("device", "tv")], first_packet);
+    let (alert, notification) = wait_alert(
+        &alerting,
+        "EgressNewCountry",
+        &[("device", "tv")],
+        first_packet,
+    );
     assert_eq!(alert.label("mac"), lab.device("tv").mac_string());
     assert_eq!(notification.status, "firing");
     let s = agent.settled();

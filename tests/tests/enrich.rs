@@ -347,10 +347,18 @@ fn country_and_as_rules_judge_each_device_by_where_its_destinations_are() {
     phone.sort();
     let mut expected = vec![
         (cn.to_string(), "deny:country".to_owned(), bytes(cn, 3), 3),
-        (tracker.to_string(), "deny:asn".to_owned(), bytes(tracker, 3), 3),
+        (
+            tracker.to_string(),
+            "deny:asn".to_owned(),
+            bytes(tracker, 3),
+            3,
+        ),
     ];
     expected.sort();
-    assert_eq!(phone, expected, "the phone: CN and AS64777 are denied, DE is not");
+    assert_eq!(
+        phone, expected,
+        "the phone: CN and AS64777 are denied, DE is not"
+    );
     assert_eq!(
         s.unexpected("laptop", "egress"),
         [(cn.to_string(), "not-allowed".to_owned(), bytes(cn, 2), 2)],

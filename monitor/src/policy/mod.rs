@@ -11,7 +11,8 @@
 //!
 //! Besides destinations, each device's record remembers the countries it talked to:
 //! `egress_new_countries_total` counts the first bytes to a country it never talked to, once
-//! its learning is over, like new destinations.
+//! its learning is over; only for a device whose policy learns (without a history, each
+//! device's first countries would all be new).
 
 mod rule;
 
@@ -251,7 +252,9 @@ impl Policy {
                         },
                     );
                     *changed = true;
-                    if !learning {
+                    // Only a device that learned has a history to compare with: without
+                    // `learn`, every device's first countries would all be "new".
+                    if !learning && section.is_some_and(|s| s.learn.is_some()) {
                         *self.new_countries.entry(mac).or_default() += 1;
                         counted = true;
                     }

@@ -496,7 +496,10 @@ struct Enriched {
 /// Networks in each synthetic database: /24s over the synthetic IPv4 flows' addresses (one in
 /// three left out, so some are `unknown`) and /112s over the IPv6 ones, in 40 countries and
 /// 2,000 ASes.
-fn synthetic_databases(n: usize, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+fn synthetic_databases(
+    n: usize,
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     use crate::mmdb::{Network, geolite2_asn, geolite2_country};
     const COUNTRIES: [&str; 40] = [
         "DE", "FR", "NL", "GB", "US", "CN", "JP", "KR", "IN", "BR", "RU", "SG", "HK", "TW", "AU",
@@ -511,10 +514,17 @@ fn synthetic_databases(n: usize, dir: &std::path::Path) -> (std::path::PathBuf, 
         }
         let net = Network::new(Ipv4Addr::from(0x0b00_0000u32 + (block << 8)).into(), 24);
         countries.push((net, COUNTRIES[block as usize % COUNTRIES.len()]));
-        ases.push((net, 64_512 + block % 2000, format!("Synthetic Hosting {}", block % 2000)));
+        ases.push((
+            net,
+            64_512 + block % 2000,
+            format!("Synthetic Hosting {}", block % 2000),
+        ));
     }
     for block in 0..(n >> 16) as u16 + 1 {
-        let net = Network::new(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, block, 0).into(), 112);
+        let net = Network::new(
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, block, 0).into(),
+            112,
+        );
         countries.push((net, "NL"));
         ases.push((net, 65_000, "Synthetic Six BV".to_owned()));
     }
@@ -522,7 +532,8 @@ fn synthetic_databases(n: usize, dir: &std::path::Path) -> (std::path::PathBuf, 
     geolite2_country(&countries)
         .write(&country_db)
         .unwrap_or_else(|e| panic!("writing {}: {e}", country_db.display()));
-    let ases: Vec<(Network, u32, &str)> = ases.iter().map(|(n, a, o)| (*n, *a, o.as_str())).collect();
+    let ases: Vec<(Network, u32, &str)> =
+        ases.iter().map(|(n, a, o)| (*n, *a, o.as_str())).collect();
     geolite2_asn(&ases)
         .write(&asn_db)
         .unwrap_or_else(|e| panic!("writing {}: {e}", asn_db.display()));
@@ -571,12 +582,19 @@ fn bench_enriched(
     for _ in 0..repetitions {
         *generation += 1;
         kernel.fill(n, *generation);
-        grew.push(poll(&kernel.counter_maps(), capacity, &mut state, &published));
+        grew.push(poll(
+            &kernel.counter_maps(),
+            capacity,
+            &mut state,
+            &published,
+        ));
     }
     let all_grew = median_of(repetitions, || grew.pop().expect("one per repetition"));
     let maps = kernel.counter_maps();
     poll(&maps, capacity, &mut state, &published);
-    let idle = median_of(repetitions, || poll(&maps, capacity, &mut state, &published));
+    let idle = median_of(repetitions, || {
+        poll(&maps, capacity, &mut state, &published)
+    });
     check_settled(n, *generation, cpus, &state);
     let rss_growth = rss().0.saturating_sub(rss_before);
     drop(state);
