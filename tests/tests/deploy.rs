@@ -179,13 +179,28 @@ fn dashboard_is_well_formed_and_its_queries_are_valid_promql() {
 /// The agent configuration that makes every family appear: a device policy that allows one
 /// server only (the camera then sends to another: unexpected), devices that learn (the phone
 /// and the laptop: egress_device_learning), a state directory (state writes), and public
-/// resolvers (the phone's query to the outside resolver: resolver bypass).
+/// resolvers (the phone's query to the outside resolver: resolver bypass), and an address
+/// database (the country and AS families).
 fn full_config(lab: &Lab, state_dir: &Path) -> String {
     let phone = lab.device("phone").mac_string();
     let camera = lab.device("camera").mac_string();
     let allowed = SERVERS_V4[0];
+    let places = lab.scratch_dir().join("places.mmdb");
+    egress_lab::mmdb::ipinfo_lite(&[(
+        egress_lab::mmdb::Network::new(IpAddr::V4(SERVERS_V4[0]), 24),
+        "DE",
+        "AS64500",
+        "Example Hosting",
+    )])
+    .write(&places)
+    .unwrap_or_else(|e| panic!("{}: {e}", places.display()));
+    let places = places.display();
     format!(
         r#"state_dir = "{state_dir}"
+
+[enrich]
+country_db = "{places}"
+asn_db = "{places}"
 
 [names]
 public_resolvers = ["{OUTSIDE_RESOLVER_V4}"]
