@@ -128,6 +128,7 @@ pub struct Enricher {
     stats: EnrichStats,
     /// A lookup error was logged for these databases: the next ones are only counted.
     logged_error: bool,
+    generation: u64,
 }
 
 impl Enricher {
@@ -138,6 +139,7 @@ impl Enricher {
             cache: Cache::new(cache_entries as usize),
             stats: EnrichStats::default(),
             logged_error: false,
+            generation: 0,
         }
     }
 
@@ -170,6 +172,13 @@ impl Enricher {
         self.databases = databases;
         self.cache.clear();
         self.logged_error = false;
+        self.generation += 1;
+    }
+
+    /// Bumped by every [`Enricher::replace`]: what was looked up under another generation may
+    /// be out of date.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn databases(&self) -> &Databases {

@@ -78,6 +78,10 @@ struct FlowLedger {
     last_seen: u64,
     /// The last poll at which it grew: retirement takes the longest idle first.
     last_grew: u64,
+    /// Where the address is, as the databases said under a generation of theirs: looked up
+    /// once per address (not per poll), again only when the databases change. Boxed: without
+    /// enrichment it costs a pointer per address.
+    place: Option<Box<(u64, Enrichment)>>,
 }
 
 /// The exported state of one device in one direction.
@@ -142,11 +146,11 @@ impl DeviceLedger {
     /// country and AS of the moment when something enriches (`enrich` gives Some).
     fn attribute(
         &mut self,
-        steps: Vec<(IpAddr, Count)>,
+        steps: Vec<(IpAddr, Count, Option<Enrichment>)>,
         now: SystemTime,
         poll: u64,
         label: &mut dyn FnMut(IpAddr) -> Label,
-        places: &mut Placing<'_>,
+        places: &Placing<'_>,
         observe: &mut dyn FnMut(IpAddr, &Label, &Enrichment, Count),
     ) {
         if steps.is_empty() {
@@ -154,9 +158,8 @@ impl DeviceLedger {
         }
         let labels = Arc::make_mut(&mut self.labels);
         let unknown = Enrichment::default();
-        for (addr, step) in steps {
+        for (addr, step, enrichment) in steps {
             let label = label(addr);
-            let enrichment = (places.enrich)(addr);
             if let Some(found) = &enrichment {
                 Arc::make_mut(&mut self.places).add(found, step, places.max_ases);
             }
@@ -182,8 +185,13 @@ impl DeviceLedger {
         }
     }
 
-    /// Settles the total; returns what each address newly exports.
-    fn settle(&mut self, now: SystemTime) -> Vec<(IpAddr, Count)> {
+    /// Settles the total; returns what each address newly exports, with where the address is
+    /// when something enriches.
+    fn settle(
+        &mut self,
+        now: SystemTime,
+        placing: &mut Placing<'_>,
+    ) -> Vec<(IpAddr, Count, Option<Enrichment>)> {
         if self.last_kernel_total != self.total {
             self.first_seen.get_or_insert(now);
             self.last_seen = Some(now);
@@ -221,7 +229,8 @@ impl DeviceLedger {
             }
             flow.exported = Count::from_fields(exported);
             if step != [0, 0] {
-                steps.push((*addr, Count::from_fields(step)));
+                let place = placing.place(*addr, &mut flow.place);
+                steps.push((*addr, Count::from_fields(step), place));
             }
         }
         self.total = settled_total;
@@ -281,10 +290,31 @@ impl DeviceLedger {
 }
 
 /// How a poll places addresses: `enrich` gives what the databases say of an address (None when
-/// nothing enriches), and at most `max_ases` ASes are named per device and direction.
+/// nothing enriches), under the databases' `generation`; at most `max_ases` ASes are named per
+/// device and direction.
 pub struct Placing<'a> {
     pub enrich: &'a mut dyn FnMut(IpAddr) -> Option<Enrichment>,
+    pub generation: u64,
     pub max_ases: usize,
+}
+
+impl Placing<'_> {
+    /// Where `addr` is: from `cached` when it was looked up under this generation, else
+    /// looked up (and cached).
+    fn place(
+        &mut self,
+        addr: IpAddr,
+        cached: &mut Option<Box<(u64, Enrichment)>>,
+    ) -> Option<Enrichment> {
+        if let Some(c) = cached.as_deref()
+            && c.0 == self.generation
+        {
+            return Some(c.1.clone());
+        }
+        let found = (self.enrich)(addr)?;
+        *cached = Some(Box::new((self.generation, found.clone())));
+        Some(found)
+    }
 }
 
 /// All devices' exported state; fed one [`Reading`] per poll.
@@ -325,6 +355,7 @@ impl Ledger {
         let mut nothing = |_| None;
         let mut placing = Placing {
             enrich: &mut nothing,
+            generation: 0,
             max_ases: 0,
         };
         self.apply_observed(reading, now, label, &mut placing, &mut |_, _, _, _, _| {});
@@ -371,7 +402,7 @@ impl Ledger {
             }
         }
         for (id, ledger) in self.devices.iter_mut() {
-            let steps = ledger.settle(now);
+            let steps = ledger.settle(now, placing);
             ledger.attribute(
                 steps,
                 now,

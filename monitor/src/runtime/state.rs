@@ -55,9 +55,16 @@ impl State {
         } = self;
         let names = &*naming;
         let (enabled, enricher) = (places.enabled, &mut places.enricher);
+        // Disabled: a generation no address was placed under, so no cached place is used.
+        let generation = if enabled {
+            enricher.generation()
+        } else {
+            u64::MAX
+        };
         let mut enrich = |addr| enabled.then(|| enricher.lookup(addr));
         let mut placing = Placing {
             enrich: &mut enrich,
+            generation,
             max_ases: places.max_ases,
         };
         ledger.apply_observed(

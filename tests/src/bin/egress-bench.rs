@@ -5,7 +5,8 @@
 //!
 //! `egress-bench [--quick] [--kernel-only] [--out FILE] [--command TEXT]`; needs root, and the
 //! agent binary in `EGRESS_MONITOR_BIN` for the end-to-end part. `--kernel-only` prints the
-//! kernel programs' table alone (seconds), to compare two builds of the programs.
+//! kernel programs' table alone (seconds), to compare two builds of the programs;
+//! `--agent-only` the agent's tables alone (a minute or two), to compare two builds of the agent.
 //! `--jit-compare` measures only the known flow and the empty classifier, with
 //! `bpf_jit_enable` at 1 and then 0 (where the kernel allows it), one `jit-compare` line each,
 //! for `cargo xtask bench --vm-no-jit`, which runs it in a VM.
@@ -22,6 +23,7 @@ use egress_lab::bench::{
 struct Args {
     quick: bool,
     kernel_only: bool,
+    agent_only: bool,
     jit_compare: bool,
     out: Option<PathBuf>,
     command: String,
@@ -31,6 +33,7 @@ fn args() -> Args {
     let mut args = Args {
         quick: false,
         kernel_only: false,
+        agent_only: false,
         jit_compare: false,
         out: None,
         command: "cargo xtask bench".to_owned(),
@@ -40,11 +43,12 @@ fn args() -> Args {
         match arg.as_str() {
             "--quick" => args.quick = true,
             "--kernel-only" => args.kernel_only = true,
+            "--agent-only" => args.agent_only = true,
             "--jit-compare" => args.jit_compare = true,
             "--out" => args.out = Some(it.next().expect("--out needs a file").into()),
             "--command" => args.command = it.next().expect("--command needs a text"),
             other => panic!(
-                "unknown argument {other:?}: use --quick, --kernel-only, --jit-compare, --out FILE, --command TEXT"
+                "unknown argument {other:?}: use --quick, --kernel-only, --agent-only, --jit-compare, --out FILE, --command TEXT"
             ),
         }
     }
@@ -135,6 +139,11 @@ fn main() {
             AlertOptions::full(),
         )
     };
+    if args.agent_only {
+        println!("== agent (poll, /metrics, memory)");
+        print!("{}", agent::run(&a).text());
+        return;
+    }
     println!("== kernel programs (BPF_PROG_TEST_RUN)");
     let kernel = kernel::run(&k);
     print!("{}", kernel.text());

@@ -599,7 +599,7 @@ mod tests {
     fn new_countries_render_per_device_with_the_deny_verdicts_of_country_and_as_rules() {
         let config = Config::from_toml_str(
             "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = \"phone\"\n\
-             [policy.devices.phone]\ndeny = [\"country:CN\", \"asn:4134\"]\n",
+             [policy.devices.phone]\ndeny = [\"country:CN\", \"asn:4134\"]\nlearn = \"1s\"\n",
             None,
             &Default::default(),
         )
@@ -610,6 +610,19 @@ mod tests {
             mac,
             direction: Direction::Egress,
         };
+        // Past its learning (which starts at the first bytes), so new countries count.
+        let learned = SystemTime::now() - std::time::Duration::from_secs(10);
+        let warm_up = Label::Addr("192.0.2.1".parse().unwrap());
+        let unknown = crate::enrich::Enrichment::default();
+        let first = crate::policy::Target {
+            addr: "192.0.2.1".parse().unwrap(),
+            host: None,
+            label: &warm_up,
+            enrichment: &unknown,
+        };
+        state
+            .policy
+            .observe(id, None, &first, Count::new(1, 1), learned);
         let now = SystemTime::now();
         for (addr, country, asn) in [
             ("192.0.2.10", Some("CN"), None),
@@ -644,6 +657,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
-        assert!(!text.contains("192.0.2.12"), "{text}");
+        // Unknown: no rule by country or AS matches it; past learning, it is outside the baseline.
+        assert!(
+            text.contains("destination=\"192.0.2.12\",rule=\"not-in-baseline\"} 100\n"),
+            "{text}"
+        );
     }
 }

@@ -460,12 +460,17 @@ fn bench_flows(n: usize, repetitions: usize, cpus: usize) -> PollRow {
     check_settled(n, generation, cpus, &state);
 
     let rss_after = rss().0;
-    let enriched = bench_enriched(n, repetitions, &mut kernel, &mut generation, cpus);
     let metrics = Metrics::new(published.clone()).expect("registering the metrics");
     let body = metrics.render();
     let scrape_samples = count_samples(&body);
     drop(body);
     let rss_peak = rss().1;
+    // The same with enrichment on, the plain state gone first.
+    drop(metrics);
+    drop(state);
+    drop(published);
+    trim_heap();
+    let enriched = bench_enriched(n, repetitions, &mut kernel, &mut generation, cpus);
     PollRow {
         flows: n,
         per_key,
