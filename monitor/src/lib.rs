@@ -13,6 +13,7 @@ pub mod naming;
 pub mod parsers;
 pub mod persist;
 pub mod policy;
+pub mod regular_file;
 pub mod runtime;
 pub mod snapshot;
 pub mod types;

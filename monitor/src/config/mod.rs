@@ -138,6 +138,18 @@ pub struct Config {
     pub enrich: EnrichConfig,
 }
 
+/// The largest configuration file read: a real one is a few KiB.
+pub const CONFIG_FILE_MAX_BYTES: u64 = 1024 * 1024;
+
+/// The configuration file's text: a regular file (a FIFO or a device is refused without
+/// waiting on it) of at most [`CONFIG_FILE_MAX_BYTES`].
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    crate::regular_file::read_text(path, CONFIG_FILE_MAX_BYTES).map_err(|e| ConfigError::Read {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
+}
+
 impl Config {
     /// Reads the file at `path`, if any, and merges `overrides` into it. Without a file, the
     /// flags and defaults make the whole configuration.
@@ -145,10 +157,7 @@ impl Config {
         let Some(path) = path else {
             return Config::from_toml_str("", None, overrides);
         };
-        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let src = read_file(path)?;
         Config::from_toml_str(&src, Some(path), overrides)
     }
 
@@ -170,10 +179,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let src = match path {
             None => String::new(),
-            Some(path) => std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?,
+            Some(path) => read_file(path)?,
         };
         Self::parse_with(&src, path, overrides, false)
     }

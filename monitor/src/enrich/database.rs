@@ -9,9 +9,8 @@
 //! twice that for a moment while a replacement is read, and no sharing with the page cache
 //! (on a router's tmpfs `/tmp` the file itself is in RAM too).
 
-use std::io::Read as _;
 use std::net::IpAddr;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use maxminddb::{Reader, WithinOptions};
@@ -276,54 +275,21 @@ fn io_error(path: &Path, e: std::io::Error) -> DatabaseError {
 
 /// Reads a regular file of at most [`MAX_DATABASE_BYTES`], and says which file it was.
 fn read_file(path: &Path) -> Result<(Vec<u8>, FileIdentity), DatabaseError> {
-    // O_NONBLOCK: opening a FIFO (or a device) would otherwise wait for a writer. The file
-    // opened is then checked to be a regular one; reading a regular file ignores the flag.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| io_error(path, e))?;
-    let meta = file.metadata().map_err(|e| io_error(path, e))?;
-    if !meta.file_type().is_file() {
-        return Err(DatabaseError::NotRegularFile {
+    use crate::regular_file::{self, FileError};
+    let (bytes, meta) = regular_file::read(path, MAX_DATABASE_BYTES).map_err(|e| match e {
+        FileError::Io(e) => io_error(path, e),
+        FileError::NotRegular(kind) => DatabaseError::NotRegularFile {
             path: path.to_owned(),
-            kind: describe_file_type(meta.file_type()),
-        });
-    }
-    let too_large = |size| DatabaseError::TooLarge {
-        path: path.to_owned(),
-        size,
-        limit: MAX_DATABASE_BYTES,
-    };
-    if meta.len() > MAX_DATABASE_BYTES {
-        return Err(too_large(meta.len()));
-    }
-    // The size is only a hint: the file may grow while it is read, but never past the limit.
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_DATABASE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error(path, e))?;
-    if bytes.len() as u64 > MAX_DATABASE_BYTES {
-        return Err(too_large(bytes.len() as u64));
-    }
+            kind,
+        },
+        FileError::TooLarge { size, limit } => DatabaseError::TooLarge {
+            path: path.to_owned(),
+            size,
+            limit,
+        },
+    })?;
     let mut identity = FileIdentity::of(&meta);
     // What was read is what counts, if the file changed meanwhile (the next look reopens it).
     identity.size = bytes.len() as u64;
     Ok((bytes, identity))
-}
-
-/// What a non-regular file is, for an error message.
-fn describe_file_type(kind: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt as _;
-    if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_dir() {
-        "a directory"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
-    }
 }

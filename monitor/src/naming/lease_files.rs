@@ -89,41 +89,11 @@ impl LeaseReader {
     }
 }
 
-/// Reads and parses one lease file.
+/// Reads and parses one lease file: a regular file (a FIFO is refused without waiting on it)
+/// of at most [`LEASE_FILE_MAX_BYTES`].
 pub fn read_leases(path: &Path, format: LeaseFormat) -> std::io::Result<Leases> {
-    use std::{io::Read, os::unix::fs::OpenOptionsExt as _};
-    // O_NONBLOCK: opening a FIFO (or a device) would otherwise wait for a writer. The opened
-    // file must then be a regular one; a read of a regular file ignores the flag.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let kind = file.metadata()?.file_type();
-    if !kind.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("not a regular file ({})", describe_file_type(kind)),
-        ));
-    }
-    let mut text = String::new();
-    file.take(LEASE_FILE_MAX_BYTES).read_to_string(&mut text)?;
+    let text = crate::regular_file::read_text(path, LEASE_FILE_MAX_BYTES)?;
     Ok(leases::parse(format, &text))
-}
-
-/// What a non-regular file is, for an error message.
-fn describe_file_type(kind: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt as _;
-    if kind.is_fifo() {
-        "a FIFO"
-    } else if kind.is_dir() {
-        "a directory"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "a device"
-    } else if kind.is_socket() {
-        "a socket"
-    } else {
-        "not a file"
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! the poller ([`execute`]), and written to the state file at once by the state writer.
 
 use std::{
-    io::{self, BufRead as _, BufReader, Read as _, Write as _},
+    io::{self, Read as _, Write as _},
     os::{
         fd::AsRawFd as _,
         unix::{
@@ -25,8 +25,14 @@ use crate::{ledger::Ledger, naming::Naming, policy::Policy, runtime::shutdown::S
 
 /// Longest request line: a device and a destination.
 const MAX_REQUEST: u64 = 4096;
-/// How long a client may take to send its request, and the agent to answer it.
+/// How long a client may take to send its whole request (a deadline, not a timeout per read:
+/// a client that trickles a byte a second is cut off too), and the agent to answer it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Clients served at once, each on a thread of its own; beyond, a client is told the agent is
+/// busy. One slow client never holds up another.
+const MAX_CLIENTS: usize = 8;
+/// Longest error text sent back: a malformed request's message may quote it.
+const MAX_ERROR_CHARS: usize = 200;
 /// How often the accept loop looks at the shutdown token.
 const WAKE: Duration = Duration::from_millis(200);
 
@@ -67,9 +73,15 @@ impl Control {
         Ok(Self { path, listener })
     }
 
-    /// Answers requests until `shutdown`, one at a time, each handed to the state's owner
-    /// through `owner` (false when it is gone).
-    pub fn serve(self, owner: impl Fn(ControlRequest) -> bool, shutdown: Shutdown) {
+    /// Answers requests until `shutdown`, up to [`MAX_CLIENTS`] at once, each handed to the
+    /// state's owner through `owner` (false when it is gone).
+    pub fn serve(
+        self,
+        owner: impl Fn(ControlRequest) -> bool + Send + Sync + 'static,
+        shutdown: Shutdown,
+    ) {
+        let owner = std::sync::Arc::new(owner);
+        let clients = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         while !shutdown.is_triggered() {
             let mut pollfd = libc::pollfd {
                 fd: self.listener.as_raw_fd(),
@@ -83,8 +95,30 @@ impl Control {
             }
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    if let Err(e) = answer(stream, &owner) {
-                        tracing::debug!(error = %e, "control request failed");
+                    use std::sync::atomic::Ordering;
+                    if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                        clients.fetch_sub(1, Ordering::AcqRel);
+                        let _ = refuse(stream, "the agent is busy with other control clients");
+                        continue;
+                    }
+                    let (owner, mine) = (owner.clone(), clients.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name("control-client".into())
+                        .spawn(move || {
+                            // A panic here is one request's: logged, and the socket goes on.
+                            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                                || answer(stream, &*owner),
+                            ));
+                            match served {
+                                Ok(Err(e)) => tracing::debug!(error = %e, "control request failed"),
+                                Err(_) => tracing::error!("a control request panicked"),
+                                Ok(Ok(())) => {}
+                            }
+                            mine.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    if let Err(e) = spawned {
+                        clients.fetch_sub(1, Ordering::AcqRel);
+                        tracing::warn!(error = %e, "cannot start a thread for a control client");
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -99,21 +133,81 @@ impl Control {
 
 fn answer(stream: UnixStream, owner: &dyn Fn(ControlRequest) -> bool) -> io::Result<()> {
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
-    let mut line = String::new();
-    BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
-    let result = match serde_json::from_str::<Request>(&line) {
-        Err(e) => Err(format!("malformed request: {e}")),
-        Ok(request) => ask(owner, request),
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+    let result = match read_request(&stream, deadline) {
+        Err(e) => Err(e),
+        Ok(line) => match serde_json::from_str::<Request>(&line) {
+            Err(e) => Err(bounded(format!("malformed request: {e}"))),
+            Ok(request) => ask(owner, request),
+        },
     };
+    send(&stream, result)
+}
+
+/// Answers `stream` with an error at once.
+fn refuse(stream: UnixStream, why: &str) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_write_timeout(Some(Duration::from_millis(200)))?;
+    send(&stream, Err(why.to_owned()))
+}
+
+fn send(stream: &UnixStream, result: Result<String, String>) -> io::Result<()> {
     let response = match result {
         Ok(text) => Response { ok: true, text },
         Err(text) => Response { ok: false, text },
     };
     let mut out = serde_json::to_string(&response).expect("a response serializes");
     out.push('\n');
-    (&stream).write_all(out.as_bytes())
+    let mut writer = stream;
+    writer.write_all(out.as_bytes())
+}
+
+/// `text`, cut to [`MAX_ERROR_CHARS`]: what comes back never quotes a long request whole.
+fn bounded(text: String) -> String {
+    if text.chars().count() <= MAX_ERROR_CHARS {
+        return text;
+    }
+    let cut: String = text.chars().take(MAX_ERROR_CHARS).collect();
+    format!("{cut}...")
+}
+
+/// The request line, read by `deadline` whatever the client's pace, at most [`MAX_REQUEST`]
+/// bytes. The error is the text for the client.
+fn read_request(stream: &UnixStream, deadline: std::time::Instant) -> Result<String, String> {
+    let mut line = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "no whole request within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ));
+        }
+        // The timeout of one read is what is left of the deadline.
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        let n = match (&*stream).read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("cannot read the request: {e}")),
+        };
+        line.extend_from_slice(&chunk[..n]);
+        if let Some(end) = line.iter().position(|&b| b == b'\n') {
+            line.truncate(end);
+            break;
+        }
+        if line.len() as u64 > MAX_REQUEST {
+            return Err(format!("request longer than {MAX_REQUEST} bytes"));
+        }
+    }
+    String::from_utf8(line).map_err(|_| "the request is not UTF-8".to_owned())
 }
 
 /// Hands the request to the owner and waits for its answer and the file write.
@@ -159,4 +253,94 @@ pub fn execute(
         .collect();
     let group = |mac| devices.group(mac).map(str::to_owned);
     baseline::execute(policy, request, candidates, &group)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{BufRead as _, BufReader},
+        time::Instant,
+    };
+
+    use super::*;
+
+    /// A socket whose owner answers every request with its operation's name.
+    fn serving(dir: &Path) -> (Shutdown, std::thread::JoinHandle<()>) {
+        let control = Control::bind(dir).unwrap();
+        let shutdown = Shutdown::new();
+        let token = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            control.serve(
+                |ControlRequest { request, reply }| {
+                    let text = format!("{request:?}");
+                    reply
+                        .send(ControlReply {
+                            result: Ok(text),
+                            written: None,
+                        })
+                        .is_ok()
+                },
+                token,
+            )
+        });
+        (shutdown, thread)
+    }
+
+    fn ask_raw(dir: &Path, request: &[u8]) -> Response {
+        let mut stream = UnixStream::connect(dir.join(CONTROL_SOCKET)).unwrap();
+        stream.write_all(request).unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn a_trickling_client_holds_up_nobody_and_is_cut_off_at_the_deadline() {
+        let dir = std::env::temp_dir().join(format!("egress-control-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (shutdown, thread) = serving(&dir);
+
+        // One byte now and then, never a whole line.
+        let slow_dir = dir.clone();
+        let slow = std::thread::spawn(move || {
+            let mut stream = UnixStream::connect(slow_dir.join(CONTROL_SOCKET)).unwrap();
+            let started = Instant::now();
+            for byte in b"{\"op\":" {
+                if stream.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(900));
+                if started.elapsed() > REQUEST_TIMEOUT + Duration::from_secs(2) {
+                    break;
+                }
+            }
+            let mut line = String::new();
+            let _ = BufReader::new(stream).read_line(&mut line);
+            (started.elapsed(), line)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let answer = ask_raw(&dir, b"{\"op\":\"show\",\"device\":\"phone\"}\n");
+        assert!(answer.ok, "{}", answer.text);
+        assert!(answer.text.contains("phone"), "{}", answer.text);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "a second client waited {:?} behind a trickling one",
+            started.elapsed()
+        );
+        let (took, line) = slow.join().unwrap();
+        assert!(line.contains("no whole request within 5 s"), "{line:?}");
+        assert!(took < REQUEST_TIMEOUT + Duration::from_secs(2), "{took:?}");
+
+        // An over-long request is refused without being quoted back.
+        let long = format!("{{\"op\":\"{}\"}}\n", "x".repeat(3000));
+        let answer = ask_raw(&dir, long.as_bytes());
+        assert!(!answer.ok);
+        assert!(answer.text.len() < 300, "{}", answer.text);
+
+        shutdown.trigger();
+        thread.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -114,13 +114,19 @@ struct FileSeen {
     last: toml::value::Datetime,
 }
 
+/// The largest state file read: a device's record is a few KiB at most (bounded destinations
+/// and countries), so this holds thousands of devices.
+pub const STATE_FILE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Reads the state file in `dir`; a missing file is an empty state.
 pub fn load(dir: &Path) -> Result<BTreeMap<MacAddr, DeviceRecord>, StoreError> {
     let path = dir.join(STATE_FILE);
-    let text = match fs::read_to_string(&path) {
+    let text = match crate::regular_file::read_text(&path, STATE_FILE_MAX_BYTES) {
         Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(source) => return Err(StoreError::Read { path, source }),
+        Err(crate::regular_file::FileError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(BTreeMap::new());
+        }
+        Err(e) => return Err(StoreError::Read { path, source: e.into() }),
     };
     parse(&text).map_err(|(line, message)| StoreError::Invalid {
         path,
@@ -302,7 +308,17 @@ pub fn write(dir: &Path, text: &str) -> io::Result<()> {
     let path = dir.join(STATE_FILE);
     let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
     let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        // Owner-only from the first byte, and also when a temporary file of another umask was
+        // left behind (create_new would refuse it; truncating it keeps its old mode).
+        let mut file = fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         fs::rename(&tmp, &path)?;
@@ -316,13 +332,31 @@ pub fn write(dir: &Path, text: &str) -> io::Result<()> {
 }
 
 /// Creates the state directory, readable by its owner only: the baseline says who talks to
-/// whom.
+/// whom. A directory that exists already is made owner-only too, whatever mode it had (an
+/// install script's `mkdir` leaves 755); a path that is not a directory is an error.
 pub fn create_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        // Something else by that name: said below.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        other => other?,
+    }
+    // Followed: a state directory may be a link to flash.
+    let meta = fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a directory ({})",
+                dir.display(),
+                crate::regular_file::describe(meta.file_type())
+            ),
+        ));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -431,6 +465,33 @@ mod tests {
             fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
             0o700
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_world_readable_directory_and_state_file_become_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("egress-state-modes-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join(STATE_FILE);
+        fs::write(&path, "").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        // A stale temporary file of a looser umask, too.
+        let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+        fs::write(&tmp, "old").unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o666)).unwrap();
+        write(&dir, &render(&sample())).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        assert!(!tmp.exists());
+        // A state directory that is a file is refused, naming it.
+        let file = dir.join("not-a-dir");
+        fs::write(&file, "").unwrap();
+        let err = create_dir(&file).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 

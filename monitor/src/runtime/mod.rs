@@ -223,7 +223,7 @@ pub fn run(
     let (to_poller, token) = (messages_tx, shutdown.clone());
     let controlling = threads::spawn("control", &shutdown, move || {
         fault::panic_if_requested("control");
-        let forward = |request| to_poller.send(Message::Control(request)).is_ok();
+        let forward = move |request| to_poller.send(Message::Control(request)).is_ok();
         control.serve(forward, token)
     });
     workers.push(controlling.map_err(spawn_error)?);

@@ -37,7 +37,21 @@ impl From<[u8; 6]> for MacAddr {
     }
 }
 
-/// Why a string is not a MAC address; shows the input so the user can find it.
+/// Longest input a [`ParseMacError`] shows: a MAC is 17 characters; a request path of 15 kB
+/// must not come back whole in an error.
+const SHOWN_INPUT_CHARS: usize = 40;
+
+/// The input as an error shows it: whole when short, else its start and its length.
+fn shown_input(s: &str) -> String {
+    if s.chars().count() <= SHOWN_INPUT_CHARS {
+        return s.to_owned();
+    }
+    let start: String = s.chars().take(SHOWN_INPUT_CHARS).collect();
+    format!("{start}... ({} bytes)", s.len())
+}
+
+/// Why a string is not a MAC address; shows the input (its start, if long) so the user can
+/// find it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "invalid MAC address {input:?}: expected six pairs of hex digits separated by ':' or '-', \
@@ -54,7 +68,7 @@ impl FromStr for MacAddr {
     /// throughout and exactly two hex digits per octet.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || ParseMacError {
-            input: s.to_owned(),
+            input: shown_input(s),
         };
         let bytes = s.as_bytes();
         if bytes.len() != 17 {
@@ -118,6 +132,17 @@ impl Serialize for MacAddr {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_over_long_input_is_not_echoed_whole() {
+        let long = "a".repeat(15_000);
+        let message = long.parse::<MacAddr>().unwrap_err().to_string();
+        assert!(message.len() < 300, "{} bytes", message.len());
+        assert!(message.contains("(15000 bytes)"), "{message}");
+        let short = "00:16:3e:zz:00:01".parse::<MacAddr>().unwrap_err().to_string();
+        assert!(short.contains("\"00:16:3e:zz:00:01\""), "{short}");
+    }
+
     use std::collections::BTreeMap;
 
     use super::*;
