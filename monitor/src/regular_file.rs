@@ -94,7 +94,8 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("egress-regular-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("egress-regular-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -113,7 +114,10 @@ mod tests {
             (Path::new("/dev/zero"), "a device"),
         ] {
             let err = read(path, 1024).unwrap_err();
-            assert!(matches!(err, FileError::NotRegular(k) if k == kind), "{path:?}: {err}");
+            assert!(
+                matches!(err, FileError::NotRegular(k) if k == kind),
+                "{path:?}: {err}"
+            );
         }
         // Nothing waited for a writer.
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
@@ -134,7 +138,12 @@ mod tests {
             })
         ));
         std::fs::write(&path, [0xff, 0xfe]).unwrap();
-        assert!(read_text(&path, 10).unwrap_err().to_string().contains("UTF-8"));
+        assert!(
+            read_text(&path, 10)
+                .unwrap_err()
+                .to_string()
+                .contains("UTF-8")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

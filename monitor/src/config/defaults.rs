@@ -10,6 +10,13 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9750);
 /// How often the agent reads the kernel maps unless configured.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Default `state_write_interval`: at most one write of the state file per this long (plus one
+/// at shutdown and one per `baseline` command). On a router the state file is on flash: a
+/// device scanning thousands of addresses must not rewrite it every few seconds.
+pub const DEFAULT_STATE_WRITE_INTERVAL: Duration = Duration::from_secs(300);
+/// Allowed `state_write_interval`.
+pub const STATE_WRITE_INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
 /// Allowed `poll_interval`: faster wastes CPU on a small router; slower than an hour risks
 /// missing LRU entries evicted between two reads.
 pub const POLL_INTERVAL_RANGE: RangeInclusive<Duration> =

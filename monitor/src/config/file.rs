@@ -60,6 +60,8 @@ pub(super) struct FileConfig {
     pub(super) devices: BTreeMap<MacAddr, DeviceConfig>,
     #[serde(default, deserialize_with = "de_state_dir")]
     pub(super) state_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_state_write_interval")]
+    pub(super) state_write_interval: Option<Duration>,
     #[serde(default)]
     pub(super) policy: policy::FilePolicy,
     #[serde(default)]
@@ -225,6 +227,14 @@ fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::E
 fn de_poll_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     de_str(d, EXPECT_DURATION, |s| {
         parse_duration(s).and_then(check_poll_interval)
+    })
+    .map(Some)
+}
+
+fn de_state_write_interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_str(d, EXPECT_DURATION, |s| {
+        parse_duration(s)
+            .and_then(|d| check_duration(d, &super::defaults::STATE_WRITE_INTERVAL_RANGE))
     })
     .map(Some)
 }

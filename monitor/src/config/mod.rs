@@ -75,10 +75,11 @@ pub use defaults::{
     DEFAULT_DEVICE_MAP_ENTRIES, DEFAULT_DNS_GRACE, DEFAULT_ENRICH_CACHE_ENTRIES,
     DEFAULT_FLOW_MAP_ENTRIES, DEFAULT_LISTEN, DEFAULT_MAX_DESTINATIONS_PER_DEVICE,
     DEFAULT_MAX_NAMES_PER_DEVICE, DEFAULT_POLL_INTERVAL, DEFAULT_PUBLIC_RESOLVERS,
-    DEFAULT_SNIFF_RING_BYTES, DEFAULT_STATE_DIR, DEFAULT_TLS_TTL, DEVICE_MAP_ENTRIES_RANGE,
-    DEVICE_NAME_MAX_CHARS, DNS_GRACE_RANGE, ENRICH_CACHE_ENTRIES_RANGE, FLOW_MAP_ENTRIES_RANGE,
-    IFACE_NAME_MAX_BYTES, MAX_DESTINATIONS_PER_DEVICE_RANGE, MAX_NAMES_PER_DEVICE_RANGE,
-    POLL_INTERVAL_RANGE, SNIFF_RING_BYTES_RANGE, TLS_TTL_RANGE,
+    DEFAULT_SNIFF_RING_BYTES, DEFAULT_STATE_DIR, DEFAULT_STATE_WRITE_INTERVAL, DEFAULT_TLS_TTL,
+    DEVICE_MAP_ENTRIES_RANGE, DEVICE_NAME_MAX_CHARS, DNS_GRACE_RANGE, ENRICH_CACHE_ENTRIES_RANGE,
+    FLOW_MAP_ENTRIES_RANGE, IFACE_NAME_MAX_BYTES, MAX_DESTINATIONS_PER_DEVICE_RANGE,
+    MAX_NAMES_PER_DEVICE_RANGE, POLL_INTERVAL_RANGE, SNIFF_RING_BYTES_RANGE,
+    STATE_WRITE_INTERVAL_RANGE, TLS_TTL_RANGE,
 };
 pub use enrich::EnrichConfig;
 pub use error::ConfigError;
@@ -132,6 +133,8 @@ pub struct Config {
     pub devices: BTreeMap<MacAddr, DeviceConfig>,
     /// Where the learned baselines (`state.toml`) and the control socket live.
     pub state_dir: PathBuf,
+    /// At most one write of the state file per this long, besides shutdown and commands.
+    pub state_write_interval: Duration,
     /// What devices may talk to: the `[policy]` table.
     pub policy: PolicyConfig,
     /// Countries and autonomous systems of destinations: the `[enrich]` table.
@@ -277,6 +280,9 @@ impl Config {
             leases: file.leases,
             devices: file.devices,
             state_dir,
+            state_write_interval: file
+                .state_write_interval
+                .unwrap_or(defaults::DEFAULT_STATE_WRITE_INTERVAL),
             policy,
             enrich,
         })

@@ -42,6 +42,10 @@ impl Config {
                 "state_dir = {}",
                 quoted(&self.state_dir.display().to_string())
             ),
+            format!(
+                "state_write_interval = {}",
+                duration(self.state_write_interval)
+            ),
             String::new(),
             "[names]".to_owned(),
             format!("dns_grace = {}", duration(self.names.dns_grace)),

@@ -106,9 +106,10 @@ impl Control {
                         .name("control-client".into())
                         .spawn(move || {
                             // A panic here is one request's: logged, and the socket goes on.
-                            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-                                || answer(stream, &*owner),
-                            ));
+                            let served =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    answer(stream, &*owner)
+                                }));
                             match served {
                                 Ok(Err(e)) => tracing::debug!(error = %e, "control request failed"),
                                 Err(_) => tracing::error!("a control request panicked"),
@@ -192,7 +193,12 @@ fn read_request(stream: &UnixStream, deadline: std::time::Instant) -> Result<Str
         let n = match (&*stream).read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -126,7 +126,12 @@ pub fn load(dir: &Path) -> Result<BTreeMap<MacAddr, DeviceRecord>, StoreError> {
         Err(crate::regular_file::FileError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(BTreeMap::new());
         }
-        Err(e) => return Err(StoreError::Read { path, source: e.into() }),
+        Err(e) => {
+            return Err(StoreError::Read {
+                path,
+                source: e.into(),
+            });
+        }
     };
     parse(&text).map_err(|(line, message)| StoreError::Invalid {
         path,
@@ -336,7 +341,11 @@ pub fn write(dir: &Path, text: &str) -> io::Result<()> {
 /// install script's `mkdir` leaves 755); a path that is not a directory is an error.
 pub fn create_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         // Something else by that name: said below.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         other => other?,

@@ -53,10 +53,7 @@ pub const NAMES_PER_DEVICE: usize = 4096;
 /// Countries remembered per device in the state file (ISO 3166 has about 250); beyond it the
 /// least recently seen is forgotten, and would count as new again.
 pub const MAX_COUNTRIES_PER_DEVICE: usize = 256;
-/// Quickest rewrite of the state file after a destination, a baseline entry or a learning
-/// start was added: bounded so a scanning device does not rewrite it every poll.
-const WRITE_AFTER_CHANGE: Duration = Duration::from_secs(5);
-/// Rewrite of the state file when only last-seen times moved.
+/// Rewrite of the state file when only last-seen times moved, if the write interval is shorter.
 const WRITE_LAST_SEEN: Duration = Duration::from_secs(300);
 
 /// Unexpected traffic of one device.
@@ -121,6 +118,9 @@ pub struct Policy {
     /// Last-seen times moved since the last write.
     touched: bool,
     last_write: Option<Instant>,
+    /// At most one write per this long after a change (`state_write_interval`): a scanning
+    /// device adds destinations every poll, and the file is on flash.
+    write_interval: Duration,
     /// Bumped by every change a metric or the API shows (not by last-seen times): a snapshot
     /// renders the policy's families again only when it moved.
     generation: u64,
@@ -141,6 +141,7 @@ impl Policy {
             config,
             devices,
             last_reload_ok: true,
+            write_interval: crate::config::DEFAULT_STATE_WRITE_INTERVAL,
             ..Self::default()
         }
     }
@@ -369,8 +370,14 @@ impl Policy {
         had
     }
 
-    /// The state file's text when it is due for a write (see [`WRITE_AFTER_CHANGE`]), with the
-    /// devices' current names; `force` writes whatever changed (at shutdown, after a command).
+    /// At most one write per `interval` (`state_write_interval`), besides forced ones.
+    pub fn set_write_interval(&mut self, interval: Duration) {
+        self.write_interval = interval;
+    }
+
+    /// The state file's text when it is due for a write (at most one per write interval), with
+    /// the devices' current names; `force` writes whatever changed (at shutdown, after a
+    /// command).
     pub fn snapshot_if_due(
         &mut self,
         now: Instant,
@@ -381,8 +388,9 @@ impl Policy {
         let due = if force {
             self.changed || self.touched
         } else {
-            (self.changed && since.is_none_or(|s| s >= WRITE_AFTER_CHANGE))
-                || (self.touched && since.is_none_or(|s| s >= WRITE_LAST_SEEN))
+            (self.changed && since.is_none_or(|s| s >= self.write_interval))
+                || (self.touched
+                    && since.is_none_or(|s| s >= self.write_interval.max(WRITE_LAST_SEEN)))
         };
         if !due {
             return None;

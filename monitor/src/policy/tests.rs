@@ -493,14 +493,22 @@ fn the_state_is_written_when_due_and_reads_back() {
             .is_none()
     );
     assert!(
-        p.snapshot_if_due(start + WRITE_AFTER_CHANGE, false, &names)
-            .is_some()
+        p.snapshot_if_due(
+            start + crate::config::DEFAULT_STATE_WRITE_INTERVAL,
+            false,
+            &names
+        )
+        .is_some()
     );
     // A failed write is retried.
     p.wrote(false);
     assert!(
-        p.snapshot_if_due(start + 2 * WRITE_AFTER_CHANGE, false, &names)
-            .is_some()
+        p.snapshot_if_due(
+            start + 2 * crate::config::DEFAULT_STATE_WRITE_INTERVAL,
+            false,
+            &names
+        )
+        .is_some()
     );
     // A restart from the written state keeps learning where it was.
     let restarted = Policy::new(p.config().clone(), back);

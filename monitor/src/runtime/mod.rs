@@ -158,6 +158,7 @@ pub fn run(
     );
     let mut state = State::new(&config);
     state.policy = Policy::new(config.policy.clone(), records);
+    state.policy.set_write_interval(config.state_write_interval);
     let control = Control::bind(&config.state_dir).map_err(state_dir_error)?;
     let published = Published::default();
     let metrics =

@@ -283,6 +283,9 @@ impl<K: KernelSource> Poller<K> {
     /// A reloaded configuration's policy and device names, in force at once.
     fn apply_config(&mut self, config: &Config) {
         self.state.policy.set_config(config.policy.clone());
+        self.state
+            .policy
+            .set_write_interval(config.state_write_interval);
         self.state.places.configure(&config.enrich);
         self.state
             .naming

@@ -33,10 +33,12 @@ pub struct State {
 
 impl State {
     pub fn new(config: &Config) -> Self {
+        let mut policy = Policy::new(config.policy.clone(), Default::default());
+        policy.set_write_interval(config.state_write_interval);
         Self {
             ledger: Ledger::new(config.max_destinations_per_device as usize),
             naming: Naming::new(config),
-            policy: Policy::new(config.policy.clone(), Default::default()),
+            policy,
             places: PlaceState::new(&config.enrich),
             agent: AgentStats::default(),
             last_poll: None,

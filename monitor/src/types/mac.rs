@@ -139,7 +139,10 @@ mod tests {
         let message = long.parse::<MacAddr>().unwrap_err().to_string();
         assert!(message.len() < 300, "{} bytes", message.len());
         assert!(message.contains("(15000 bytes)"), "{message}");
-        let short = "00:16:3e:zz:00:01".parse::<MacAddr>().unwrap_err().to_string();
+        let short = "00:16:3e:zz:00:01"
+            .parse::<MacAddr>()
+            .unwrap_err()
+            .to_string();
         assert!(short.contains("\"00:16:3e:zz:00:01\""), "{short}");
     }
 

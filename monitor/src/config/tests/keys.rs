@@ -24,6 +24,7 @@ fn defaults_fill_every_missing_key() {
         leases: vec![],
         devices: BTreeMap::new(),
         state_dir: PathBuf::from("/var/lib/egress-monitor"),
+        state_write_interval: Duration::from_secs(300),
         policy: PolicyConfig::default(),
         enrich: EnrichConfig {
             country_db: None,
