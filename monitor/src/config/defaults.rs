@@ -31,6 +31,11 @@ pub const DEFAULT_DEVICE_MAP_ENTRIES: u32 = monitor_common::DEFAULT_DEVICE_ENTRI
 pub const DEVICE_MAP_ENTRIES_RANGE: RangeInclusive<u32> = 16..=1_048_576;
 /// Default `max_destinations_per_device`.
 pub const DEFAULT_MAX_DESTINATIONS_PER_DEVICE: u32 = 1_024;
+/// Default `max_series`: destination series across all devices and directions. Without it,
+/// `device_map_entries` times `max_destinations_per_device` would be millions.
+pub const DEFAULT_MAX_SERIES: u32 = 100_000;
+/// Allowed `max_series`.
+pub const MAX_SERIES_RANGE: RangeInclusive<u32> = 16..=16_777_216;
 /// Allowed `max_destinations_per_device`.
 pub const MAX_DESTINATIONS_PER_DEVICE_RANGE: RangeInclusive<u32> = 16..=1_048_576;
 /// Default `sniff_ring_bytes`: 1 MiB, room for about a thousand 1 KiB records between two

@@ -46,6 +46,8 @@ pub(super) struct FileConfig {
     pub(super) device_map_entries: Option<u32>,
     #[serde(default, deserialize_with = "de_max_destinations_per_device")]
     pub(super) max_destinations_per_device: Option<u32>,
+    #[serde(default, deserialize_with = "de_max_series")]
+    pub(super) max_series: Option<u32>,
     #[serde(default)]
     pub(super) attach: Option<AttachPolicy>,
     #[serde(default)]
@@ -321,6 +323,10 @@ fn de_max_destinations_per_device<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<u32>, D::Error> {
     de_entries(d, &MAX_DESTINATIONS_PER_DEVICE_RANGE).map(Some)
+}
+
+fn de_max_series<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    de_entries(d, &super::defaults::MAX_SERIES_RANGE).map(Some)
 }
 
 /// Deserializes a TOML array, saying what its elements should be when it is not one.

@@ -116,6 +116,9 @@ pub struct Config {
     /// Destinations the agent keeps per device and direction before it retires evicted ones
     /// into `unattributed`: bounds memory and series when a device contacts countless hosts.
     pub max_destinations_per_device: u32,
+    /// Destination series across all devices and directions; beyond it, new destinations'
+    /// bytes are `unattributed` (exact sums kept).
+    pub max_series: u32,
     /// How the programs are attached to the LAN interfaces.
     pub attach: AttachPolicy,
     /// How a destination whose name is known is labelled.
@@ -270,6 +273,7 @@ impl Config {
             max_destinations_per_device: file
                 .max_destinations_per_device
                 .unwrap_or(DEFAULT_MAX_DESTINATIONS_PER_DEVICE),
+            max_series: file.max_series.unwrap_or(defaults::DEFAULT_MAX_SERIES),
             attach: overrides.attach.or(file.attach).unwrap_or_default(),
             destination_label: overrides
                 .destination_label

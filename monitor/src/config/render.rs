@@ -32,6 +32,7 @@ impl Config {
                 "max_destinations_per_device = {}",
                 self.max_destinations_per_device
             ),
+            format!("max_series = {}", self.max_series),
             format!("attach = {}", quoted(self.attach.as_str())),
             format!(
                 "destination_label = {}",

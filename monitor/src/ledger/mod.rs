@@ -147,10 +147,10 @@ impl DeviceLedger {
     fn attribute(
         &mut self,
         steps: Vec<(IpAddr, Count, Option<Enrichment>)>,
-        now: SystemTime,
-        poll: u64,
+        (now, poll): (SystemTime, u64),
         label: &mut dyn FnMut(IpAddr) -> Label,
         places: &Placing<'_>,
+        bounds: &mut SeriesBounds,
         observe: &mut dyn FnMut(IpAddr, &Label, &Enrichment, Count),
     ) {
         if steps.is_empty() {
@@ -164,6 +164,15 @@ impl DeviceLedger {
                 Arc::make_mut(&mut self.places).add(found, step, places.max_ases);
             }
             observe(addr, &label, enrichment.as_ref().unwrap_or(&unknown), step);
+            // A new label beyond a bound never becomes a series, not even for a poll: its
+            // bytes go straight to `unattributed`, so every bound holds at every scrape.
+            if !labels.contains_key(&label) {
+                if labels.len() >= bounds.per_device || bounds.room == 0 {
+                    self.retired_labels = self.retired_labels.saturating_add(step);
+                    continue;
+                }
+                bounds.room -= 1;
+            }
             let dest = labels.entry(label).or_insert_with(|| Destination {
                 count: Count::default(),
                 addresses: Box::default(),
@@ -266,9 +275,12 @@ impl DeviceLedger {
     /// few polls. What they held moves into `unattributed`; a label that comes back is a new
     /// series.
     fn retire_labels(&mut self, limit: usize, poll: u64) {
-        if self.labels.len() <= limit {
+        // New labels beyond the limit are never listed (see `attribute`): at the limit, the
+        // idle ones retire down to nine tenths of it, so that newer destinations get listed.
+        if self.labels.len() < limit {
             return;
         }
+        let limit = (limit - limit / 10).min(limit.saturating_sub(1));
         let mut candidates: Vec<(u64, Label)> = self
             .labels
             .iter()
@@ -317,12 +329,21 @@ impl Placing<'_> {
     }
 }
 
+/// The bounds on destination series at one poll: per device and direction, and what is left
+/// of the bound across all devices.
+pub struct SeriesBounds {
+    pub per_device: usize,
+    pub room: usize,
+}
+
 /// All devices' exported state; fed one [`Reading`] per poll.
 #[derive(Debug)]
 pub struct Ledger {
     devices: BTreeMap<DeviceId, DeviceLedger>,
     /// Destinations kept per device and direction before evicted ones are retired.
     max_destinations: usize,
+    /// Destination series across all devices; beyond, new destinations are `unattributed`.
+    max_series: usize,
     /// Readings applied so far.
     poll: u64,
 }
@@ -340,8 +361,20 @@ impl Ledger {
         Self {
             devices: BTreeMap::new(),
             max_destinations,
+            max_series: usize::MAX,
             poll: 0,
         }
+    }
+
+    /// At most `max_series` destination series across all devices and directions.
+    pub fn with_max_series(mut self, max_series: usize) -> Self {
+        self.max_series = max_series;
+        self
+    }
+
+    /// Destination series listed now, across all devices.
+    pub fn series(&self) -> usize {
+        self.devices.values().map(|d| d.labels.len()).sum()
     }
 
     /// Takes one poll's reading and settles every device; `label` names an address of a
@@ -401,14 +434,18 @@ impl Ledger {
                 flow.last_grew = poll;
             }
         }
+        let mut bounds = SeriesBounds {
+            per_device: self.max_destinations,
+            room: self.max_series.saturating_sub(self.series()),
+        };
         for (id, ledger) in self.devices.iter_mut() {
             let steps = ledger.settle(now, placing);
             ledger.attribute(
                 steps,
-                now,
-                poll,
+                (now, poll),
                 &mut |addr| label(id.mac, addr),
                 placing,
+                &mut bounds,
                 &mut |addr, label, place, step| observe(*id, addr, label, place, step),
             );
             ledger.retire(self.max_destinations, poll);
@@ -654,16 +691,23 @@ mod tests {
     }
 
     #[test]
-    fn evicted_destinations_beyond_the_limit_retire_into_unattributed() {
+    fn destinations_beyond_the_limit_are_never_listed_and_idle_ones_make_room() {
         let mut ledger = Ledger::new(2);
-        // Five destinations, read once, then evicted by the kernel.
+        // Five destinations at once: only two become series, at no poll more; the rest go
+        // straight to unattributed.
         let all: Vec<(u8, u64, u64)> = (1..=5).map(|i| (i, 100 * i as u64, i as u64)).collect();
         apply(&mut ledger, &reading(&all, (1500, 15)));
         apply(&mut ledger, &reading(&all, (1500, 15)));
-        assert_eq!(ledger.device(&DEV).unwrap().tracked_labels(), 5);
-        assert_eq!(exported(&ledger, 5), Count::new(500, 5));
-        // Destination 5 stays in the kernel and keeps growing; the others are gone.
-        for step in 0..ABSENT_POLLS_BEFORE_RETIRING {
+        let dev = ledger.device(&DEV).unwrap();
+        assert_eq!(dev.tracked_labels(), 2, "bounded at every poll");
+        assert_eq!(exported(&ledger, 1), Count::new(100, 1));
+        assert_eq!(exported(&ledger, 2), Count::new(200, 2));
+        assert_eq!(exported(&ledger, 5), Count::default());
+        assert_eq!(dev.unattributed(), Count::new(1200, 12));
+        assert_adds_up(&ledger);
+        // Destination 5 keeps growing, the listed ones go idle: they retire (down to nine
+        // tenths of the limit, so one here), and 5's new bytes get a series.
+        for step in 0..=ABSENT_POLLS_BEFORE_RETIRING + 1 {
             let grown = 500 + 10 * (step + 1);
             apply(
                 &mut ledger,
@@ -672,34 +716,57 @@ mod tests {
                     (1000 + grown, 10 + 5 + step + 1),
                 ),
             );
+            assert!(ledger.device(&DEV).unwrap().tracked_labels() <= 2);
             assert_adds_up(&ledger);
         }
-        apply(&mut ledger, &reading(&[(5, 530, 8)], (1530, 18)));
         let dev = ledger.device(&DEV).unwrap();
-        assert_eq!(dev.tracked_destinations(), 2, "bounded to the limit");
-        assert_eq!(dev.tracked_labels(), 2, "bounded to the limit");
-        // The longest idle go first; the live one is never retired.
-        assert_eq!(exported(&ledger, 5), Count::new(530, 8));
-        assert_adds_up(&ledger);
-        let before = ledger.device(&DEV).unwrap().unattributed();
-        // A retired destination that comes back is a new kernel entry, counted from zero.
-        apply(
-            &mut ledger,
-            &reading(&[(1, 40, 1), (5, 530, 8)], (1570, 19)),
-        );
-        apply(
-            &mut ledger,
-            &reading(&[(1, 40, 1), (5, 530, 8)], (1570, 19)),
-        );
-        assert_adds_up(&ledger);
-        let dev = ledger.device(&DEV).unwrap();
-        assert_eq!(dev.total(), Count::new(1570, 19));
         assert!(
-            dev.unattributed().bytes >= before.bytes,
-            "never goes backwards"
+            exported(&ledger, 5).bytes > 0,
+            "a newer destination is listed"
         );
-        let listed: u64 = dev.destinations().map(|(_, d)| d.count.bytes).sum();
-        assert_eq!(listed + dev.unattributed().bytes, 1570);
+        assert!(dev.tracked_labels() <= 2);
+        assert_eq!(
+            dev.total(),
+            Count::new(
+                1000 + 500 + 10 * (ABSENT_POLLS_BEFORE_RETIRING + 1),
+                10 + 5 + ABSENT_POLLS_BEFORE_RETIRING + 1
+            )
+        );
+        assert_adds_up(&ledger);
+    }
+
+    #[test]
+    fn the_bound_across_devices_holds_at_every_poll() {
+        let mut ledger = Ledger::new(100).with_max_series(3);
+        for poll in 0..3u64 {
+            let mut r = reading(
+                &[(1, 10 + poll, 1 + poll), (2, 10, 1), (3, 10, 1)],
+                (30 + poll, 3 + poll),
+            );
+            let other = DeviceId {
+                mac: MacAddr([2, 0, 0, 0, 0, 2]),
+                direction: crate::types::Direction::Egress,
+            };
+            r.flows.push((other, ip(9), Count::new(50, 5)));
+            r.flows.push((other, ip(8), Count::new(50, 5)));
+            r.devices.push((other, Count::new(100, 10)));
+            apply(&mut ledger, &r);
+            assert!(ledger.series() <= 3, "{} series", ledger.series());
+            assert_adds_up(&ledger);
+        }
+        let other = ledger
+            .device(&DeviceId {
+                mac: MacAddr([2, 0, 0, 0, 0, 2]),
+                direction: crate::types::Direction::Egress,
+            })
+            .unwrap();
+        assert_eq!(
+            other.total(),
+            other
+                .destinations()
+                .fold(other.unattributed(), |sum, (_, d)| sum
+                    .saturating_add(d.count))
+        );
     }
 
     #[test]

@@ -36,7 +36,8 @@ impl State {
         let mut policy = Policy::new(config.policy.clone(), Default::default());
         policy.set_write_interval(config.state_write_interval);
         Self {
-            ledger: Ledger::new(config.max_destinations_per_device as usize),
+            ledger: Ledger::new(config.max_destinations_per_device as usize)
+                .with_max_series(config.max_series as usize),
             naming: Naming::new(config),
             policy,
             places: PlaceState::new(&config.enrich),

@@ -32,7 +32,7 @@ fn file_errors_name_line_and_key() {
         ),
         (
             "lan = [\"br-lan\"]\npoll_intervall = \"1s\"\n",
-            "/etc/egress-monitor.toml:2:1: poll_intervall: unknown key `poll_intervall`, expected one of `lan`, `listen`, `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`, `state_dir`, `state_write_interval`, `policy`, `enrich`",
+            "/etc/egress-monitor.toml:2:1: poll_intervall: unknown key `poll_intervall`, expected one of `lan`, `listen`, `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `max_series`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`, `state_dir`, `state_write_interval`, `policy`, `enrich`",
         ),
         (
             "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = { name = \"tv\", room = \"den\" }\n",
@@ -153,7 +153,7 @@ fn errors_without_a_file_name_still_give_the_line() {
     assert_eq!(
         err.to_string(),
         "line 2, column 1: foo: unknown key `foo`, expected one of `lan`, `listen`, \
-         `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`, `state_dir`, `state_write_interval`, `policy`, `enrich`"
+         `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `max_series`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`, `state_dir`, `state_write_interval`, `policy`, `enrich`"
     );
 }
 

@@ -25,6 +25,7 @@ fn defaults_fill_every_missing_key() {
         devices: BTreeMap::new(),
         state_dir: PathBuf::from("/var/lib/egress-monitor"),
         state_write_interval: Duration::from_secs(300),
+        max_series: 100_000,
         policy: PolicyConfig::default(),
         enrich: EnrichConfig {
             country_db: None,

@@ -33,7 +33,7 @@ fn to_toml_reads_back_to_the_same_config() {
         format!(
             "lan = [\"br-lan\"]\nlisten = \"0.0.0.0:9750\"\npoll_interval = \"1s\"\n\
              local_prefixes = []\nflow_map_entries = 65536\ndevice_map_entries = 4096\n\
-             max_destinations_per_device = 1024\nattach = \"auto\"\n\
+             max_destinations_per_device = 1024\nmax_series = 100000\nattach = \"auto\"\n\
              destination_label = \"domain\"\nsniff_ring_bytes = 1048576\n\
              state_dir = \"/var/lib/egress-monitor\"\nstate_write_interval = \"5m\"\n\n\
              [names]\ndns_grace = \"1m\"\ntls_ttl = \"1h\"\nmax_names_per_device = 4096\n\
