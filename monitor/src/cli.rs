@@ -54,8 +54,8 @@ pub struct Cli {
     #[arg(long, value_name = "IFACE")]
     pub lan: Vec<String>,
 
-    /// Address to serve /metrics and /healthz on, e.g. `0.0.0.0:9750` or `[::]:9750`.
-    /// Overrides `listen` [default: 0.0.0.0:9750].
+    /// Address to serve /metrics and /healthz on, e.g. `0.0.0.0:10100` or `[::]:10100`.
+    /// Overrides `listen` [default: 0.0.0.0:10100].
     #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
 
@@ -278,8 +278,8 @@ mod tests {
                 "invalid value 'fast' for '--poll-interval <DURATION>': invalid duration \"fast\"",
             ),
             (
-                &["--listen", "9750"],
-                "invalid value '9750' for '--listen <ADDR>': invalid listen address \"9750\"",
+                &["--listen", "10100"],
+                "invalid value '10100' for '--listen <ADDR>': invalid listen address \"10100\"",
             ),
             (
                 &["--local-prefix", "10.0.0.0/33"],

@@ -14,7 +14,7 @@ use crate::{Lab, LabChild, netns, traffic::wait_until};
 
 /// Where the agent listens inside the router namespace: its loopback, unreachable from
 /// anywhere else.
-pub const AGENT_LISTEN: &str = "127.0.0.1:9750";
+pub const AGENT_LISTEN: &str = "127.0.0.1:10100";
 /// A short poll interval keeps the tests quick; the ledger settles in two polls.
 pub const TEST_POLL_INTERVAL: &str = "200ms";
 

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  router namespace, loopback only
-//!  agent 127.0.0.1:9750 <-scrape- Prometheus 127.0.0.1:9090 -alerts-> Alertmanager 127.0.0.1:9093
+//!  agent 127.0.0.1:10100 <-scrape- Prometheus 127.0.0.1:9090 -alerts-> Alertmanager 127.0.0.1:9093
 //!                                  (rules: the caller's file)           -POST-> webhook 127.0.0.1:<n>
 //! ```
 //!

@@ -100,7 +100,7 @@ fn the_shipped_configuration_renders_and_passes_check_config() {
     assert_eq!(
         toml,
         format!(
-            "{HEADER}lan = [\"br-lan\"]\nlisten = \"192.168.1.1:9750\"\npoll_interval = \"1s\"\n\
+            "{HEADER}lan = [\"br-lan\"]\nlisten = \"192.168.1.1:10100\"\npoll_interval = \"1s\"\n\
              state_dir = \"/etc/egress-monitor\"\n\n[[leases]]\nformat = \"dnsmasq\"\n\
              path = \"/tmp/dhcp.leases\"\n"
         )
@@ -128,7 +128,7 @@ fn every_option_renders_with_quotes_and_backslashes_escaped() {
          \toption enabled '1'\n\
          \tlist lan 'br-lan'\n\
          \tlist lan 'wlan0'\n\
-         \toption listen '[::1]:9750'\n\
+         \toption listen '[::1]:10100'\n\
          \toption poll_interval '500ms'\n\
          \tlist local_prefix '10.8.0.0/24'\n\
          \tlist local_prefix 'fd00::/8'\n\
@@ -158,7 +158,7 @@ fn every_option_renders_with_quotes_and_backslashes_escaped() {
     let toml = render_ok(&dir, &uci);
     let expected = format!(
         "{HEADER}lan = [\"br-lan\", \"wlan0\"]\n\
-         listen = \"[::1]:9750\"\n\
+         listen = \"[::1]:10100\"\n\
          poll_interval = \"500ms\"\n\
          local_prefixes = [\"10.8.0.0/24\", \"fd00::/8\"]\n\
          flow_map_entries = 131072\n\
@@ -200,7 +200,7 @@ fn bad_values_are_clear_errors_and_render_nothing() {
     let main = "config egress-monitor 'main'\n\tlist lan 'br-lan'\n";
     for (uci, error) in [
         (
-            format!("{main}\toption listen '0.0.0.0:9750\nlan = [\"eth0\"]'\n"),
+            format!("{main}\toption listen '0.0.0.0:10100\nlan = [\"eth0\"]'\n"),
             "egress-monitor: /etc/config/egress-monitor: main.listen: control characters \
              (newline, tab, ...) are not allowed",
         ),

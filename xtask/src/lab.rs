@@ -25,7 +25,7 @@ pub struct Args {
 
     /// Loopback address of this machine where the agent's /metrics is relayed, for a browser
     /// or a Prometheus on this machine.
-    #[arg(long, default_value = "127.0.0.1:9750")]
+    #[arg(long, default_value = "127.0.0.1:10100")]
     pub listen: SocketAddr,
 
     /// How often to print the per-device table.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Where `/metrics` and `/healthz` are served unless configured: every address, so Prometheus
 /// on another host can scrape the router.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 9750);
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 10100);
 /// How often the agent reads the kernel maps unless configured.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Default `state_write_interval`: at most one write of the state file per this long (plus one

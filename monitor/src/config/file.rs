@@ -172,7 +172,7 @@ fn toml_words(message: &str) -> String {
 // Deserialization glue.
 
 pub(super) const EXPECT_DURATION: &str = "a duration like \"1s\" or \"500ms\"";
-const EXPECT_LISTEN: &str = "an address like \"0.0.0.0:9750\" or \"[::]:9750\"";
+const EXPECT_LISTEN: &str = "an address like \"0.0.0.0:10100\" or \"[::]:10100\"";
 const EXPECT_PREFIX: &str = "a prefix like \"10.8.0.0/24\" or \"fd00::/8\"";
 const EXPECT_IFACE: &str = "an interface name like \"br-lan\"";
 const EXPECT_DEVICE: &str = "a device name, or a table like { name = \"phone\", group = \"iot\" }";

@@ -15,7 +15,7 @@
 //!
 //! ```toml
 //! lan = ["br-lan"]                 # LAN interfaces to monitor (TC hooks go on each)
-//! listen = "0.0.0.0:9750"          # address of /metrics and /healthz
+//! listen = "0.0.0.0:10100"          # address of /metrics and /healthz
 //! poll_interval = "1s"             # how often the maps are read; 100ms to 1h
 //! local_prefixes = ["10.8.0.0/24", "fd00::/8"]   # also "local", besides the interfaces' own
 //! flow_map_entries = 65536         # (device, destination) LRU map capacity, 16 to 16777216

@@ -45,7 +45,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|_| {
         format!(
-            "invalid listen address {s:?}: expected IP:PORT like \"0.0.0.0:9750\" or \"[::]:9750\""
+            "invalid listen address {s:?}: expected IP:PORT like \"0.0.0.0:10100\" or \"[::]:10100\""
         )
     })
 }

@@ -7,7 +7,7 @@ use super::*;
 fn file_errors_name_line_and_key() {
     let cases: &[(&str, &str)] = &[
         (
-            "lan = [\"br-lan\"]\nlisten = \"0.0.0.0:9750\"\n\npoll_interval = \"fast\"\n",
+            "lan = [\"br-lan\"]\nlisten = \"0.0.0.0:10100\"\n\npoll_interval = \"fast\"\n",
             r#"/etc/egress-monitor.toml:4:17: poll_interval: invalid duration "fast": expected a number like "1s" or "500ms""#,
         ),
         (
@@ -67,12 +67,12 @@ fn file_errors_name_line_and_key() {
             r#"/etc/egress-monitor.toml:2:18: local_prefixes: invalid type: string "fd00::/8", expected a list of prefixes like ["10.8.0.0/24"]"#,
         ),
         (
-            "lan = [\"br-lan\"]\nlisten = \"localhost:9750\"\n",
-            r#"/etc/egress-monitor.toml:2:10: listen: invalid listen address "localhost:9750": expected IP:PORT like "0.0.0.0:9750" or "[::]:9750""#,
+            "lan = [\"br-lan\"]\nlisten = \"localhost:10100\"\n",
+            r#"/etc/egress-monitor.toml:2:10: listen: invalid listen address "localhost:10100": expected IP:PORT like "0.0.0.0:10100" or "[::]:10100""#,
         ),
         (
             "lan = [\"br-lan\"]\nlisten = \"0.0.0.0\"\n",
-            r#"/etc/egress-monitor.toml:2:10: listen: invalid listen address "0.0.0.0": expected IP:PORT like "0.0.0.0:9750" or "[::]:9750""#,
+            r#"/etc/egress-monitor.toml:2:10: listen: invalid listen address "0.0.0.0": expected IP:PORT like "0.0.0.0:10100" or "[::]:10100""#,
         ),
         (
             "# no interfaces yet\nlan = []\n",
@@ -125,7 +125,7 @@ fn file_errors_name_line_and_key() {
 
 #[test]
 fn errors_are_matchable() {
-    let src = "lan = [\"br-lan\"]\nlisten = \"0.0.0.0:9750\"\n\npoll_interval = \"fast\"\n";
+    let src = "lan = [\"br-lan\"]\nlisten = \"0.0.0.0:10100\"\n\npoll_interval = \"fast\"\n";
     let err = load_err(src, &Overrides::default());
     let ConfigError::Invalid {
         path,

@@ -6,7 +6,7 @@ use super::*;
 fn defaults_fill_every_missing_key() {
     let expected = Config {
         lan: vec!["br-lan".into()],
-        listen: "0.0.0.0:9750".parse().unwrap(),
+        listen: "0.0.0.0:10100".parse().unwrap(),
         poll_interval: Duration::from_secs(1),
         local_prefixes: vec![],
         flow_map_entries: 65_536,
@@ -132,7 +132,7 @@ fn commands_need_no_lan_interface() {
 fn flags_override_the_file() {
     let flags = Overrides {
         lan: lan(&["eth1"]),
-        listen: Some("127.0.0.1:9750".parse().unwrap()),
+        listen: Some("127.0.0.1:10100".parse().unwrap()),
         poll_interval: Some(Duration::from_millis(100)),
         local_prefixes: Some(vec![net("192.168.100.0/24")]),
         flow_map_entries: Some(16_777_216),
@@ -145,7 +145,7 @@ fn flags_override_the_file() {
     assert_eq!(config.attach, AttachPolicy::Clsact);
     assert_eq!(config.destination_label, LabelMode::Address);
     assert_eq!(config.lan, ["eth1"]);
-    assert_eq!(config.listen, "127.0.0.1:9750".parse().unwrap());
+    assert_eq!(config.listen, "127.0.0.1:10100".parse().unwrap());
     assert_eq!(config.poll_interval, Duration::from_millis(100));
     assert_eq!(config.local_prefixes, [net("192.168.100.0/24")]);
     assert_eq!(config.flow_map_entries, 16_777_216);

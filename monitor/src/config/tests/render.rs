@@ -31,7 +31,7 @@ fn to_toml_reads_back_to_the_same_config() {
     assert_eq!(
         minimal.to_toml(),
         format!(
-            "lan = [\"br-lan\"]\nlisten = \"0.0.0.0:9750\"\npoll_interval = \"1s\"\n\
+            "lan = [\"br-lan\"]\nlisten = \"0.0.0.0:10100\"\npoll_interval = \"1s\"\n\
              local_prefixes = []\nflow_map_entries = 65536\ndevice_map_entries = 4096\n\
              max_destinations_per_device = 1024\nmax_series = 100000\nattach = \"auto\"\n\
              destination_label = \"domain\"\nsniff_ring_bytes = 1048576\n\
