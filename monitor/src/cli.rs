@@ -54,10 +54,17 @@ pub struct Cli {
     #[arg(long, value_name = "IFACE")]
     pub lan: Vec<String>,
 
-    /// Address to serve /metrics and /healthz on, e.g. `0.0.0.0:10100` or `[::]:10100`.
+    /// Address to serve /metrics and /healthz on, e.g. `0.0.0.0:10100` or `[::]:10100`
+    /// (`--web.listen-address` is the same flag, by its name in the Prometheus exporters).
     /// Overrides `listen` [default: 0.0.0.0:10100].
-    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    #[arg(long, visible_alias = "web.listen-address", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
+
+    /// Web configuration file for TLS and basic authentication of every endpoint, in the
+    /// format of the Prometheus exporters (exporter-toolkit): tls_server_config,
+    /// basic_auth_users, http_server_config, rate_limit. Read again when it changes.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 
     /// How often to read the kernel's counters, e.g. 1s or 500ms (100ms to 1h).
     /// Overrides `poll_interval` [default: 1s].
@@ -310,6 +317,28 @@ mod tests {
             parse_error(&["--no-such-flag"]).kind(),
             ErrorKind::UnknownArgument
         );
+    }
+
+    #[test]
+    fn prometheus_names_of_the_web_flags() {
+        let cli = parse(&[
+            "--web.listen-address",
+            "127.0.0.1:9100",
+            "--web.config.file",
+            "/etc/egress-monitor/web.yml",
+        ]);
+        assert_eq!(
+            cli.overrides().listen,
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        assert_eq!(
+            cli.web_config_file.as_deref(),
+            Some(std::path::Path::new("/etc/egress-monitor/web.yml"))
+        );
+        assert_eq!(parse(&[]).web_config_file, None);
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--web.config.file <FILE>"), "{help}");
+        assert!(help.contains("web.listen-address"), "{help}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use clap::Parser as _;
 use monitor::{
     cli::{Cli, Command},
     config::Config,
+    http::web_config,
     persist::baseline,
     runtime as app,
 };
@@ -47,11 +48,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A broken web configuration is a configuration error: the endpoint never opens without it.
+    let web = match cli
+        .web_config_file
+        .as_deref()
+        .map(web_config::load)
+        .transpose()
+    {
+        Ok(web) => web,
+        Err(e) => {
+            eprintln!("egress-monitor: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if cli.check_config {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    match app::run(config, cli.config.clone(), cli.overrides()) {
+    let web = cli.web_config_file.clone().zip(web);
+    match app::run(config, cli.config.clone(), cli.overrides(), web) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("egress-monitor: {e}");

@@ -84,15 +84,41 @@ impl Agent {
 
     /// Starts `wrapper... agent args...` in the router namespace and waits until it is healthy.
     fn launch(lab: &Lab, config: &str, extra_args: &[&str], poll: &str, wrapper: &[&str]) -> Agent {
+        Self::launch_checked(lab, config, extra_args, poll, wrapper, |agent| {
+            matches!(agent.get("/healthz"), Some((200, _)))
+        })
+    }
+
+    /// [`Agent::start`] with another test of health than a plain `GET /healthz` (an agent that
+    /// serves TLS, or asks for a password): `healthy` is asked until it says yes.
+    pub fn start_checked(
+        lab: &Lab,
+        config: &str,
+        extra_args: &[&str],
+        healthy: impl Fn(&Agent) -> bool,
+    ) -> Agent {
+        Self::launch_checked(lab, config, extra_args, TEST_POLL_INTERVAL, &[], healthy)
+    }
+
+    fn launch_checked(
+        lab: &Lab,
+        config: &str,
+        extra_args: &[&str],
+        poll: &str,
+        wrapper: &[&str],
+        healthy: impl Fn(&Agent) -> bool,
+    ) -> Agent {
         let config_path = write_config(lab, config);
         let mut args: Vec<String> = vec![
             "--config".into(),
             config_path.display().to_string(),
-            "--listen".into(),
-            AGENT_LISTEN.into(),
             "--poll-interval".into(),
             poll.into(),
         ];
+        // `--web.listen-address` is `--listen` by its Prometheus name: one or the other.
+        if !extra_args.contains(&"--web.listen-address") {
+            args.extend(["--listen".into(), AGENT_LISTEN.into()]);
+        }
         if !extra_args.contains(&"--lan") {
             args.extend(["--lan".into(), crate::LAN_BRIDGE.into()]);
         }
@@ -124,7 +150,7 @@ impl Agent {
             if !agent.child.is_running() {
                 return true;
             }
-            matches!(agent.get("/healthz"), Some((200, _)))
+            healthy(&agent)
         });
         assert!(
             healthy && agent.child.is_running(),
@@ -132,6 +158,11 @@ impl Agent {
             agent.child.log()
         );
         agent
+    }
+
+    /// The router namespace the agent runs in.
+    pub fn ns(&self) -> &str {
+        &self.ns
     }
 
     /// The agent's stderr so far.

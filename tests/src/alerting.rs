@@ -195,6 +195,17 @@ impl Alerting {
     /// [`Alerting::try_start`] with another scrape and evaluation interval (whole seconds), e.g.
     /// a production-like 15 s to measure how long alerts take there.
     pub fn try_start_with(lab: &Lab, rules: &Path, interval: Duration) -> Result<Alerting, String> {
+        Self::try_start_scraping(lab, rules, interval, "")
+    }
+
+    /// [`Alerting::try_start_with`], with more keys for the agent's scrape job (YAML at the
+    /// job's indentation, four spaces), e.g. `scheme: https`, `basic_auth` and `tls_config`.
+    pub fn try_start_scraping(
+        lab: &Lab,
+        rules: &Path,
+        interval: Duration,
+        job: &str,
+    ) -> Result<Alerting, String> {
         let missing = missing_binaries();
         if !missing.is_empty() {
             return Err(format!(
@@ -217,7 +228,7 @@ impl Alerting {
         let prometheus_config = dir.join("prometheus.yml");
         write(
             &prometheus_config,
-            &prometheus_config_text(&rules, interval),
+            &(prometheus_config_text(&rules, interval) + job),
         )?;
 
         let alertmanager = lab.spawn_in_router(

@@ -4,3 +4,4 @@
 pub mod api;
 pub mod metrics;
 pub mod server;
+pub mod web_config;

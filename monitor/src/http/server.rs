@@ -8,6 +8,10 @@
 //! a request's headers must arrive within [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`]
 //! are open at once (the next waits in the listen backlog), and a stop closes every connection
 //! after [`SHUTDOWN_GRACE`] whatever the clients do.
+//!
+//! With a web configuration file (`--web.config.file`, see `web_config`), each connection is
+//! TLS when the file has a TLS section (the handshake within [`HEADER_READ_TIMEOUT`] too), and
+//! each request, whatever its path, passes the rate limit and basic authentication first.
 
 use std::{
     future::Future,
@@ -24,13 +28,21 @@ use tokio::{sync::Semaphore, task::JoinSet};
 
 use axum::{
     Router,
-    extract::{Path, State},
+    extract::{Path, Request, State},
     http::{StatusCode, header},
-    response::IntoResponse,
+    middleware::Next,
+    response::{IntoResponse, Response},
     routing::get,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::{http::metrics::SharedMetrics, snapshot::Published};
+use crate::{
+    http::{
+        metrics::SharedMetrics,
+        web_config::{Live, auth::Verdict},
+    },
+    snapshot::Published,
+};
 
 #[derive(Clone)]
 struct AppState {
@@ -49,12 +61,13 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves until `shutdown` completes, then lets requests in flight finish for at most
-/// [`SHUTDOWN_GRACE`].
+/// [`SHUTDOWN_GRACE`]. `web` is the web configuration in force, if the agent has one.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: SharedMetrics,
     published: Published,
     poll_interval: Duration,
+    web: Option<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = AppState {
@@ -69,6 +82,10 @@ pub async fn serve(
         .route("/api/devices/{mac}/destinations", get(api_destinations))
         .route("/", get(index))
         .with_state(state);
+    let app = match &web {
+        Some(live) => app.layer(axum::middleware::from_fn_with_state(live.clone(), guard)),
+        None => app,
+    };
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
@@ -91,20 +108,21 @@ pub async fn serve(
             },
         };
         let service = TowerToHyperService::new(app.clone());
-        let mut closing = closing_rx.clone();
+        let closing = closing_rx.clone();
+        let tls = web.as_ref().and_then(|live| live.current().tls.clone());
         connections.spawn(async move {
             let _permit = permit;
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = closing.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+            match tls {
+                None => serve_connection(stream, service, closing).await,
+                Some(config) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    // A client that never finishes its handshake is dropped like one that
+                    // never sends its headers; plain HTTP fails it at once, with no answer.
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, accept).await {
+                        Ok(Ok(stream)) => serve_connection(stream, service, closing).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
                 }
             }
         });
@@ -123,6 +141,70 @@ pub async fn serve(
         connections.abort_all();
     }
     Ok(())
+}
+
+/// Serves one connection's requests until it ends, or until `closing` says to stop.
+async fn serve_connection<I, S>(io: I, service: S, mut closing: tokio::sync::watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = closing.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// In front of every route when there is a web configuration, in the toolkit's order: the
+/// rate limit (429, before any bcrypt), the configured headers, then basic authentication
+/// (401 with `WWW-Authenticate: Basic`; 429 when too many checks are already queued).
+async fn guard(State(live): State<Live>, request: Request, next: Next) -> Response {
+    let config = live.current();
+    if !live.limiter.allow(&config.rate_limit) {
+        return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n").into_response();
+    }
+    let mut response = if config.users.is_empty() {
+        next.run(request).await
+    } else {
+        let credentials = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        match live.checker.check(&config.users, credentials).await {
+            Verdict::Allowed => next.run(request).await,
+            Verdict::Denied => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic")],
+                "Unauthorized\n",
+            )
+                .into_response(),
+            Verdict::Busy => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, "1")],
+                "Too Many Requests\n",
+            )
+                .into_response(),
+        }
+    };
+    for (name, value) in &config.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
 }
 
 async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {

@@ -29,7 +29,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     config::{Config, Overrides},
-    http::metrics::Metrics,
+    http::{
+        metrics::Metrics,
+        web_config::{self, WebConfig, watch},
+    },
     kernel::{
         Live,
         loader::{self, LoadError, MapSizes},
@@ -97,11 +100,13 @@ impl From<ThreadPanic> for RunError {
 }
 
 /// Runs the agent until SIGINT or SIGTERM. `config_path` and `overrides` are read again on
-/// SIGHUP or when the file changes.
+/// SIGHUP or when the file changes; so is the web configuration file `web` (its path and its
+/// configuration as read at start), when it changes.
 pub fn run(
     config: Config,
     config_path: Option<PathBuf>,
     overrides: Overrides,
+    web: Option<(PathBuf, WebConfig)>,
 ) -> Result<(), RunError> {
     // Cheap checks first, so that a typo fails before anything touches the kernel.
     loader::check_interfaces(&config.lan)?;
@@ -228,6 +233,29 @@ pub fn run(
         control.serve(forward, token)
     });
     workers.push(controlling.map_err(spawn_error)?);
+    let web = match web {
+        Some((path, web)) => {
+            tracing::info!(
+                path = %path.display(),
+                tls = web.tls.is_some(),
+                basic_auth = !web.users.is_empty(),
+                "web configuration read"
+            );
+            if web.tls.is_none() && !web.users.is_empty() {
+                tracing::warn!(
+                    "basic authentication without TLS: passwords cross the network in clear"
+                );
+            }
+            let live = web_config::Live::new(web);
+            let watcher = watch::Watcher::new(path, live.clone(), metrics.web_reloads.clone());
+            let token = shutdown.clone();
+            let watching =
+                threads::spawn("web config", &shutdown, move || watch::run(watcher, token));
+            workers.push(watching.map_err(spawn_error)?);
+            Some(live)
+        }
+        None => None,
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -246,7 +274,15 @@ pub fn run(
             // The threads stop while the server lets its requests finish.
             token.trigger();
         };
-        crate::http::server::serve(listener, metrics, published, config.poll_interval, stop).await
+        crate::http::server::serve(
+            listener,
+            metrics,
+            published,
+            config.poll_interval,
+            web,
+            stop,
+        )
+        .await
     });
     // Whatever stopped the server stops every thread.
     shutdown.trigger();

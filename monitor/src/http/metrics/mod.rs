@@ -33,6 +33,8 @@ pub struct Metrics {
     registry: own::Registry,
     published: Published,
     pub self_metrics: SelfMetrics,
+    /// Counted by the web configuration's watcher, written after the agent's own metrics.
+    pub web_reloads: Arc<crate::http::web_config::Reloads>,
 }
 
 impl Metrics {
@@ -42,6 +44,7 @@ impl Metrics {
             registry,
             published,
             self_metrics,
+            web_reloads: Arc::default(),
         })
     }
 
@@ -51,6 +54,7 @@ impl Metrics {
         let snapshot = self.published.latest();
         let (traffic, mut rest) = state_families(&snapshot);
         self.registry.render(&mut rest);
+        self.web_reloads.render(&mut rest);
         // The table's families last: the pieces rendered now leave at once.
         vec![
             Bytes::from(traffic),
