@@ -200,12 +200,16 @@ impl Agent {
     /// Waits until `n` more polls have completed, so everything sent before the call is
     /// settled (two polls suffice; see the ledger).
     pub fn wait_polls(&self, n: u64) {
+        self.wait_polls_within(n, Duration::from_secs(20));
+    }
+
+    /// [`Agent::wait_polls`] with a limit of its own: under emulation (a foreign CPU's guest)
+    /// a scrape of thousands of series takes seconds.
+    pub fn wait_polls_within(&self, n: u64, limit: Duration) {
         let polls = |s: &Scrape| s.value("egress_monitor_polls_total", &[]).unwrap_or(0.0) as u64;
         let start = polls(&self.scrape());
-        let done = wait_until(Duration::from_secs(20), || {
-            polls(&self.scrape()) >= start + n
-        });
-        assert!(done, "the agent did not poll {n} times within 20 s");
+        let done = wait_until(limit, || polls(&self.scrape()) >= start + n);
+        assert!(done, "the agent did not poll {n} times within {limit:?}");
     }
 
     /// Waits for the ledger to settle and returns the metrics.

@@ -128,8 +128,9 @@ fn holds_5000_flows_exactly_within_a_router_memory_budget() {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    agent.wait_polls(3);
-    let s = agent.settled();
+    // Generous: under TCG on a 32-bit guest a scrape of 5,000 series takes seconds.
+    agent.wait_polls_within(6, Duration::from_secs(240));
+    let s = agent.scrape();
     let (rss, peak) = memory_kib(pid);
     let listed = s
         .matching(

@@ -37,6 +37,9 @@ pub enum Linker {
     Gcc {
         command: &'static str,
         package: &'static str,
+        /// Debian's glibc headers for that architecture: C in crates (ring's) includes
+        /// <stdint.h>, which the cross gcc alone takes from the host's /usr/include and fails.
+        headers: &'static str,
     },
     /// zig through `cargo zigbuild` (from PyPI; see setup::ensure_zig).
     Zig,
@@ -67,6 +70,7 @@ pub const TARGETS: &[CrossTarget] = &[
         linker: Linker::Gcc {
             command: "aarch64-linux-gnu-gcc",
             package: "gcc-aarch64-linux-gnu",
+            headers: "libc6-dev-arm64-cross",
         },
         big_endian: false,
         rustflags: "",
@@ -98,6 +102,7 @@ pub const TARGETS: &[CrossTarget] = &[
         linker: Linker::Gcc {
             command: "s390x-linux-gnu-gcc",
             package: "gcc-s390x-linux-gnu",
+            headers: "libc6-dev-s390x-cross",
         },
         big_endian: true,
         // glibc's static libc.a comes with gcc-s390x-linux-gnu's libc6-dev-s390x-cross.

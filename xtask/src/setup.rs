@@ -148,7 +148,11 @@ pub fn cross(toolchain: &Toolchain, target: &CrossTarget) -> Result<Vec<(String,
     }
     let mut front = Vec::new();
     match target.linker {
-        Linker::Gcc { command, package } => ensure_cross_gcc(command, package)?,
+        Linker::Gcc {
+            command,
+            package,
+            headers,
+        } => ensure_cross_gcc(command, &[package, headers])?,
         Linker::Zig => front.push(ensure_zig()?),
     }
     let mut env = toolchain.env()?;
@@ -182,18 +186,24 @@ fn ensure_rustup_target(triple: &str) -> Result<()> {
 }
 
 /// A Debian cross gcc as the linker driver: installed with apt when missing (root only).
-fn ensure_cross_gcc(command: &str, package: &str) -> Result<()> {
-    if on_path(command) {
+fn ensure_cross_gcc(command: &str, packages: &[&str]) -> Result<()> {
+    // The gcc's own sysroot has the headers once its libc6-dev-*-cross is there.
+    let headers = std::path::Path::new("/usr")
+        .join(command.trim_end_matches("-gcc"))
+        .join("include/stdint.h");
+    if on_path(command) && headers.is_file() {
         println!("setup: linker {command}: present");
         return Ok(());
     }
+    let package = packages.join(" ");
     if !on_path("apt-get") || !is_root()? {
         bail!(
-            "{command} is not on PATH: install Debian's {package} (as root: apt-get install {package})"
+            "{command} or its C headers are missing: install Debian's {package} (as root: \
+             apt-get install {package})"
         );
     }
-    println!("setup: installing {package} (the linker)");
-    apt_install(&[package])?;
+    println!("setup: installing {package} (the linker and its headers)");
+    apt_install(packages)?;
     ensure!(
         on_path(command),
         "{package} was installed but {command} is not on PATH"

@@ -127,7 +127,13 @@ static ARM64: Spec = Spec {
         console: "ttyAMA0",
         share_root: false,
     },
-    packages: &["qemu-system-arm", "gcc-aarch64-linux-gnu"],
+    // The glibc headers: C in crates (ring's) includes <stdint.h>, which the cross gcc alone
+    // would take from the host's /usr/include (x86-64's bits/) and fail.
+    packages: &[
+        "qemu-system-arm",
+        "gcc-aarch64-linux-gnu",
+        "libc6-dev-arm64-cross",
+    ],
 };
 
 static ARMHF: Spec = Spec {
@@ -147,7 +153,11 @@ static ARMHF: Spec = Spec {
         console: "ttyAMA0",
         share_root: false,
     },
-    packages: &["qemu-system-arm", "gcc-arm-linux-gnueabihf"],
+    packages: &[
+        "qemu-system-arm",
+        "gcc-arm-linux-gnueabihf",
+        "libc6-dev-armhf-cross",
+    ],
 };
 
 static S390X: Spec = Spec {
