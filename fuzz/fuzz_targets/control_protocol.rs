@@ -11,7 +11,7 @@ use std::io::{BufRead as _, Read as _};
 use libfuzzer_sys::fuzz_target;
 use monitor::config::PolicyConfig;
 use monitor::persist::baseline;
-use monitor::persist::protocol::{Request, Response};
+use monitor::persist::protocol::{self, Request, Response};
 use monitor::policy::{Policy, Rule};
 use monitor::types::MacAddr;
 use monitor_fuzz::assert_message;
@@ -28,12 +28,11 @@ fuzz_target!(|data: &[u8]| {
     {
         return;
     }
-    let request = match serde_json::from_str::<Request>(&line) {
+    let request = match protocol::parse_request(&line) {
         Ok(request) => request,
         Err(e) => {
-            // The agent answers `malformed request: {e}`: serde_json's message names a
-            // position and what was expected, never the whole line.
-            assert_message(&e.to_string(), 512);
+            // What the agent answers: why, not the line again.
+            assert_message(&e, 512);
             return;
         }
     };

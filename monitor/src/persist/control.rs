@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::{
     baseline,
-    protocol::{CONTROL_SOCKET, Request, Response},
+    protocol::{self, CONTROL_SOCKET, Request, Response},
 };
 use crate::{ledger::Ledger, naming::Naming, policy::Policy, runtime::shutdown::Shutdown};
 
@@ -103,10 +103,7 @@ fn answer(stream: UnixStream, owner: &dyn Fn(ControlRequest) -> bool) -> io::Res
     stream.set_write_timeout(Some(REQUEST_TIMEOUT))?;
     let mut line = String::new();
     BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
-    let result = match serde_json::from_str::<Request>(&line) {
-        Err(e) => Err(format!("malformed request: {e}")),
-        Ok(request) => ask(owner, request),
-    };
+    let result = protocol::parse_request(&line).and_then(|request| ask(owner, request));
     let response = match result {
         Ok(text) => Response { ok: true, text },
         Err(text) => Response { ok: false, text },
