@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod cmd;
 mod cross;
+mod fuzz;
 mod lab;
 mod package;
 mod setup;
@@ -34,6 +35,8 @@ enum Command {
     Lab(lab::Args),
     /// Measure the cost per packet and per flow, write docs/benchmarks.md (needs root).
     Bench(bench::Args),
+    /// Build the fuzz targets (fuzz/, cargo-fuzz) and run each for a bounded time.
+    Fuzz(fuzz::Args),
     /// Boot Debian's 5.10, 6.1 and 6.12 kernels in QEMU and run the kernel-facing tests in each.
     Vm(vm::Args),
     /// An OpenWrt package (.ipk, 23.05 and 24.10) of a cross-built agent: target/openwrt/.
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Lab(args) => lab::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Vm(args) => vm::run(&args),
         Command::Package(args) => package::run(&args),
     };

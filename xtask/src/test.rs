@@ -1,7 +1,8 @@
 //! `cargo xtask test`: the README's (and CI's) one command for lints and every test.
 //!
 //! Order: setup, fmt, clippy (fail fast, cheapest first), build the agent, `cargo test`, a check
-//! that no test left a lab network namespace behind, the kernel matrix (`cargo xtask vm`'s
+//! that no test left a lab network namespace behind, every fuzz target for a few seconds
+//! (`cargo xtask fuzz --seconds 12`, unless `--no-fuzz`), the kernel matrix (`cargo xtask vm`'s
 //! default subset on each of its kernels, unless `--no-vm`), kernel_frames in the arm64, armhf
 //! and s390x VMs (unless `--no-vm` or `--no-arch`), and the quick benchmark (so that
 //! `cargo xtask bench` cannot rot).
@@ -18,6 +19,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{
     build,
     cmd::{self, Phases, cargo, display, is_root, output},
+    fuzz,
     setup::{self, Toolchain},
     vm,
 };
@@ -44,6 +46,14 @@ pub struct Args {
     /// `cargo xtask vm --arch arm64 --arch armhf --arch s390x` runs them).
     #[arg(long)]
     no_arch: bool,
+
+    /// Skip the fuzz targets (`cargo xtask fuzz`, run here for `--fuzz-seconds` each).
+    #[arg(long)]
+    no_fuzz: bool,
+
+    /// Seconds each fuzz target runs: 7 targets of 12 s and their build stay under 3 minutes.
+    #[arg(long, default_value_t = 12, value_name = "N")]
+    fuzz_seconds: u32,
 
     /// Passed to `cargo test` as they are, e.g. `cargo xtask test -- -p egress-lab -- --nocapture`.
     #[arg(last = true)]
@@ -75,7 +85,10 @@ fn run_phases(args: &Args, phases: &mut Phases, tally: &mut Option<Tally>) -> Re
         phases.run("fmt", || {
             ensure_tool("fmt", "rustfmt")?;
             cmd::run(cargo().args(["fmt", "--all", "--", "--check"]))
-                .context("code is not formatted: run `cargo fmt --all`")
+                .context("code is not formatted: run `cargo fmt --all`")?;
+            // The fuzz crate is a workspace of its own (see the root Cargo.toml's `exclude`).
+            cmd::run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))
+                .context("fuzz/ is not formatted: run `cargo fmt --manifest-path fuzz/Cargo.toml`")
         })?;
         phases.run("clippy", || {
             ensure_tool("clippy", "clippy")?;
@@ -108,6 +121,11 @@ fn run_phases(args: &Args, phases: &mut Phases, tally: &mut Option<Tally>) -> Re
     let leftovers = phases.run("netns check", check_no_leftover_namespaces);
     tests?;
     leftovers?;
+    if !args.no_fuzz {
+        phases.run("fuzz", || {
+            fuzz::run_targets(&toolchain, fuzz::TARGETS, args.fuzz_seconds)
+        })?;
+    }
     if !args.no_vm {
         phases.run("vm", || {
             vm::run_matrix(

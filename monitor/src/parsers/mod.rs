@@ -53,7 +53,12 @@ pub(crate) fn normalize_dns_name(raw: &str) -> Option<String> {
 /// could make one name look like another on a dashboard) are rejected whole rather than
 /// repaired, since what remains would not be what the device sent.
 pub(crate) fn clean_device_name(raw: &str) -> Option<String> {
-    let name = raw.trim().trim_end_matches('.').trim_end();
+    // Dots and whitespace mixed at the end ("tv. .") all go: trimming each once in turn would
+    // leave "tv." (found by the `leases` fuzz target).
+    fn trim_end(s: &str) -> &str {
+        s.trim_end_matches(|c: char| c == '.' || c.is_whitespace())
+    }
+    let name = trim_end(raw.trim_start());
     if name.is_empty() || name.chars().any(is_unsafe_char) {
         return None;
     }
@@ -61,7 +66,10 @@ pub(crate) fn clean_device_name(raw: &str) -> Option<String> {
     while !name.is_char_boundary(end) {
         end -= 1;
     }
-    Some(name[..end].to_owned())
+    // The cut may land just after a dot or a space: trim again, so a long name never ends in
+    // one either ("my-l......" cut at 63 bytes was "my-l" and 59 dots).
+    let name = trim_end(&name[..end]);
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 /// Control characters and the invisible formatting characters of Unicode's "Cf" category that
@@ -167,6 +175,33 @@ mod tests {
         // A multi-byte character straddling the cap is dropped whole.
         let straddle = format!("{}é", "x".repeat(62));
         assert_eq!(clean_device_name(&straddle).unwrap(), "x".repeat(62));
+        // Dots and spaces where the name ends, also where the cap cuts it, are trimmed.
+        assert_eq!(clean_device_name("tv. . ").as_deref(), Some("tv"));
+        let dots = format!("my-l{}x", ".".repeat(80));
+        assert_eq!(clean_device_name(&dots).as_deref(), Some("my-l"));
+        let spaces = format!("{} tail", "x".repeat(62));
+        assert_eq!(clean_device_name(&spaces).unwrap(), "x".repeat(62));
+        assert_eq!(clean_device_name(&format!("{}x", ".".repeat(80))), None);
+    }
+
+    /// The `leases` fuzz target's input (first byte: the format, `LeaseFormat::ALL[0]`, dnsmasq)
+    /// whose host name, cut at 63 bytes, ended in dots.
+    #[test]
+    fn fuzz_long_host_name_cut_after_a_dot() {
+        let bytes = include_bytes!("fixtures/fuzz_leases_trailing_dots.bin");
+        let format = leases::LeaseFormat::ALL[usize::from(bytes[0]) % 5];
+        let text = std::str::from_utf8(&bytes[1..]).unwrap();
+        let parsed = leases::parse(format, text);
+        let names: Vec<&str> = parsed
+            .leases
+            .iter()
+            .filter_map(|l| l.hostname.as_deref())
+            .collect();
+        assert!(names.contains(&"my-l"), "{names:?}");
+        for name in names {
+            assert!(name.len() <= MAX_DEVICE_NAME_LEN, "{name:?}");
+            assert!(!name.ends_with(['.', ' ']), "{name:?}");
+        }
     }
 
     #[test]

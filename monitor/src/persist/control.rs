@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::{
     baseline,
-    protocol::{CONTROL_SOCKET, Request, Response},
+    protocol::{self, CONTROL_SOCKET, Request, Response},
 };
 use crate::{ledger::Ledger, naming::Naming, policy::Policy, runtime::shutdown::Shutdown};
 
@@ -31,8 +31,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Clients served at once, each on a thread of its own; beyond, a client is told the agent is
 /// busy. One slow client never holds up another.
 const MAX_CLIENTS: usize = 8;
-/// Longest error text sent back: a malformed request's message may quote it.
-const MAX_ERROR_CHARS: usize = 200;
 /// How often the accept loop looks at the shutdown token.
 const WAKE: Duration = Duration::from_millis(200);
 
@@ -138,10 +136,7 @@ fn answer(stream: UnixStream, owner: &dyn Fn(ControlRequest) -> bool) -> io::Res
     let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
     let result = match read_request(&stream, deadline) {
         Err(e) => Err(e),
-        Ok(line) => match serde_json::from_str::<Request>(&line) {
-            Err(e) => Err(bounded(format!("malformed request: {e}"))),
-            Ok(request) => ask(owner, request),
-        },
+        Ok(line) => protocol::parse_request(&line).and_then(|request| ask(owner, request)),
     };
     send(&stream, result)
 }
@@ -162,15 +157,6 @@ fn send(stream: &UnixStream, result: Result<String, String>) -> io::Result<()> {
     out.push('\n');
     let mut writer = stream;
     writer.write_all(out.as_bytes())
-}
-
-/// `text`, cut to [`MAX_ERROR_CHARS`]: what comes back never quotes a long request whole.
-fn bounded(text: String) -> String {
-    if text.chars().count() <= MAX_ERROR_CHARS {
-        return text;
-    }
-    let cut: String = text.chars().take(MAX_ERROR_CHARS).collect();
-    format!("{cut}...")
 }
 
 /// The request line, read by `deadline` whatever the client's pace, at most [`MAX_REQUEST`]
