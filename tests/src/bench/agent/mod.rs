@@ -190,8 +190,13 @@ pub fn run(o: &AgentBenchOptions) -> AgentReport {
 
 /// The configuration of an agent with defaults everywhere.
 fn default_config() -> Config {
-    Config::from_toml_str("lan = [\"br-lan\"]", None, &Overrides::default())
-        .expect("the default configuration parses")
+    // Every flow its own series: the bench measures the work of N flows, not the bound.
+    Config::from_toml_str(
+        "lan = [\"br-lan\"]\nmax_series = 16777216",
+        None,
+        &Overrides::default(),
+    )
+    .expect("the default configuration parses")
 }
 
 /// Synthetic flow `i`: device `i % DEVICES`, both directions, a distinct remote address (one in
@@ -558,7 +563,7 @@ fn bench_enriched(
     let (country_db, asn_db) = synthetic_databases(n, &dir);
     let config = Config::from_toml_str(
         &format!(
-            "lan = [\"br-lan\"]\n[enrich]\ncountry_db = \"{}\"\nasn_db = \"{}\"\n",
+            "lan = [\"br-lan\"]\nmax_series = 16777216\n[enrich]\ncountry_db = \"{}\"\nasn_db = \"{}\"\n",
             country_db.display(),
             asn_db.display()
         ),
