@@ -7,8 +7,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::Read as _,
-    os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -129,8 +127,8 @@ pub struct RateLimitConfig {
 pub enum ReadError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("not a regular file")]
-    NotRegular,
+    #[error("not a regular file ({0})")]
+    NotRegular(&'static str),
     #[error("larger than {MAX_FILE_BYTES} bytes")]
     TooLarge,
     #[error("not UTF-8")]
@@ -139,26 +137,16 @@ pub enum ReadError {
     Yaml(String),
 }
 
-/// Reads a file that must be regular and small, without blocking on a FIFO or a device.
+/// Reads a file that must be regular and small, without blocking on a FIFO or a device
+/// (the agent's one reader of user-named files, `regular_file`).
 pub fn read_small_file(path: &Path) -> Result<Vec<u8>, ReadError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
-    let meta = file.metadata()?;
-    let kind = meta.file_type();
-    if !kind.is_file() || kind.is_fifo() || kind.is_char_device() || kind.is_block_device() {
-        return Err(ReadError::NotRegular);
+    use crate::regular_file::{self, FileError};
+    match regular_file::read(path, MAX_FILE_BYTES) {
+        Ok((bytes, _)) => Ok(bytes),
+        Err(FileError::Io(e)) => Err(ReadError::Io(e)),
+        Err(FileError::NotRegular(kind)) => Err(ReadError::NotRegular(kind)),
+        Err(FileError::TooLarge { .. }) => Err(ReadError::TooLarge),
     }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(ReadError::TooLarge);
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(ReadError::TooLarge);
-    }
-    Ok(bytes)
 }
 
 /// Parses the YAML text. An empty file (or one of comments only) is a valid, empty
