@@ -226,6 +226,11 @@ mod user {
     unsafe impl aya::Pod for super::SniffHeader {}
 }
 
+/// Version of the layout of the maps the agent pins (their types, keys and values, and what the
+/// numbers in them mean). An agent finding pins of another version replaces them instead of
+/// reading them: bump it with any change to a type below or to how the programs count.
+pub const MAP_LAYOUT_VERSION: u32 = 1;
+
 // The kernel and the agent must agree on these sizes; a change here is a map layout change.
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 24);
 const _: () = assert!(core::mem::size_of::<DeviceKey>() == 8);

@@ -49,9 +49,14 @@ pub struct Cli {
     #[arg(long, value_name = "DIR", value_parser = parse_state_dir, global = true)]
     pub state_dir: Option<PathBuf>,
 
+    /// Directory on bpffs where the counter maps and program links are pinned, so counting goes
+    /// on across restarts; "" for none. Overrides `pin_dir` [default: /sys/fs/bpf/egress-monitor].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub pin_dir: Option<String>,
+
     /// LAN interface to monitor, e.g. br-lan; repeat for several.
     /// Overrides `lan`: the flags replace the file's whole list.
-    #[arg(long, value_name = "IFACE")]
+    #[arg(long, value_name = "IFACE", global = true)]
     pub lan: Vec<String>,
 
     /// Address to serve /metrics and /healthz on, e.g. `0.0.0.0:10100` or `[::]:10100`
@@ -113,6 +118,9 @@ pub enum Command {
         #[command(subcommand)]
         action: BaselineAction,
     },
+    /// Stop counting for good (before uninstalling): detach the programs from the LAN
+    /// interfaces and remove the pinned maps and links. The agent must not be running.
+    Detach,
 }
 
 /// `egress-monitor baseline ...`.
@@ -177,6 +185,7 @@ impl Cli {
             attach: self.attach,
             destination_label: self.destination_label,
             state_dir: self.state_dir.clone(),
+            pin_dir: self.pin_dir.clone(),
         }
     }
 
@@ -272,6 +281,7 @@ mod tests {
                 attach: None,
                 destination_label: Some(crate::config::LabelMode::Host),
                 state_dir: Some("/tmp/egress-state".into()),
+                pin_dir: None,
             }
         );
     }

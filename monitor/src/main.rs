@@ -41,6 +41,24 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Detach) = &cli.command {
+        return match Config::load(cli.config.as_deref(), &cli.overrides()) {
+            Ok(config) => match app::detach(&config) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("egress-monitor: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("egress-monitor: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref(), &cli.overrides()) {
         Ok(config) => config,
         Err(e) => {

@@ -56,6 +56,8 @@ pub struct AgentStats {
     /// Local prefixes written to the kernel: (IPv4, IPv6).
     pub local_prefixes: (usize, usize),
     pub attachments: Vec<Attachment>,
+    /// How the kernel side began: `kernel::pins::Start` as a label value.
+    pub kernel_start: &'static str,
     /// Per hook device: whether hardware offload may hide its packets.
     pub hardware_offload: Vec<(String, bool)>,
     pub sniff: SniffStats,

@@ -125,6 +125,10 @@ impl Agent {
         if !extra_args.contains(&"--state-dir") && !config.contains("state_dir") {
             args.extend(["--state-dir".into(), state_dir(lab).display().to_string()]);
         }
+        // Never the host's pins: every agent a test starts pins in the lab's own directory.
+        if !extra_args.contains(&"--pin-dir") && !config.contains("pin_dir") {
+            args.extend(["--pin-dir".into(), lab.pin_dir().display().to_string()]);
+        }
         args.extend(extra_args.iter().map(|s| s.to_string()));
         let binary = agent_binary();
         let binary = binary.to_str().expect("UTF-8 path");
@@ -273,6 +277,9 @@ pub fn run_agent_to_exit_with_env(
     // Never the host's /var/lib: every agent a test starts keeps its state in the lab.
     if !args.contains(&"--state-dir") {
         cmd.arg("--state-dir").arg(state_dir(lab));
+    }
+    if !args.contains(&"--pin-dir") {
+        cmd.arg("--pin-dir").arg(lab.pin_dir());
     }
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

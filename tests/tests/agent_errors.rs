@@ -130,6 +130,9 @@ fn run_agent_to_exit_as_nobody(lab: &Lab, bin: &std::path::Path) -> std::process
             "127.0.0.1:9751",
             "--state-dir",
             nobody_state_dir(lab).to_str().unwrap(),
+            // Nobody may not write bpffs; this test is about loading.
+            "--pin-dir",
+            "",
         ],
     );
     let _ = std::fs::remove_file(bin);
@@ -168,6 +171,9 @@ fn runs_as_nobody_with_only_cap_bpf_net_admin_and_perfmon() {
         "200ms",
         "--state-dir",
         nobody_state_dir(&lab).to_str().unwrap(),
+        // Pinning needs a pin directory the user may write (see the README's deployment).
+        "--pin-dir",
+        "",
     ])
     .stdin(std::process::Stdio::null())
     .stdout(std::process::Stdio::piped())

@@ -326,7 +326,7 @@ fn on_every_port(lab: &Lab) -> Vec<String> {
 }
 
 #[test]
-fn a_restarted_agent_starts_clean_and_a_stopped_one_leaves_nothing_attached() {
+fn a_restarted_agent_counts_on_and_detach_leaves_nothing_attached() {
     let lab = Lab::new();
     let _servers = lab.start_servers(0);
     let phone = lab.device("phone");
@@ -351,23 +351,70 @@ fn a_restarted_agent_starts_clean_and_a_stopped_one_leaves_nothing_attached() {
     assert_eq!(s.device_total("phone", "egress"), (5 * 128, 5));
     let status = agent.stop();
     assert!(status.success(), "SIGTERM is a clean exit, got {status}");
+    assert_eq!(
+        attached_programs(&lab),
+        on_every_port(&lab),
+        "the pinned programs count on after SIGTERM"
+    );
+
+    // While no agent runs, and then with the next one: nothing lost, nothing twice.
+    udp_send(&phone.ns, to, 100, 2);
+    let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
+    udp_send(&phone.ns, to, 100, 3);
+    let s = agent.settled();
+    assert_eq!(s.device_total("phone", "egress"), (10 * 128, 10));
+    agent.child().kill();
+    assert_eq!(
+        attached_programs(&lab),
+        on_every_port(&lab),
+        "and after SIGKILL"
+    );
+
+    let out = egress_lab::agent::run_agent_to_exit(
+        &lab,
+        &["detach", "--lan", "br-lan"],
+        Duration::from_secs(10),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = attached_programs(&lab);
+    assert!(left.is_empty(), "programs left after detach: {left:?}");
+}
+
+#[test]
+fn without_pins_a_stopped_agent_leaves_nothing_and_the_next_counts_from_zero() {
+    let lab = Lab::new();
+    let _servers = lab.start_servers(0);
+    let phone = lab.device("phone");
+    let to = SocketAddr::new(IpAddr::V4(SERVERS_V4[0]), UDP_SINK_PORT);
+    let unpinned = ["--pin-dir", ""];
+
+    let agent = Agent::start(&lab, DEVICES_CONFIG, &unpinned);
+    udp_send(&phone.ns, to, 100, 5);
+    assert_eq!(
+        agent.settled().device_total("phone", "egress"),
+        (5 * 128, 5)
+    );
+    assert!(agent.stop().success());
     let left = attached_programs(&lab);
     assert!(
         left.is_empty(),
         "programs left attached after SIGTERM: {left:?}"
     );
-
-    // A new agent counts from zero: what the first one counted is not counted again.
-    let agent = Agent::start(&lab, DEVICES_CONFIG, &[]);
+    let agent = Agent::start(&lab, DEVICES_CONFIG, &unpinned);
     udp_send(&phone.ns, to, 100, 3);
-    let s = agent.settled();
-    assert_eq!(s.device_total("phone", "egress"), (3 * 128, 3));
-    // TCX links die with the process, so even SIGKILL leaves nothing behind. clsact filters
-    // (kernels before 6.6) outlive it, and the next agent replaces them by name (see the
-    // clsact test).
+    assert_eq!(
+        agent.settled().device_total("phone", "egress"),
+        (3 * 128, 3)
+    );
+    // TCX links without a pin die with the process, even on SIGKILL. clsact filters (kernels
+    // before 6.6) outlive it, and the next agent replaces them (see the clsact test).
     agent.child().kill();
     let left = attached_programs(&lab);
-    if mode == "tcx" {
+    if egress_lab::agent::auto_attach_mode() == "tcx" {
         assert!(
             left.is_empty(),
             "programs left attached after SIGKILL: {left:?}"
@@ -378,7 +425,7 @@ fn a_restarted_agent_starts_clean_and_a_stopped_one_leaves_nothing_attached() {
 }
 
 #[test]
-fn clsact_mode_counts_exactly_and_replaces_the_filters_a_killed_agent_left() {
+fn clsact_mode_counts_exactly_and_the_next_agent_takes_over_its_filters() {
     let lab = Lab::new();
     let _servers = lab.start_servers(0);
     let phone = lab.device("phone");
@@ -394,15 +441,15 @@ fn clsact_mode_counts_exactly_and_replaces_the_filters_a_killed_agent_left() {
         s.device_total("phone", "egress"),
         (4 * udp_ip_bytes(false, 100), 4)
     );
-    // Unlike a TCX link, a clsact filter outlives a killed process.
     agent.child().kill();
     assert_eq!(
         attached_programs(&lab),
         on_every_port(&lab),
         "filters outlive SIGKILL"
     );
+    udp_send(&phone.ns, to, 100, 1);
 
-    // The next agent removes them by name instead of counting next to them.
+    // The next agent swaps its programs into the same filters instead of counting next to them.
     let agent = Agent::start(&lab, &config, &[]);
     assert_eq!(
         attached_programs(&lab),
@@ -410,7 +457,9 @@ fn clsact_mode_counts_exactly_and_replaces_the_filters_a_killed_agent_left() {
         "one filter per hook"
     );
     assert!(
-        agent.log().contains("removed a stale filter"),
+        agent
+            .log()
+            .contains("took over the filter of an earlier agent"),
         "{}",
         agent.log()
     );
@@ -418,12 +467,24 @@ fn clsact_mode_counts_exactly_and_replaces_the_filters_a_killed_agent_left() {
     let s = agent.settled();
     assert_eq!(
         s.device_total("phone", "egress"),
-        (2 * udp_ip_bytes(false, 100), 2)
+        (7 * udp_ip_bytes(false, 100), 7),
+        "what the killed agent counted, what crossed without an agent, and the new"
+    );
+    assert!(agent.stop().success());
+
+    // An agent without pins removes a stale filter by name, and removes its own at a stop.
+    let agent = Agent::start(&lab, &config, &["--pin-dir", ""]);
+    assert_eq!(attached_programs(&lab), on_every_port(&lab));
+    udp_send(&phone.ns, to, 100, 2);
+    assert_eq!(
+        agent.settled().device_total("phone", "egress"),
+        (2 * udp_ip_bytes(false, 100), 2),
+        "a new map, counted from zero"
     );
     assert!(agent.stop().success());
     assert!(
         attached_programs(&lab).is_empty(),
-        "SIGTERM removes the filters"
+        "SIGTERM removes the filters of an agent without pins"
     );
 }
 

@@ -146,5 +146,9 @@ fn ports_that_leave_join_or_are_recreated_are_followed() {
         );
     }
     assert!(agent.stop().success());
-    assert!(lan_programs(&lab).is_empty(), "SIGTERM detaches every port");
+    assert_eq!(
+        lan_programs(&lab),
+        expected_lan_programs(&lab),
+        "after SIGTERM the pinned programs count on, on every port there is now"
+    );
 }

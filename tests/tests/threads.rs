@@ -35,7 +35,12 @@ fn dies_with(thread: &str) {
         )),
         "{err}"
     );
-    assert!(lan_programs(&lab).is_empty(), "programs left attached");
+    // Pinned, the programs count on for the agent the service manager starts next.
+    assert_eq!(
+        lan_programs(&lab),
+        egress_lab::agent::expected_lan_programs(&lab),
+        "the programs stay attached, pinned"
+    );
 }
 
 #[test]

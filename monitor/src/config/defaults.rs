@@ -119,6 +119,9 @@ const fn v6(s: [u16; 8]) -> IpAddr {
 
 /// Where the agent keeps its state unless told otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/egress-monitor";
+/// Default `pin_dir`: where the counter maps and links are pinned, so counting survives a
+/// restart.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/egress-monitor";
 
 /// Default `enrich.max_as_per_device`: AS series kept per device and direction; the rest are
 /// `asn="other"`. A home device talks to a few dozen networks.

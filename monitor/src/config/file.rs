@@ -21,8 +21,8 @@ use super::defaults::{
 use super::model::{AttachPolicy, DeviceConfig, LabelMode, LeaseFormat, LeaseSource, NamesConfig};
 use super::validate::{
     check_device_group, check_device_name, check_duration, check_entries, check_iface_name,
-    check_lease_path, check_poll_interval, check_sniff_ring_bytes, check_state_dir, dedup,
-    parse_duration, parse_listen, parse_prefix, parse_resolver,
+    check_lease_path, check_pin_dir, check_poll_interval, check_sniff_ring_bytes, check_state_dir,
+    dedup, parse_duration, parse_listen, parse_prefix, parse_resolver,
 };
 use super::{enrich, policy};
 use crate::types::MacAddr;
@@ -62,6 +62,8 @@ pub(super) struct FileConfig {
     pub(super) devices: BTreeMap<MacAddr, DeviceConfig>,
     #[serde(default, deserialize_with = "de_state_dir")]
     pub(super) state_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_pin_dir")]
+    pub(super) pin_dir: Option<Option<PathBuf>>,
     #[serde(default, deserialize_with = "de_state_write_interval")]
     pub(super) state_write_interval: Option<Duration>,
     #[serde(default)]
@@ -182,6 +184,13 @@ const EXPECT_LEASE_PATH: &str = "an absolute path like \"/tmp/dhcp.leases\"";
 const EXPECT_LEASE: &str =
     "a lease file table like { format = \"dnsmasq\", path = \"/tmp/dhcp.leases\" }";
 const EXPECT_STATE_DIR: &str = "an absolute path like \"/var/lib/egress-monitor\"";
+
+const EXPECT_PIN_DIR: &str =
+    "an absolute path on bpffs like \"/sys/fs/bpf/egress-monitor\", or \"\" for no pins";
+
+fn de_pin_dir<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<PathBuf>>, D::Error> {
+    de_str(d, EXPECT_PIN_DIR, check_pin_dir).map(Some)
+}
 
 fn de_state_dir<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
     de_str(d, EXPECT_STATE_DIR, check_state_dir).map(Some)

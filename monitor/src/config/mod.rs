@@ -90,7 +90,9 @@ pub use policy::{
     Applies, DEFAULT_MAX_UNEXPECTED_DESTINATIONS, LEARN_RANGE, MAX_UNEXPECTED_DESTINATIONS_RANGE,
     PolicyConfig, PolicySection,
 };
-pub(crate) use validate::{check_state_dir, parse_duration, parse_listen, parse_prefix};
+pub(crate) use validate::{
+    check_pin_dir, check_state_dir, parse_duration, parse_listen, parse_prefix,
+};
 
 use error::locate_top_level_value;
 use file::{IfaceName, Prefix, parse_file};
@@ -138,6 +140,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// At most one write of the state file per this long, besides shutdown and commands.
     pub state_write_interval: Duration,
+    /// Where the counter maps and program links are pinned (bpffs), so the programs count on
+    /// while no agent runs and the next one adopts them; None: no pins.
+    pub pin_dir: Option<PathBuf>,
     /// What devices may talk to: the `[policy]` table.
     pub policy: PolicyConfig,
     /// Countries and autonomous systems of destinations: the `[enrich]` table.
@@ -284,6 +289,12 @@ impl Config {
             leases: file.leases,
             devices: file.devices,
             state_dir,
+            pin_dir: match &overrides.pin_dir {
+                Some(dir) => check_pin_dir(dir).map_err(|m| ConfigError::flag("--pin-dir", m))?,
+                None => file
+                    .pin_dir
+                    .unwrap_or_else(|| Some(PathBuf::from(defaults::DEFAULT_PIN_DIR))),
+            },
             state_write_interval: file
                 .state_write_interval
                 .unwrap_or(defaults::DEFAULT_STATE_WRITE_INTERVAL),

@@ -177,4 +177,6 @@ pub struct Overrides {
     pub destination_label: Option<LabelMode>,
     /// `--state-dir`.
     pub state_dir: Option<PathBuf>,
+    /// `--pin-dir` ("" for none).
+    pub pin_dir: Option<String>,
 }

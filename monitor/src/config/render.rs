@@ -44,6 +44,16 @@ impl Config {
                 quoted(&self.state_dir.display().to_string())
             ),
             format!(
+                "pin_dir = {}",
+                quoted(
+                    &self
+                        .pin_dir
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )
+            ),
+            format!(
                 "state_write_interval = {}",
                 duration(self.state_write_interval)
             ),

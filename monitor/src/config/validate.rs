@@ -102,6 +102,21 @@ pub(super) fn check_database_path(s: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// A pin directory: absolute, below the mount point (a directory of its own, which `detach`
+/// removes whole); "" turns pinning off.
+pub(crate) fn check_pin_dir(s: &str) -> Result<Option<PathBuf>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let path = PathBuf::from(s);
+    if !path.is_absolute() || path.components().count() < 3 {
+        return Err(format!(
+            "invalid pin directory {s:?}: must be an absolute path of its own on bpffs, like \"/sys/fs/bpf/egress-monitor\", or \"\" for no pins"
+        ));
+    }
+    Ok(Some(path))
+}
+
 pub(crate) fn check_state_dir(s: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(s);
     if path.is_absolute() {

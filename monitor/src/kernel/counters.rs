@@ -250,6 +250,34 @@ pub fn remote_address(key: &FlowKey) -> Option<IpAddr> {
     }
 }
 
+/// The flow key of a device's remote address: [`remote_address`] the other way.
+pub fn flow_key(device: DeviceId, addr: IpAddr) -> FlowKey {
+    let (family, addr) = match addr {
+        IpAddr::V4(v4) => {
+            let mut bytes = [0; 16];
+            bytes[..4].copy_from_slice(&v4.octets());
+            (FAMILY_V4, bytes)
+        }
+        IpAddr::V6(v6) => (FAMILY_V6, v6.octets()),
+    };
+    FlowKey {
+        mac: device.mac.0,
+        direction: device.direction as u8,
+        family,
+        addr,
+    }
+}
+
+/// The device and remote address of a flow key; None for a key the kernel never writes.
+pub fn flow_of(key: &FlowKey) -> Option<(DeviceId, IpAddr)> {
+    let direction = Direction::from_kernel(key.direction)?;
+    let device = DeviceId {
+        mac: MacAddr(key.mac),
+        direction,
+    };
+    Some((device, remote_address(key)?))
+}
+
 /// A [`FlowKey`] from its 24 bytes as the kernel lays them out.
 fn decode_flow_key(bytes: &[u8]) -> FlowKey {
     let mut key = FlowKey {
@@ -464,6 +492,19 @@ fn lookup_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_keys_go_both_ways() {
+        for addr in ["192.0.2.10", "2001:db8::7"] {
+            let device = DeviceId {
+                mac: MacAddr([2, 0, 0, 0, 0, 9]),
+                direction: Direction::Ingress,
+            };
+            let addr: IpAddr = addr.parse().unwrap();
+            let key = flow_key(device, addr);
+            assert_eq!(flow_of(&key), Some((device, addr)));
+        }
+    }
 
     #[test]
     fn flow_keys_decode_to_canonical_addresses() {

@@ -16,6 +16,8 @@ pub struct DeviceTotals {
     hash: PerCpuHashMap<MapData, DeviceKey, Counters>,
     slots: HashMap<MapData, DeviceKey, u32>,
     totals: PerCpuArray<MapData, Counters>,
+    /// Totals of maps that were replaced (a restart with other sizes), added to each device's.
+    carried: BTreeMap<DeviceKey, Count>,
     /// Slots given so far; slots are never taken back (device entries are never deleted).
     given: u32,
     capacity: u32,
@@ -36,13 +38,27 @@ impl DeviceTotals {
         totals: PerCpuArray<MapData, Counters>,
         capacity: u32,
     ) -> Self {
+        // Adopted maps (see `pins`) come with the slots an earlier agent gave.
+        let given = slots
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, slot)| slot + 1)
+            .max()
+            .unwrap_or(0);
         Self {
             hash,
             slots,
             totals,
-            given: 0,
+            carried: BTreeMap::new(),
+            given,
             capacity,
         }
+    }
+
+    /// Adds totals carried over from replaced maps to every reading.
+    pub fn with_carried(mut self, carried: BTreeMap<DeviceKey, Count>) -> Self {
+        self.carried = carried;
+        self
     }
 
     /// The hash part, for benchmarks and tests that write totals as the kernel would.
@@ -50,14 +66,15 @@ impl DeviceTotals {
         &mut self.hash
     }
 
-    /// Reads every device's total: its hash part plus its slot part.
+    /// Reads every device's total: what was carried over, its hash part and its slot part.
     pub fn read(&self) -> Result<DeviceReading, MapError> {
-        let mut totals: BTreeMap<DeviceKey, Count> = BTreeMap::new();
+        let mut totals: BTreeMap<DeviceKey, Count> = self.carried.clone();
         let mut slotted = BTreeSet::new();
         for entry in self.slots.iter() {
             let (key, slot) = entry?;
             let values = self.totals.get(&slot, 0)?;
-            totals.insert(key, sum(values.iter()));
+            let total = totals.entry(key).or_default();
+            *total = total.saturating_add(sum(values.iter()));
             slotted.insert(key);
         }
         let mut without_slot = Vec::new();
@@ -65,7 +82,7 @@ impl DeviceTotals {
             let (key, values) = entry?;
             let part = sum(values.iter());
             let total = totals.entry(key).or_default();
-            *total = Count::new(total.bytes + part.bytes, total.packets + part.packets);
+            *total = total.saturating_add(part);
             if !slotted.contains(&key) {
                 without_slot.push(key);
             }

@@ -24,17 +24,26 @@ use aya::{
     Ebpf,
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType,
-        tc::{self, SchedClassifierLink, TcAttachOptions},
+        links::{FdLink, PinnedLink},
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
     },
 };
 
 use crate::{
     config::AttachPolicy,
-    kernel::loader::{
-        AttachMode, LoadError, PROGRAM_LAN_EGRESS, PROGRAM_LAN_INGRESS, error_chain,
-        permission_denied,
+    kernel::{
+        loader::{
+            AttachMode, LoadError, PROGRAM_LAN_EGRESS, PROGRAM_LAN_INGRESS, error_chain,
+            permission_denied,
+        },
+        pins::PinDir,
     },
 };
+
+/// Where our clsact filters sit: first (priority 1), under a handle of our own, so the next
+/// agent can swap its program into the same filter (`tc filter replace`), atomically.
+const CLSACT_PRIORITY: u16 = 1;
+const CLSACT_HANDLE: TcHandle = TcHandle::new(0, 0xe6a0);
 
 /// What the network looks like from the interfaces' point of view; [`Sysfs`] in the agent, a
 /// table in tests.
@@ -122,14 +131,46 @@ pub struct Attachment {
     pub mode: Option<AttachMode>,
 }
 
-/// Both programs on one device. Dropping it detaches them.
+/// Both programs on one device. Dropping it detaches them, unless they are pinned: then they
+/// go on counting for the next agent.
 struct Hook {
     lan: String,
     device: String,
     ifindex: u32,
     mode: AttachMode,
-    /// Owned links: dropping one detaches its program (TCX link or clsact filter).
-    _links: Vec<SchedClassifierLink>,
+    links: Vec<HookLink>,
+}
+
+/// One program's link. A TCX link with a pin outlives the process; a clsact filter outlives it
+/// anyway, and is removed only when `keep` is false.
+struct HookLink {
+    link: Option<SchedClassifierLink>,
+    pin: Option<PathBuf>,
+    keep: bool,
+}
+
+impl HookLink {
+    /// Detaches the program for good (the device left the LAN).
+    fn release(mut self) {
+        if let Some(pin) = self.pin.take() {
+            let _ = fs::remove_file(pin);
+        }
+        self.keep = false;
+    }
+}
+
+impl Drop for HookLink {
+    fn drop(&mut self) {
+        // Dropping a link detaches it: a TCX link only loses our descriptor (its pin holds it),
+        // but a clsact filter would be deleted. Forgetting one leaks nothing: it holds no
+        // descriptor, only the filter's address.
+        if let Some(link) = self.link.take()
+            && self.keep
+            && <&FdLink>::try_from(&link).is_err()
+        {
+            std::mem::forget(link);
+        }
+    }
 }
 
 /// A device that should carry the programs but does not yet (attaching failed); retried at
@@ -146,6 +187,7 @@ struct Pending {
 pub struct Hooks {
     lan: Vec<String>,
     policy: AttachPolicy,
+    pins: Option<PinDir>,
     hooks: Vec<Hook>,
     pending: Vec<Pending>,
     /// Every device ever hooked, so the log tells a device that came back from a new port.
@@ -177,10 +219,25 @@ impl Hooks {
         ebpf: &mut Ebpf,
         lan: &[String],
         policy: AttachPolicy,
+        pins: Option<&PinDir>,
     ) -> Result<Self, LoadError> {
         let mut hooks = Vec::new();
         for (l, device, ifindex) in wanted(&Sysfs, lan) {
-            hooks.push(attach_hook(ebpf, &l, &device, ifindex, policy)?);
+            hooks.push(attach_hook(ebpf, &l, &device, ifindex, policy, pins)?);
+        }
+        if let Some(dir) = pins {
+            // Links of devices that are no longer hooked (gone, or no longer in the LAN):
+            // removing the pin detaches the program.
+            let used: BTreeSet<&PathBuf> = hooks
+                .iter()
+                .flat_map(|h: &Hook| h.links.iter().filter_map(|l| l.pin.as_ref()))
+                .collect();
+            for pin in dir.link_pins() {
+                if !used.contains(&pin) {
+                    tracing::info!(pin = %pin.display(), "removed the link of a device no longer hooked");
+                    let _ = fs::remove_file(&pin);
+                }
+            }
         }
         for l in lan {
             if bridge_of(&Sysfs, l).is_some() && hook_devices(&Sysfs, l).is_empty() {
@@ -193,6 +250,7 @@ impl Hooks {
         Ok(Self {
             lan: lan.to_vec(),
             policy,
+            pins: pins.cloned(),
             known: hooks.iter().map(|h| h.device.clone()).collect(),
             hooks,
             pending: Vec::new(),
@@ -206,7 +264,8 @@ impl Hooks {
     pub fn follow(&mut self, ebpf: &mut Ebpf) -> bool {
         let wanted = wanted(&Sysfs, &self.lan);
         let before = self.attachments();
-        self.hooks.retain(|h| {
+        let hooks = std::mem::take(&mut self.hooks);
+        let (kept, left): (Vec<Hook>, Vec<Hook>) = hooks.into_iter().partition(|h| {
             let keep = wanted
                 .iter()
                 .any(|(_, d, i)| *d == h.device && *i == h.ifindex);
@@ -219,12 +278,23 @@ impl Hooks {
             }
             keep
         });
+        self.hooks = kept;
+        for hook in left {
+            hook.links.into_iter().for_each(HookLink::release);
+        }
         let mut pending = Vec::new();
         for (lan, device, ifindex) in wanted {
             if self.hooks.iter().any(|h| h.device == device) {
                 continue;
             }
-            match attach_hook(ebpf, &lan, &device, ifindex, self.policy) {
+            match attach_hook(
+                ebpf,
+                &lan,
+                &device,
+                ifindex,
+                self.policy,
+                self.pins.as_ref(),
+            ) {
                 Ok(hook) => {
                     let mode = hook.mode.as_str();
                     if !self.known.insert(device.clone()) {
@@ -296,13 +366,15 @@ impl Hooks {
     }
 }
 
-/// Attaches both programs to one device.
+/// Attaches both programs to one device: swapped into the links (or filters) of an earlier
+/// agent where there are some, else new.
 fn attach_hook(
     ebpf: &mut Ebpf,
     lan: &str,
     device: &str,
     ifindex: u32,
     policy: AttachPolicy,
+    pins: Option<&PinDir>,
 ) -> Result<Hook, LoadError> {
     let mut mode = AttachMode::Tcx;
     let mut links = Vec::with_capacity(2);
@@ -315,39 +387,71 @@ fn attach_hook(
             .ok_or_else(|| LoadError::Load(format!("program {program} missing from the object")))?
             .try_into()
             .map_err(|e: ProgramError| LoadError::Load(e.to_string()))?;
-        let (link, attached) = attach(prog, device, attach_type, program, policy)?;
+        let hook = Target {
+            interface: device,
+            attach_type,
+            name: program,
+        };
+        let pin = pins.map(|dir| dir.link(ifindex, attach_type));
+        let (link, attached) = attach(prog, &hook, policy, pin.as_deref())?;
         mode = attached;
-        links.push(link);
+        links.push(HookLink {
+            link: Some(link),
+            pin: pin.filter(|_| attached == AttachMode::Tcx),
+            keep: pins.is_some(),
+        });
     }
     Ok(Hook {
         lan: lan.to_owned(),
         device: device.to_owned(),
         ifindex,
         mode,
-        _links: links,
+        links,
     })
+}
+
+/// One program on one hook.
+struct Target<'a> {
+    interface: &'a str,
+    attach_type: TcAttachType,
+    /// The program's name, which its clsact filter carries.
+    name: &'a str,
 }
 
 fn attach(
     prog: &mut SchedClassifier,
-    interface: &str,
-    attach_type: TcAttachType,
-    name: &str,
+    target: &Target<'_>,
     policy: AttachPolicy,
+    pin: Option<&Path>,
 ) -> Result<(SchedClassifierLink, AttachMode), LoadError> {
+    let interface = target.interface;
     let attach_error = |e: &dyn std::fmt::Display| LoadError::Attach {
         interface: interface.to_owned(),
         message: e.to_string(),
     };
     let owned = |prog: &mut SchedClassifier, id| prog.take_link(id).map_err(|e| attach_error(&e));
     if policy != AttachPolicy::Clsact {
+        if let Some(pin) = pin
+            && let Some(id) = swap_into_pinned_link(prog, pin, interface)
+        {
+            return Ok((owned(prog, id)?, AttachMode::Tcx));
+        }
         // First in the chain: count what the device sent before anything else acts on it.
         let tcx_error = match prog.attach_with_options(
             interface,
-            attach_type,
+            target.attach_type,
             TcAttachOptions::TcxOrder(LinkOrder::first()),
         ) {
-            Ok(id) => return Ok((owned(prog, id)?, AttachMode::Tcx)),
+            Ok(id) => {
+                let link = owned(prog, id)?;
+                return match pin {
+                    Some(pin) => Ok((
+                        pin_link(link, pin).map_err(|e| attach_error(&e))?,
+                        AttachMode::Tcx,
+                    )),
+                    None => Ok((link, AttachMode::Tcx)),
+                };
+            }
             Err(e) => e,
         };
         if let Some(permission) = permission_denied(&tcx_error) {
@@ -367,20 +471,91 @@ fn attach(
             return Err(attach_error(&e));
         }
     }
-    // A filter of ours left by an agent that was killed would count everything twice.
-    match tc::qdisc_detach_program(interface, attach_type, name) {
-        Ok(()) => tracing::warn!(interface, name, "removed a stale filter of an earlier run"),
+    if pin.is_some() {
+        // An earlier agent's filter: this program takes its place, with no packet between.
+        let ours = SchedClassifierLink::attached(
+            interface,
+            target.attach_type,
+            CLSACT_PRIORITY,
+            CLSACT_HANDLE,
+            None,
+        )
+        .map_err(|e| attach_error(&e))?;
+        if let Ok(id) = prog.attach_to_link(ours) {
+            tracing::info!(
+                interface,
+                name = target.name,
+                "took over the filter of an earlier agent"
+            );
+            return Ok((owned(prog, id)?, AttachMode::Clsact));
+        }
+    }
+    // A filter of ours left by an agent that kept no pins would count everything twice.
+    match tc::qdisc_detach_program(interface, target.attach_type, target.name) {
+        Ok(()) => tracing::warn!(
+            interface,
+            name = target.name,
+            "removed a stale filter of an earlier run"
+        ),
         Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(attach_error(&e)),
     }
     let id = prog
         .attach_with_options(
             interface,
-            attach_type,
-            TcAttachOptions::Netlink(Default::default()),
+            target.attach_type,
+            TcAttachOptions::Netlink(NlOptions {
+                priority: CLSACT_PRIORITY,
+                handle: CLSACT_HANDLE,
+                ..Default::default()
+            }),
         )
         .map_err(|e| attach_error(&e))?;
     Ok((owned(prog, id)?, AttachMode::Clsact))
+}
+
+/// Swaps `prog` into the TCX link pinned at `pin` (an earlier agent's), atomically: every
+/// packet meets exactly one of the two programs. None when there is no usable link there (a
+/// stale pin is removed).
+fn swap_into_pinned_link(
+    prog: &mut SchedClassifier,
+    pin: &Path,
+    interface: &str,
+) -> Option<aya::programs::tc::SchedClassifierLinkId> {
+    let pinned = match PinnedLink::from_pin(pin) {
+        Ok(pinned) => pinned,
+        Err(_) if !pin.exists() => return None,
+        Err(e) => {
+            tracing::warn!(pin = %pin.display(), error = %e, "removing an unreadable link pin");
+            let _ = fs::remove_file(pin);
+            return None;
+        }
+    };
+    let swapped = SchedClassifierLink::try_from(FdLink::from(pinned))
+        .map_err(|e| e.to_string())
+        .and_then(|link| prog.attach_to_link(link).map_err(|e| error_chain(&e)));
+    match swapped {
+        Ok(id) => {
+            tracing::info!(interface, pin = %pin.display(), "took over the link of an earlier agent");
+            Some(id)
+        }
+        Err(e) => {
+            // A link whose device is gone is defunct: a new one replaces it.
+            tracing::info!(pin = %pin.display(), error = e, "replacing a stale link pin");
+            let _ = fs::remove_file(pin);
+            None
+        }
+    }
+}
+
+/// Pins a new TCX link, so it outlives the process.
+fn pin_link(link: SchedClassifierLink, pin: &Path) -> Result<SchedClassifierLink, String> {
+    let fd_link = FdLink::try_from(link).map_err(|e| e.to_string())?;
+    let _ = fs::remove_file(pin);
+    let pinned = fd_link
+        .pin(pin)
+        .map_err(|e| format!("cannot pin the link at {}: {e}", pin.display()))?;
+    SchedClassifierLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -12,8 +12,10 @@ use super::{
     loader::{KernelMaps, Loaded},
     neighbours::Neighbour,
     offload::OffloadWatch,
+    pins::Start,
     prefixes::{self, LocalPrefixMaps},
 };
+use crate::types::{Count, DeviceId};
 
 /// The running programs and everything a poll reads or writes of them. Fields drop in
 /// order: the log reader, the hooks (detaching the programs), the maps, then the object.
@@ -28,6 +30,11 @@ pub struct Live {
     lan: Vec<String>,
     extra_local: Vec<IpNet>,
     flow_capacity: u32,
+    start: Start,
+    /// Kernel statistics of replaced maps, per direction.
+    carried_stats: [monitor_common::KernelStats; 2],
+    /// Flow totals of replaced maps, until the ledger takes them.
+    carried_flows: Vec<(DeviceId, std::net::IpAddr, Count)>,
     ebpf: Ebpf,
 }
 
@@ -45,6 +52,8 @@ impl Live {
             mut ebpf,
             maps,
             hooks,
+            start,
+            carried,
         } = loaded;
         // The programs log rare events (a full device map) through aya-log.
         let log = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -67,13 +76,24 @@ impl Live {
             log,
             hooks,
             offload: OffloadWatch::default(),
-            devices: DeviceTotals::new(devices, device_slots, device_totals, device_capacity),
+            devices: DeviceTotals::new(devices, device_slots, device_totals, device_capacity)
+                .with_carried(carried.devices),
             flows,
             stats,
             local,
             lan,
             extra_local,
             flow_capacity,
+            start,
+            carried_stats: carried.stats,
+            carried_flows: carried
+                .flows
+                .iter()
+                .filter_map(|(key, count)| {
+                    let (device, addr) = counters::flow_of(key)?;
+                    Some((device, addr, *count))
+                })
+                .collect(),
             ebpf,
         };
         (live, sniff)
@@ -107,7 +127,10 @@ impl KernelSource for Live {
             devices: &self.devices,
             stats: &self.stats,
         };
-        let collected = counters::read(&maps, self.flow_capacity)?;
+        let mut collected = counters::read(&maps, self.flow_capacity)?;
+        for (kernel, carried) in collected.kernel.iter_mut().zip(&self.carried_stats) {
+            *kernel = kernel.merged(carried);
+        }
         if let Err(e) = self.devices.assign(&collected.devices_without_slot) {
             tracing::warn!(error = %e, "could not give new devices their slot");
         }
@@ -131,6 +154,14 @@ impl KernelSource for Live {
             .map(|a| (a.interface, a.lan))
             .collect();
         self.offload.check(&attached)
+    }
+
+    fn start(&self) -> Start {
+        self.start
+    }
+
+    fn take_carried_flows(&mut self) -> Vec<(DeviceId, std::net::IpAddr, Count)> {
+        std::mem::take(&mut self.carried_flows)
     }
 
     fn flush_log(&mut self) {

@@ -1,15 +1,25 @@
 //! Loading the kernel programs and attaching them to the LAN interfaces.
 //!
-//! TCX links (kernel >= 6.6) belong to this process: they vanish when it exits, even on
-//! SIGKILL, so a crash never leaves a program counting into maps nobody reads. Older kernels
-//! get clsact filters, which outlive the process; those are removed by name before attaching.
-//! Which devices the programs attach to is [`crate::kernel::hooks`]' concern.
+//! With a pin directory (the default), the counter maps and the TCX links are pinned and clsact
+//! filters stay, so the programs go on counting after the agent stops, and the next agent
+//! adopts them (see [`crate::kernel::pins`]). Without one, TCX links belong to this process and
+//! vanish when it exits, and clsact filters are removed at a clean stop. Which devices the
+//! programs attach to is [`crate::kernel::hooks`]' concern.
 
-use std::{collections::BTreeSet, io, path::Path};
+use std::{collections::BTreeSet, io, path::Path, time::Duration};
 
 use ipnet::IpNet;
 
-use crate::{config::AttachPolicy, kernel::hooks::Hooks, kernel::prefixes::LocalPrefixMaps};
+use crate::{
+    config::AttachPolicy,
+    kernel::{
+        counters::{self, CounterMaps},
+        device_totals::DeviceTotals,
+        hooks::Hooks,
+        pins::{self, Carried, Found, PinDir, PinError, Start},
+        prefixes::LocalPrefixMaps,
+    },
+};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -49,6 +59,8 @@ pub enum LoadError {
     Load(String),
     #[error("attaching to `{interface}` failed: {message}")]
     Attach { interface: String, message: String },
+    #[error(transparent)]
+    Pins(#[from] PinError),
 }
 
 /// How a program is attached to an interface.
@@ -87,8 +99,12 @@ pub struct Loaded {
     /// Keeps the programs alive.
     pub ebpf: Ebpf,
     pub maps: KernelMaps,
-    /// The programs' links to the hook devices; dropping it detaches them.
+    /// The programs' links to the hook devices; dropping it detaches them, unless pinned.
     pub hooks: Hooks,
+    /// How the kernel side began: afresh, or adopting an earlier agent's pins.
+    pub start: Start,
+    /// Totals carried over from maps an earlier agent replaced.
+    pub carried: Carried,
 }
 
 /// Sizes of the maps the configuration chooses.
@@ -122,12 +138,31 @@ pub fn check_interfaces(interfaces: &[String]) -> Result<(), LoadError> {
 /// Loads the object with the configured map sizes; programs are not loaded into the kernel
 /// yet. Tests use this to run the programs on crafted frames without attaching them.
 pub fn load(sizes: &MapSizes) -> Result<Ebpf, LoadError> {
-    EbpfLoader::new()
+    load_pinned(sizes, None)
+}
+
+/// [`load`], the counter maps opened from `pins` where they are pinned, else created and
+/// pinned there.
+fn load_pinned(sizes: &MapSizes, pins: Option<&PinDir>) -> Result<Ebpf, LoadError> {
+    let paths: Vec<(&str, std::path::PathBuf)> = pins
+        .map(|dir| {
+            pins::PINNED_KERNEL_MAPS
+                .iter()
+                .map(|name| (*name, dir.map(name)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut loader = EbpfLoader::new();
+    loader
         .map_max_entries(FLOWS_MAP, sizes.flows)
         .map_max_entries(DEVICES_MAP, sizes.devices)
         .map_max_entries(DEVICE_SLOTS_MAP, sizes.devices)
         .map_max_entries(DEVICE_TOTALS_MAP, sizes.devices)
-        .map_max_entries(SNIFF_MAP, sizes.sniff_ring_bytes)
+        .map_max_entries(SNIFF_MAP, sizes.sniff_ring_bytes);
+    for (name, path) in &paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    loader
         .load(EBPF_OBJECT)
         .map_err(|e| classify(&e, LoadError::Load))
 }
@@ -146,8 +181,13 @@ pub fn load_program<'a>(
     Ok(prog)
 }
 
+/// How long the programs an agent replaced may still be running on packets they took before
+/// the swap (a program run lasts microseconds), before their maps are read for the last time.
+const REPLACED_PROGRAMS_SETTLE: Duration = Duration::from_millis(100);
+
 /// Loads the object with the configured map sizes, writes the `local` prefixes, and only then
-/// attaches both programs to every interface.
+/// attaches both programs to every interface. With `pin_dir`, the counter maps and links of an
+/// earlier agent are adopted, or replaced with their totals carried over (see `pins`).
 ///
 /// The order matters: a packet to the router or a LAN neighbour seen before its prefix is in
 /// the trie would create a flow entry, and a known flow is never checked against the trie
@@ -158,9 +198,24 @@ pub fn load_and_attach(
     sizes: &MapSizes,
     policy: AttachPolicy,
     local: &BTreeSet<IpNet>,
+    pin_dir: Option<&Path>,
 ) -> Result<Loaded, LoadError> {
     check_interfaces(interfaces)?;
-    let mut ebpf = load(sizes)?;
+    let mut pins = pin_dir.and_then(PinDir::usable);
+    let (start, old) = match &pins {
+        None => (Start::Unpinned, None),
+        Some(dir) => match prepare_pins(dir, sizes) {
+            Err(LoadError::Permission(why)) => {
+                tracing::warn!(
+                    "{why}: running without pins, so the programs stop counting whenever the agent stops (give the agent's user a pin_dir it may write, or run it as root)"
+                );
+                pins = None;
+                (Start::Unpinned, None)
+            }
+            other => other?,
+        },
+    };
+    let mut ebpf = load_pinned(sizes, pins.as_ref())?;
     for program in [PROGRAM_LAN_INGRESS, PROGRAM_LAN_EGRESS] {
         load_program(&mut ebpf, program)?;
     }
@@ -168,8 +223,136 @@ pub fn load_and_attach(
     maps.local
         .sync(local)
         .map_err(|e| LoadError::Load(format!("cannot write the local prefixes: {e}")))?;
-    let hooks = Hooks::attach_all(&mut ebpf, interfaces, policy)?;
-    Ok(Loaded { ebpf, maps, hooks })
+    // Swaps these programs in for an earlier agent's, hook by hook, atomically.
+    let hooks = Hooks::attach_all(&mut ebpf, interfaces, policy, pins.as_ref())?;
+    let mut carried = Carried::default();
+    if let Some(dir) = &pins {
+        match start {
+            Start::Adopted => carried = dir.read_carried()?,
+            _ => {
+                if let Some((old_maps, old_carried)) = old {
+                    // No program writes the old maps any more: read them once, for good.
+                    std::thread::sleep(REPLACED_PROGRAMS_SETTLE);
+                    carried = old_carried;
+                    carried.absorb(read_final(&old_maps)?);
+                }
+                dir.write_carried(&carried)?;
+                dir.write_layout(sizes.flows, sizes.devices)?;
+            }
+        }
+    }
+    Ok(Loaded {
+        ebpf,
+        maps,
+        hooks,
+        start,
+        carried,
+    })
+}
+
+/// An earlier agent's counter maps, opened before their pins were removed.
+struct OldMaps {
+    flows: counters::Flows,
+    devices: DeviceTotals,
+    stats: counters::Stats,
+    flow_capacity: u32,
+}
+
+/// Decides what to do with what is pinned, and clears what will not be adopted. Returns the
+/// old maps (and what they carried) when their totals are to be carried over.
+fn prepare_pins(
+    dir: &PinDir,
+    sizes: &MapSizes,
+) -> Result<(Start, Option<(OldMaps, Carried)>), LoadError> {
+    dir.create_dirs().map_err(|e| match &e {
+        PinError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
+            LoadError::Permission(e.to_string())
+        }
+        _ => LoadError::Pins(e),
+    })?;
+    let found = dir.inspect(sizes.flows, sizes.devices)?;
+    let start = match &found {
+        Found::Nothing => Start::Fresh,
+        Found::Same => Start::Adopted,
+        Found::Resized => Start::Resized,
+        Found::Foreign(why) => {
+            tracing::warn!(
+                pin_dir = %dir.root().display(),
+                "replacing the pinned maps of an earlier agent, whose counts are lost: {why}"
+            );
+            Start::Replaced
+        }
+    };
+    let old = match found {
+        Found::Resized => {
+            let take =
+                |name: &str| -> Result<aya::maps::Map, LoadError> { Ok(dir.open_map(name)?) };
+            fn typed<T>(map: aya::maps::Map, name: &str) -> Result<T, LoadError>
+            where
+                T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+            {
+                T::try_from(map).map_err(|e| LoadError::Load(format!("pinned map {name}: {e}")))
+            }
+            let flows: counters::Flows = typed(take(FLOWS_MAP)?, FLOWS_MAP)?;
+            let flow_capacity = aya::maps::IterableMap::map(&flows)
+                .info()
+                .map(|i| i.max_entries())
+                .unwrap_or(sizes.flows);
+            let devices = DeviceTotals::new(
+                typed(take(DEVICES_MAP)?, DEVICES_MAP)?,
+                typed(take(DEVICE_SLOTS_MAP)?, DEVICE_SLOTS_MAP)?,
+                typed(take(DEVICE_TOTALS_MAP)?, DEVICE_TOTALS_MAP)?,
+                0,
+            );
+            let stats = typed(take(STATS_MAP)?, STATS_MAP)?;
+            let carried = dir.read_carried()?;
+            tracing::info!(
+                pin_dir = %dir.root().display(),
+                flow_map_entries = sizes.flows,
+                device_map_entries = sizes.devices,
+                "the pinned maps have other sizes: new maps, the old totals carried over"
+            );
+            Some((
+                OldMaps {
+                    flows,
+                    devices,
+                    stats,
+                    flow_capacity,
+                },
+                carried,
+            ))
+        }
+        _ => None,
+    };
+    if start != Start::Adopted {
+        // The open maps live on through their file descriptors.
+        dir.remove_maps()?;
+    }
+    Ok((start, old))
+}
+
+/// Everything replaced maps hold, as totals to carry over.
+fn read_final(old: &OldMaps) -> Result<Carried, LoadError> {
+    let maps = CounterMaps {
+        flows: &old.flows,
+        devices: &old.devices,
+        stats: &old.stats,
+    };
+    let collected = counters::read(&maps, old.flow_capacity)
+        .map_err(|e| LoadError::Load(format!("reading the replaced maps: {e}")))?;
+    let mut carried = Carried {
+        stats: collected.kernel,
+        ..Carried::default()
+    };
+    for (device, addr, count) in collected.reading.flows {
+        carried
+            .flows
+            .insert(counters::flow_key(device, addr), count);
+    }
+    for (device, count) in collected.reading.devices {
+        carried.devices.insert(device.kernel_key(), count);
+    }
+    Ok(carried)
 }
 
 /// Takes the maps the agent uses out of a loaded object.

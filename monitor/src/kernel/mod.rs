@@ -3,6 +3,7 @@
 //! local prefixes, the ring of copied packets, the neighbour table and offload checks.
 
 pub mod counters;
+pub mod detach;
 pub mod device_totals;
 pub mod hooks;
 pub mod live;
@@ -10,6 +11,7 @@ pub mod loader;
 pub mod neighbours;
 pub mod netlink;
 pub mod offload;
+pub mod pins;
 pub mod prefixes;
 pub mod sniff_ring;
 
@@ -40,4 +42,19 @@ pub trait KernelSource {
     fn hardware_offload(&mut self) -> Vec<(String, bool)>;
     /// Shows what the programs logged since the last call.
     fn flush_log(&mut self);
+    /// How the kernel side began (afresh, or adopting an earlier agent's pins).
+    fn start(&self) -> pins::Start {
+        pins::Start::Unpinned
+    }
+    /// Flow totals carried over from maps an earlier agent replaced, once: the ledger adds
+    /// them to the addresses' counts.
+    fn take_carried_flows(
+        &mut self,
+    ) -> Vec<(
+        crate::types::DeviceId,
+        std::net::IpAddr,
+        crate::types::Count,
+    )> {
+        Vec::new()
+    }
 }

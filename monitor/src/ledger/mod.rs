@@ -463,6 +463,23 @@ impl Ledger {
         }
     }
 
+    /// Adds totals carried over from kernel maps that were replaced (a restart with other map
+    /// sizes) to their addresses, before the first poll: the next poll exports them with what
+    /// the new maps counted, so no counter goes back. The device totals carry theirs in the
+    /// kernel reading.
+    pub fn carry(&mut self, flows: &[(DeviceId, IpAddr, Count)]) {
+        for (device, addr, count) in flows {
+            let flow = self
+                .devices
+                .entry(*device)
+                .or_default()
+                .flows
+                .entry(*addr)
+                .or_default();
+            flow.read = flow.read.saturating_add(*count);
+        }
+    }
+
     /// Every device seen, in MAC then direction order.
     pub fn devices(&self) -> impl Iterator<Item = (&DeviceId, &DeviceLedger)> {
         self.devices.iter()
@@ -642,6 +659,24 @@ mod tests {
             ledger.device(&DEV).unwrap().unattributed(),
             Count::default()
         );
+        assert_adds_up(&ledger);
+    }
+
+    #[test]
+    fn carried_totals_continue_in_the_new_maps_counts() {
+        let mut ledger = Ledger::default();
+        // Replaced maps held 1000 bytes to .1 and 300 to .9, which the new maps never saw.
+        ledger.carry(&[
+            (DEV, ip(1), Count::new(1000, 10)),
+            (DEV, ip(9), Count::new(300, 3)),
+        ]);
+        // The new maps: 200 more to .1; the device total carries the old 1300.
+        let now = reading(&[(1, 200, 2)], (1500, 15));
+        apply(&mut ledger, &now);
+        apply(&mut ledger, &now);
+        assert_eq!(exported(&ledger, 1), Count::new(1200, 12));
+        assert_eq!(exported(&ledger, 9), Count::new(300, 3));
+        assert_eq!(ledger.device(&DEV).unwrap().total(), Count::new(1500, 15));
         assert_adds_up(&ledger);
     }
 

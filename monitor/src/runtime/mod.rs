@@ -125,6 +125,16 @@ pub fn run(
     listener
         .set_nonblocking(true)
         .map_err(|e| RunError::Runtime(e.to_string()))?;
+    let state_dir_error = |source| RunError::StateDir {
+        dir: config.state_dir.clone(),
+        source,
+    };
+    // Held until the agent exits: one agent per state directory, and `baseline` commands know
+    // to ask it rather than edit the file. Taken before the programs are loaded: a second
+    // agent must not swap its programs into the first one's links.
+    let _state_lock = crate::persist::lock::try_lock(&config.state_dir)
+        .map_err(state_dir_error)?
+        .ok_or_else(|| RunError::StateDirInUse(config.state_dir.clone()))?;
     let local = crate::kernel::prefixes::wanted(&config.lan, &config.local_prefixes)
         .map_err(|e| RunError::Runtime(format!("cannot list the interfaces' addresses: {e}")))?;
     let loaded = loader::load_and_attach(
@@ -136,7 +146,13 @@ pub fn run(
         },
         config.attach,
         &local,
+        config.pin_dir.as_deref(),
     )?;
+    tracing::info!(
+        start = loaded.start.as_str(),
+        pin_dir = %config.pin_dir.as_ref().map_or("(none)".into(), |d| d.display().to_string()),
+        "kernel side ready"
+    );
     for a in loaded.hooks.attachments() {
         tracing::info!(
             interface = a.interface,
@@ -146,15 +162,6 @@ pub fn run(
         );
     }
 
-    let state_dir_error = |source| RunError::StateDir {
-        dir: config.state_dir.clone(),
-        source,
-    };
-    // Held until the agent exits: one agent per state directory, and `baseline` commands know
-    // to ask it rather than edit the file.
-    let _state_lock = crate::persist::lock::try_lock(&config.state_dir)
-        .map_err(state_dir_error)?
-        .ok_or_else(|| RunError::StateDirInUse(config.state_dir.clone()))?;
     let records = store::load(&config.state_dir)?;
     tracing::info!(
         dir = %config.state_dir.display(),
@@ -306,6 +313,35 @@ pub fn run(
         return Err(p.into());
     }
     served.map_err(|e| RunError::Runtime(format!("HTTP server failed: {e}")))
+}
+
+/// `egress-monitor detach`: refuses while an agent runs (it holds the state directory), then
+/// detaches and removes the pins. Returns what to print.
+pub fn detach(config: &Config) -> Result<String, RunError> {
+    let state_dir_error = |source| RunError::StateDir {
+        dir: config.state_dir.clone(),
+        source,
+    };
+    let _lock = if config.state_dir.exists() {
+        Some(
+            crate::persist::lock::try_lock(&config.state_dir)
+                .map_err(state_dir_error)?
+                .ok_or_else(|| RunError::StateDirInUse(config.state_dir.clone()))?,
+        )
+    } else {
+        None
+    };
+    let done = crate::kernel::detach::detach(&config.lan, config.pin_dir.as_deref())
+        .map_err(RunError::Runtime)?;
+    Ok(format!(
+        "detached: {} pinned links and {} clsact filters removed; pins under {} removed\n",
+        done.links,
+        done.filters,
+        config
+            .pin_dir
+            .as_ref()
+            .map_or("(none)".to_owned(), |d| d.display().to_string())
+    ))
 }
 
 /// Completes on SIGINT or SIGTERM. SIGHUP asks the poller to read the configuration again.

@@ -14,7 +14,7 @@ use super::{fault, reload::Reload, shutdown::Shutdown, state::State};
 use crate::{
     config::Config,
     http::metrics::SelfMetrics,
-    kernel::{KernelSource, counters::Collected, sniff_ring::Sniffed},
+    kernel::{KernelSource, counters::Collected, pins::Start, sniff_ring::Sniffed},
     naming::lease_files::LeaseRead,
     persist::{
         control::{self, ControlReply, ControlRequest},
@@ -89,6 +89,9 @@ impl<K: KernelSource> Poller<K> {
             neighbours_read: None,
         };
         poller.state.agent.attachments = poller.kernel.attachments();
+        poller.state.agent.kernel_start = poller.kernel.start().as_str();
+        let carried = poller.kernel.take_carried_flows();
+        poller.state.ledger.carry(&carried);
         poller
     }
 
@@ -104,6 +107,12 @@ impl<K: KernelSource> Poller<K> {
             mut messages,
             mut sniffed,
         } = inbox;
+        if matches!(self.kernel.start(), Start::Adopted | Start::Resized) {
+            // The maps hold what an earlier agent exported: a reading that is not published
+            // first, so the first published device totals are settled ones (see the ledger),
+            // not zeros that Prometheus would take for a counter reset.
+            self.read_and_settle(SystemTime::now());
+        }
         let mut next = Instant::now();
         'polls: loop {
             fault::panic_if_requested("poller");

@@ -115,6 +115,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     check("lan", old.lan == new.lan);
     check("listen", old.listen == new.listen);
     check("poll_interval", old.poll_interval == new.poll_interval);
+    check("pin_dir", old.pin_dir == new.pin_dir);
     check("local_prefixes", old.local_prefixes == new.local_prefixes);
     check(
         "flow_map_entries",

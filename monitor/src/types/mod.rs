@@ -73,6 +73,17 @@ pub struct DeviceId {
     pub direction: Direction,
 }
 
+impl DeviceId {
+    /// The key of this device in the kernel's device maps.
+    pub fn kernel_key(self) -> monitor_common::DeviceKey {
+        monitor_common::DeviceKey {
+            mac: self.mac.0,
+            direction: self.direction as u8,
+            pad: 0,
+        }
+    }
+}
+
 /// The `destination` label of exported bytes: the remote address, or a name the device
 /// resolved for it. An address stays an address (no string is made of it until a scrape), so a
 /// poll that labels 100k addresses allocates nothing for them.

@@ -183,6 +183,7 @@ impl LabBuilder {
             created: Vec::new(),
             children: Mutex::new(Vec::new()),
             scratch: OnceLock::new(),
+            bpffs: OnceLock::new(),
             dns: None,
             dhcp: self.dhcp,
             hostnames: Mutex::new(hostnames),
@@ -226,6 +227,9 @@ pub struct Lab {
     children: Mutex<Vec<LabChild>>,
     /// The lab directory, made when first needed; removed after the processes are gone.
     scratch: OnceLock<ScratchDir>,
+    /// A bpf filesystem of the lab's own, mounted in the lab directory when first needed (see
+    /// [`Lab::pin_dir`]); unmounted when the lab goes.
+    bpffs: OnceLock<PathBuf>,
     /// The two dnsmasq instances, with [`LabBuilder::dnsmasq`].
     dns: Option<services::Resolvers>,
     /// Whether devices get their IPv4 address by DHCP.
@@ -251,6 +255,33 @@ impl Lab {
     /// The prefix of this lab's namespace names, `egl-{pid}-{n}`.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Where this lab's agents pin their maps and links: shared by the agents one lab starts
+    /// in turn, so a restarted agent adopts what the previous one left.
+    ///
+    /// On a bpf filesystem of the lab's own, in the lab directory: `ip netns exec` mounts a
+    /// fresh /sys for the agent, where /sys/fs/bpf is not mounted, while mounts elsewhere are
+    /// seen by every process the lab starts. It goes with the lab: removing the link pins
+    /// detaches what still counted.
+    pub fn pin_dir(&self) -> PathBuf {
+        let mount = self.bpffs.get_or_init(|| {
+            let dir = self.scratch_dir().join("bpf");
+            std::fs::create_dir_all(&dir).expect("create the lab's bpffs mount point");
+            let out = Command::new("mount")
+                .args(["-t", "bpf", "-o", "mode=0700", "egl-bpf"])
+                .arg(&dir)
+                .output()
+                .expect("run mount");
+            assert!(
+                out.status.success(),
+                "cannot mount a bpf filesystem at {}: {}",
+                dir.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            dir
+        });
+        mount.join("egress-monitor")
     }
 
     /// The router's namespace (where the agent runs).
@@ -356,6 +387,11 @@ impl Drop for Lab {
             child.kill_quietly();
         }
         netns::destroy(&self.created);
+        // The agents' pins: removing the link pins detaches what still counted.
+        if let Some(mount) = self.bpffs.get() {
+            let _ = std::fs::remove_dir_all(mount.join("egress-monitor"));
+            let _ = Command::new("umount").arg(mount).output();
+        }
     }
 }
 

@@ -109,6 +109,18 @@ pub const DEFAULT: &[Entry<'static>] = &[
         flags: &[],
         hide_btf: false,
     },
+    // Lossless restarts: a stream across SIGKILL (the next agent swaps its programs into the
+    // pinned TCX links, or into the clsact filters before 6.6) and across a restart with
+    // other map sizes (the old maps' totals carried over).
+    Entry {
+        binary: "restarts",
+        tests: Tests::Only(&[
+            "a_stream_across_sigkill_and_start_is_counted_exactly",
+            "a_stream_across_a_restart_with_other_map_sizes_is_counted_exactly",
+        ]),
+        flags: &[],
+        hide_btf: false,
+    },
 ];
 
 /// The agent_lab tests that matter most on each kernel (attach modes, restart, re-attach),
@@ -120,8 +132,8 @@ pub const DEFAULT: &[Entry<'static>] = &[
 pub const AGENT_LAB_CORE: &[&str] = &[
     "udp_and_tcp_are_counted_exactly_per_device_destination_and_direction",
     "lan_router_multicast_and_broadcast_traffic_is_not_a_destination",
-    "a_restarted_agent_starts_clean_and_a_stopped_one_leaves_nothing_attached",
-    "clsact_mode_counts_exactly_and_replaces_the_filters_a_killed_agent_left",
+    "a_restarted_agent_counts_on_and_detach_leaves_nothing_attached",
+    "clsact_mode_counts_exactly_and_the_next_agent_takes_over_its_filters",
     "a_rebuilt_bridge_is_attached_again_and_counting_goes_on",
 ];
 
@@ -460,6 +472,7 @@ mod tests {
         "bridge_vlan",
         "offload",
         "no_btf",
+        "restarts",
         "deploy",
     ];
 
@@ -506,7 +519,8 @@ mod tests {
                 "bridge_ports",
                 "bridge_vlan",
                 "offload",
-                "no_btf"
+                "no_btf",
+                "restarts"
             ]
         );
         assert_eq!(steps[0].args, ["--test-threads=1", "--nocapture"]);
@@ -543,7 +557,8 @@ mod tests {
                 "lab_smoke",
                 "local_prefixes",
                 "no_btf",
-                "offload"
+                "offload",
+                "restarts"
             ]
         );
         // Whole binaries, with a row's own flags kept.

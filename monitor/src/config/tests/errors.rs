@@ -31,8 +31,12 @@ fn file_errors_name_line_and_key() {
             r#"/etc/egress-monitor.toml:5:1: devices."zz:00": invalid MAC address "zz:00": expected six pairs of hex digits separated by ':' or '-', like "00:16:3e:00:00:01""#,
         ),
         (
+            "lan = [\"br-lan\"]\npin_dir = \"bpf/egress\"\n",
+            r#"/etc/egress-monitor.toml:2:11: pin_dir: invalid pin directory "bpf/egress": must be an absolute path of its own on bpffs, like "/sys/fs/bpf/egress-monitor", or "" for no pins"#,
+        ),
+        (
             "lan = [\"br-lan\"]\npoll_intervall = \"1s\"\n",
-            "/etc/egress-monitor.toml:2:1: poll_intervall: unknown key `poll_intervall`, expected one of `lan`, `listen`, `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `max_series`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`, `state_dir`, `state_write_interval`, `policy`, `enrich`",
+            "/etc/egress-monitor.toml:2:1: poll_intervall: unknown key `poll_intervall`, expected one of `lan`, `listen`, `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `max_series`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`, `state_dir`, `pin_dir`, `state_write_interval`, `policy`, `enrich`",
         ),
         (
             "lan = [\"br-lan\"]\n[devices]\n\"00:16:3e:00:00:01\" = { name = \"tv\", room = \"den\" }\n",
@@ -153,7 +157,7 @@ fn errors_without_a_file_name_still_give_the_line() {
     assert_eq!(
         err.to_string(),
         "line 2, column 1: foo: unknown key `foo`, expected one of `lan`, `listen`, \
-         `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `max_series`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`, `state_dir`, `state_write_interval`, `policy`, `enrich`"
+         `poll_interval`, `local_prefixes`, `flow_map_entries`, `device_map_entries`, `max_destinations_per_device`, `max_series`, `attach`, `destination_label`, `sniff_ring_bytes`, `names`, `leases`, `devices`, `state_dir`, `pin_dir`, `state_write_interval`, `policy`, `enrich`"
     );
 }
 

@@ -25,6 +25,7 @@ fn defaults_fill_every_missing_key() {
         devices: BTreeMap::new(),
         state_dir: PathBuf::from("/var/lib/egress-monitor"),
         state_write_interval: Duration::from_secs(300),
+        pin_dir: Some(PathBuf::from("/sys/fs/bpf/egress-monitor")),
         max_series: 100_000,
         policy: PolicyConfig::default(),
         enrich: EnrichConfig {
@@ -61,6 +62,7 @@ fn every_key_is_parsed() {
     assert_eq!(config.attach, AttachPolicy::Tcx);
     assert_eq!(config.destination_label, LabelMode::Host);
     assert_eq!(config.sniff_ring_bytes, 4 << 20);
+    assert_eq!(config.pin_dir, Some(PathBuf::from("/sys/fs/bpf/em-test")));
     assert_eq!(
         config.names,
         NamesConfig {
@@ -139,9 +141,11 @@ fn flags_override_the_file() {
         attach: Some(AttachPolicy::Clsact),
         destination_label: Some(LabelMode::Address),
         state_dir: Some("/run/egress".into()),
+        pin_dir: Some(String::new()),
     };
     let config = load_ok(EXAMPLE, &flags);
     assert_eq!(config.state_dir, Path::new("/run/egress"));
+    assert_eq!(config.pin_dir, None, "--pin-dir \"\" turns pinning off");
     assert_eq!(config.attach, AttachPolicy::Clsact);
     assert_eq!(config.destination_label, LabelMode::Address);
     assert_eq!(config.lan, ["eth1"]);

@@ -59,6 +59,7 @@ attach = "tcx"
 destination_label = "host"
 sniff_ring_bytes = 4194304
 state_dir = "/var/lib/egress-state"
+pin_dir = "/sys/fs/bpf/em-test"
 
 [names]
 dns_grace = "5m"

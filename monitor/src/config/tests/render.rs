@@ -35,7 +35,8 @@ fn to_toml_reads_back_to_the_same_config() {
              local_prefixes = []\nflow_map_entries = 65536\ndevice_map_entries = 4096\n\
              max_destinations_per_device = 1024\nmax_series = 100000\nattach = \"auto\"\n\
              destination_label = \"domain\"\nsniff_ring_bytes = 1048576\n\
-             state_dir = \"/var/lib/egress-monitor\"\nstate_write_interval = \"5m\"\n\n\
+             state_dir = \"/var/lib/egress-monitor\"\npin_dir = \"/sys/fs/bpf/egress-monitor\"\n\
+             state_write_interval = \"5m\"\n\n\
              [names]\ndns_grace = \"1m\"\ntls_ttl = \"1h\"\nmax_names_per_device = 4096\n\
              public_resolvers = [\n{resolvers}]\n\n[devices]\n\n\
              [policy]\nmax_unexpected_destinations = 20\n\n\

@@ -93,6 +93,7 @@ struct Families {
     map_max_entries: Family,
     local_prefixes: Family,
     interface_attached: Family,
+    kernel_start: Family,
     hardware_offload: Family,
     last_poll: Family,
 }
@@ -186,6 +187,11 @@ impl Families {
                 "1 for each device the programs are attached to (a LAN interface, or a port of a LAN bridge; `lan` names the configured interface), with the attach mode (tcx or clsact); 0 with mode none while a device cannot be attached or a configured interface is gone or has no ports.",
                 GAUGE,
             ),
+            kernel_start: Family::new(
+                "egress_monitor_kernel_start_info",
+                "1, with how the kernel side began: fresh (new pinned maps), adopted (an earlier agent's pinned maps and links, counting on), resized (new map sizes, the old totals carried over), replaced (pins of an unknown layout, their counts lost) or unpinned (pin_dir off or not on bpffs: counting stops with the agent).",
+                GAUGE,
+            ),
             hardware_offload: Family::new(
                 "egress_monitor_hardware_offload",
                 "1 for a device the programs are attached to whose packets hardware offload may hide from every hook (hw-tc-offload on, or in an nftables flowtable with flags offload): flows the hardware forwards are not counted.",
@@ -219,6 +225,7 @@ impl Families {
             self.map_max_entries,
             self.local_prefixes,
             self.interface_attached,
+            self.kernel_start,
             self.hardware_offload,
             self.last_poll,
         ];
@@ -523,6 +530,9 @@ fn state_families(snapshot: &Snapshot) -> (String, String) {
             &[("interface", &a.interface), ("lan", &a.lan), ("mode", mode)],
             up,
         );
+    }
+    if !agent.kernel_start.is_empty() {
+        f.kernel_start.push(&[("start", agent.kernel_start)], 1.0);
     }
     for (interface, on) in &agent.hardware_offload {
         f.hardware_offload
