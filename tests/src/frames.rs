@@ -91,3 +91,50 @@ pub fn frame(src: [u8; 6], dst: [u8; 6], ethertype: u16, ip: &[u8]) -> Vec<u8> {
     f.extend_from_slice(ip);
     f
 }
+
+/// Sends each of `frames` (whole Ethernet frames) out of interface `interface` of namespace
+/// `ns` through a packet socket, as a device with any source MAC would, pausing 1 ms every
+/// `per_ms` frames. Panics if a frame cannot be sent.
+pub fn send_raw(ns: &str, interface: &str, frames: &[Vec<u8>], per_ms: usize) {
+    crate::netns::run_in(ns, || {
+        let name = std::ffi::CString::new(interface).expect("an interface name");
+        // SAFETY: a NUL-terminated name; the call only reads it.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert!(ifindex != 0, "no interface {interface} in {ns}");
+        // SAFETY: plain socket creation; the descriptor is closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        for (i, frame) in frames.iter().enumerate() {
+            addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+            // SAFETY: `frame` and `addr` outlive the call, which only reads them.
+            let sent = unsafe {
+                libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert!(
+                sent == frame.len() as isize,
+                "frame {i} from {ns}: {}",
+                std::io::Error::last_os_error()
+            );
+            if per_ms > 0 && i % per_ms == per_ms - 1 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        // SAFETY: the descriptor opened above, closed once.
+        unsafe { libc::close(fd) };
+    });
+}

@@ -15,10 +15,10 @@ use std::{
 };
 
 use aya::maps::{IterableMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
-use monitor_common::{Counters, DeviceKey, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, KernelStats};
+use monitor_common::{Counters, FAMILY_V4, FAMILY_V6, FlowKey, FlowValue, KernelStats};
 
 use crate::{
-    kernel::device_totals::DeviceTotals,
+    kernel::device_totals::{DeviceReading, DeviceTotals},
     ledger::Reading,
     types::MacAddr,
     types::{Count, DeviceId, Direction},
@@ -48,8 +48,8 @@ pub struct Collected {
     pub flow_entries: u64,
     /// Entries read from the device map.
     pub device_entries: u64,
-    /// Devices counted without a slot yet: the poller gives them one.
-    pub devices_without_slot: Vec<DeviceKey>,
+    /// The device maps as read: the poller drains, recycles and gives slots from it.
+    pub device_maps: DeviceReading,
 }
 
 /// Why the maps could not be read.
@@ -212,13 +212,13 @@ fn finish(
     }
     // After the flows: see the ledger for why the order matters.
     let devices = devices.read()?;
-    for (key, count) in devices.totals {
+    for (key, count) in &devices.totals {
         if let Some(direction) = Direction::from_kernel(key.direction) {
             let device = DeviceId {
                 mac: MacAddr(key.mac),
                 direction,
             };
-            reading.devices.push((device, count));
+            reading.devices.push((device, *count));
         }
     }
     let mut kernel = [KernelStats::default(); 2];
@@ -234,7 +234,7 @@ fn finish(
         kernel,
         flow_entries: flows.len() as u64,
         device_entries,
-        devices_without_slot: devices.without_slot,
+        device_maps: devices,
     })
 }
 

@@ -54,6 +54,7 @@ impl Live {
             hooks,
             start,
             carried,
+            carried_pin,
         } = loaded;
         // The programs log rare events (a full device map) through aya-log.
         let log = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -77,7 +78,7 @@ impl Live {
             hooks,
             offload: OffloadWatch::default(),
             devices: DeviceTotals::new(devices, device_slots, device_totals, device_capacity)
-                .with_carried(carried.devices),
+                .with_carried(carried.devices, carried_pin),
             flows,
             stats,
             local,
@@ -131,8 +132,17 @@ impl KernelSource for Live {
         for (kernel, carried) in collected.kernel.iter_mut().zip(&self.carried_stats) {
             *kernel = kernel.merged(carried);
         }
-        if let Err(e) = self.devices.assign(&collected.devices_without_slot) {
-            tracing::warn!(error = %e, "could not give new devices their slot");
+        match self
+            .devices
+            .maintain(&collected.device_maps, &mut self.flows)
+        {
+            Ok(done) if done.recycled > 0 => tracing::info!(
+                recycled = done.recycled,
+                assigned = done.assigned,
+                "gave the slots of the longest idle devices to new ones (their totals carry on)"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not maintain the device maps"),
         }
         Ok(collected)
     }

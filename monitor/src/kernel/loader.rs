@@ -105,6 +105,8 @@ pub struct Loaded {
     pub start: Start,
     /// Totals carried over from maps an earlier agent replaced.
     pub carried: Carried,
+    /// Where the carried device totals are pinned, to keep them as they grow.
+    pub carried_pin: Option<HashMap<MapData, DeviceKey, Counters>>,
 }
 
 /// Sizes of the maps the configuration chooses.
@@ -226,6 +228,7 @@ pub fn load_and_attach(
     // Swaps these programs in for an earlier agent's, hook by hook, atomically.
     let hooks = Hooks::attach_all(&mut ebpf, interfaces, policy, pins.as_ref())?;
     let mut carried = Carried::default();
+    let mut carried_pin = None;
     if let Some(dir) = &pins {
         match start {
             Start::Adopted => carried = dir.read_carried()?,
@@ -236,10 +239,11 @@ pub fn load_and_attach(
                     carried = old_carried;
                     carried.absorb(read_final(&old_maps)?);
                 }
-                dir.write_carried(&carried)?;
+                dir.write_carried(&carried, sizes.devices)?;
                 dir.write_layout(sizes.flows, sizes.devices)?;
             }
         }
+        carried_pin = Some(dir.open_carried_devices()?);
     }
     Ok(Loaded {
         ebpf,
@@ -247,6 +251,7 @@ pub fn load_and_attach(
         hooks,
         start,
         carried,
+        carried_pin,
     })
 }
 

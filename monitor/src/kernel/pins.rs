@@ -54,6 +54,8 @@ const LAYOUT: &str = "LAYOUT";
 const CARRIED_DEVICES: &str = "CARRIED_DEVICES";
 const CARRIED_FLOWS: &str = "CARRIED_FLOWS";
 const CARRIED_STATS: &str = "CARRIED_STATS";
+/// Hash map entries allocated as they are used, not all at creation.
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// What `LAYOUT` holds.
 #[repr(C)]
@@ -377,8 +379,21 @@ impl PinDir {
         Ok(carried)
     }
 
-    /// Pins `carried` as the carried maps, replacing any there are.
-    pub fn write_carried(&self, carried: &Carried) -> Result<(), PinError> {
+    /// The pinned carried device totals, to keep them as the agent drains and recycles.
+    pub fn open_carried_devices(&self) -> Result<HashMap<MapData, DeviceKey, Counters>, PinError> {
+        let error = |message: String| PinError::Map {
+            name: CARRIED_DEVICES.into(),
+            message,
+        };
+        let data =
+            MapData::from_pin(self.map(CARRIED_DEVICES)).map_err(|e| error(e.to_string()))?;
+        HashMap::try_from(Map::HashMap(data)).map_err(|e| error(e.to_string()))
+    }
+
+    /// Pins `carried` as the carried maps, replacing any there are. The device map has room
+    /// for 16 times `device_entries` devices (allocated as used): drained and recycled devices
+    /// go there as the agent runs.
+    pub fn write_carried(&self, carried: &Carried, device_entries: u32) -> Result<(), PinError> {
         let map_error = |name: &str| {
             let name = name.to_owned();
             move |e: &dyn std::fmt::Display| PinError::Map {
@@ -395,9 +410,9 @@ impl PinDir {
             }
         }
         let capacity = |n: usize| u32::try_from(n.max(1)).unwrap_or(u32::MAX);
-        let mut devices =
-            HashMap::<MapData, DeviceKey, Counters>::create(capacity(carried.devices.len()), 0)
-                .map_err(|e| map_error(CARRIED_DEVICES)(&e))?;
+        let room = capacity(carried.devices.len() * 2).max(device_entries.saturating_mul(16));
+        let mut devices = HashMap::<MapData, DeviceKey, Counters>::create(room, BPF_F_NO_PREALLOC)
+            .map_err(|e| map_error(CARRIED_DEVICES)(&e))?;
         for (key, c) in &carried.devices {
             devices
                 .insert(key, counters(*c), 0)

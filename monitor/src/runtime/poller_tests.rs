@@ -78,7 +78,7 @@ impl KernelSource for FakeKernel {
             kernel: [KernelStats::default(); 2],
             flow_entries: fake.reading.len() as u64,
             device_entries: fake.devices.len() as u64,
-            devices_without_slot: Vec::new(),
+            device_maps: Default::default(),
         })
     }
 
