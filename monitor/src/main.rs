@@ -22,49 +22,24 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(colour)
         .init();
-    if let Some(Command::Baseline { action }) = &cli.command {
-        let config = match Config::load_without_lan(cli.config.as_deref(), &cli.overrides()) {
-            Ok(config) => config,
-            Err(e) => {
-                eprintln!("egress-monitor: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        return match baseline::run(&config, &action.request()) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("egress-monitor: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if let Some(Command::Detach) = &cli.command {
-        return match Config::load(cli.config.as_deref(), &cli.overrides()) {
-            Ok(config) => match app::detach(&config) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("egress-monitor: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Err(e) => {
-                eprintln!("egress-monitor: {e}");
-                ExitCode::from(2)
-            }
-        };
+    match &cli.command {
+        Some(Command::Baseline { action }) => {
+            return match Config::load_without_lan(cli.config.as_deref(), &cli.overrides()) {
+                Ok(config) => report(baseline::run(&config, &action.request())),
+                Err(e) => config_error(e),
+            };
+        }
+        Some(Command::Detach) => {
+            return match Config::load(cli.config.as_deref(), &cli.overrides()) {
+                Ok(config) => report(app::detach(&config)),
+                Err(e) => config_error(e),
+            };
+        }
+        None => {}
     }
     let config = match Config::load(cli.config.as_deref(), &cli.overrides()) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("egress-monitor: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return config_error(e),
     };
     // A broken web configuration is a configuration error: the endpoint never opens without it.
     let web = match cli
@@ -74,10 +49,7 @@ fn main() -> ExitCode {
         .transpose()
     {
         Ok(web) => web,
-        Err(e) => {
-            eprintln!("egress-monitor: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return config_error(e),
     };
     if cli.check_config {
         print!("{}", config.to_toml());
@@ -91,4 +63,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command's outcome: its text on stdout, or its error on stderr and exit 1.
+fn report<E: std::fmt::Display>(outcome: Result<String, E>) -> ExitCode {
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("egress-monitor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A configuration error: exit 2.
+fn config_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("egress-monitor: {e}");
+    ExitCode::from(2)
 }

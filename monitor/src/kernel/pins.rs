@@ -350,23 +350,11 @@ impl PinDir {
                 message: e.to_string(),
             }
         };
-        let mut carried = Carried::default();
-        if let Ok(data) = MapData::from_pin(self.map(CARRIED_DEVICES)) {
-            let map: HashMap<MapData, DeviceKey, Counters> =
-                HashMap::try_from(Map::HashMap(data)).map_err(map_error(CARRIED_DEVICES))?;
-            for entry in map.iter() {
-                let (key, c) = entry.map_err(map_error(CARRIED_DEVICES))?;
-                carried.devices.insert(key, Count::new(c.bytes, c.packets));
-            }
-        }
-        if let Ok(data) = MapData::from_pin(self.map(CARRIED_FLOWS)) {
-            let map: HashMap<MapData, FlowKey, Counters> =
-                HashMap::try_from(Map::HashMap(data)).map_err(map_error(CARRIED_FLOWS))?;
-            for entry in map.iter() {
-                let (key, c) = entry.map_err(map_error(CARRIED_FLOWS))?;
-                carried.flows.insert(key, Count::new(c.bytes, c.packets));
-            }
-        }
+        let mut carried = Carried {
+            devices: self.read_counts(CARRIED_DEVICES)?,
+            flows: self.read_counts(CARRIED_FLOWS)?,
+            ..Carried::default()
+        };
         if let Ok(data) = MapData::from_pin(self.map(CARRIED_STATS)) {
             let map: Array<MapData, KernelStats> =
                 Array::try_from(Map::Array(data)).map_err(map_error(CARRIED_STATS))?;
@@ -388,6 +376,25 @@ impl PinDir {
         let data =
             MapData::from_pin(self.map(CARRIED_DEVICES)).map_err(|e| error(e.to_string()))?;
         HashMap::try_from(Map::HashMap(data)).map_err(|e| error(e.to_string()))
+    }
+
+    /// The counts in pinned hash map `name` (none when it is not there).
+    fn read_counts<K: Pod + Ord>(&self, name: &str) -> Result<BTreeMap<K, Count>, PinError> {
+        let error = |e: MapError| PinError::Map {
+            name: name.into(),
+            message: e.to_string(),
+        };
+        let Ok(data) = MapData::from_pin(self.map(name)) else {
+            return Ok(BTreeMap::new());
+        };
+        let map: HashMap<MapData, K, Counters> =
+            HashMap::try_from(Map::HashMap(data)).map_err(error)?;
+        let mut counts = BTreeMap::new();
+        for entry in map.iter() {
+            let (key, c) = entry.map_err(error)?;
+            counts.insert(key, Count::new(c.bytes, c.packets));
+        }
+        Ok(counts)
     }
 
     /// Pins `carried` as the carried maps, replacing any there are. The device map has room

@@ -408,13 +408,7 @@ impl Ledger {
         self.poll += 1;
         let poll = self.poll;
         for (device, addr, raw) in &reading.flows {
-            let flow = self
-                .devices
-                .entry(*device)
-                .or_default()
-                .flows
-                .entry(*addr)
-                .or_default();
+            let flow = self.flow_mut(*device, *addr);
             let recreated = raw.bytes < flow.last_raw.bytes || raw.packets < flow.last_raw.packets;
             // A re-created entry started from zero: all of it is new. Growth is the difference.
             // A re-created entry that already outgrew the old value passes for growth: that
@@ -469,15 +463,19 @@ impl Ledger {
     /// kernel reading.
     pub fn carry(&mut self, flows: &[(DeviceId, IpAddr, Count)]) {
         for (device, addr, count) in flows {
-            let flow = self
-                .devices
-                .entry(*device)
-                .or_default()
-                .flows
-                .entry(*addr)
-                .or_default();
+            let flow = self.flow_mut(*device, *addr);
             flow.read = flow.read.saturating_add(*count);
         }
+    }
+
+    /// The state of one address of one device, made empty when new.
+    fn flow_mut(&mut self, device: DeviceId, addr: IpAddr) -> &mut FlowLedger {
+        self.devices
+            .entry(device)
+            .or_default()
+            .flows
+            .entry(addr)
+            .or_default()
     }
 
     /// Every device seen, in MAC then direction order.
