@@ -190,9 +190,10 @@ impl Agent {
         http_get(&self.ns, self.listen, path)
     }
 
-    /// The current `/metrics`, parsed. Panics if the agent does not answer 200.
+    /// The current `/metrics`, parsed. Panics if the agent does not answer 200 within 30 s
+    /// (a debug build rendering thousands of series under TCG on a foreign CPU takes seconds).
     pub fn scrape(&self) -> Scrape {
-        match self.get("/metrics") {
+        match http_get_within(&self.ns, self.listen, "/metrics", SCRAPE_TIMEOUT) {
             Some((200, body)) => Scrape::parse(&body),
             other => panic!(
                 "GET /metrics failed: {other:?}; agent log:\n{}",
@@ -406,10 +407,23 @@ pub fn write_config(lab: &Lab, config: &str) -> PathBuf {
 
 /// A minimal HTTP/1.0 GET inside namespace `ns`; None when nothing answers.
 pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    http_get_within(ns, addr, path, Duration::from_secs(5))
+}
+
+/// How long [`Agent::scrape`] waits for each read of the answer.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// [`http_get`] waiting up to `read_timeout` for each read of the answer.
+pub fn http_get_within(
+    ns: &str,
+    addr: SocketAddr,
+    path: &str,
+    read_timeout: Duration,
+) -> Option<(u16, String)> {
     let path = path.to_owned();
     netns::run_in(ns, move || {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream.set_read_timeout(Some(read_timeout)).ok()?;
         write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
