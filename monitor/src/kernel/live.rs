@@ -1,5 +1,6 @@
 //! The kernel as the poller sees it ([`super::KernelSource`]): the loaded programs, their
-//! maps and hooks, owned together so that dropping them detaches the programs.
+//! maps and hooks, owned together so that dropping them detaches the programs (unless they are
+//! pinned: then they count on for the next agent).
 
 use aya::Ebpf;
 use ipnet::IpNet;
@@ -18,7 +19,8 @@ use super::{
 use crate::types::{Count, DeviceId};
 
 /// The running programs and everything a poll reads or writes of them. Fields drop in
-/// order: the log reader, the hooks (detaching the programs), the maps, then the object.
+/// order: the log reader, the hooks (detaching the programs unless pinned), the maps, then the
+/// object.
 pub struct Live {
     log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     hooks: Hooks,

@@ -260,9 +260,7 @@ impl PinDir {
                 )));
             }
         }
-        let size = |name| MapInfo::from_pin(self.map(name)).map(|i| i.max_entries());
-        let sizes = (size(FLOWS_MAP), size(DEVICES_MAP));
-        if !matches!(sizes, (Ok(f), Ok(d)) if f == flows && d == devices) {
+        if (layout.flow_entries, layout.device_entries) != (flows, devices) {
             return Ok(Found::Resized);
         }
         Ok(Found::Same)

@@ -101,7 +101,7 @@ impl<K: KernelSource> Poller<K> {
     }
 
     /// Polls until `shutdown`, then writes what changed and drops the kernel side, which
-    /// detaches the programs.
+    /// detaches the programs unless they are pinned.
     pub fn run(mut self, inbox: Inbox, shutdown: &Shutdown) {
         let Inbox {
             mut messages,
@@ -349,8 +349,15 @@ impl<K: KernelSource> Poller<K> {
                 tracing::warn!("the state file was not written before the stop");
             }
         }
+        let pinned = self.kernel.start() != Start::Unpinned;
         drop(self.kernel);
-        tracing::info!("detached from the LAN interfaces");
+        if pinned {
+            tracing::info!(
+                "stopped; the pinned programs count on for the next agent (`egress-monitor detach` removes them)"
+            );
+        } else {
+            tracing::info!("detached from the LAN interfaces");
+        }
     }
 }
 
